@@ -1,0 +1,215 @@
+"""The four task runners (bound as methods of ``LensModel``): each returns a typed record holding
+the Trace of the very forward pass that produced its numbers."""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TextIteratorStreamer, TopPLogitsWarper
+
+from .records import AnswerSpan, ClassificationResult, Entity, GenerationResult, LabelScore, QAResult, TaggingResult, TokenTag
+from .tracing import decoded_offsets, run_trace, trace_encoding, trace_ids
+
+
+def _require(model, task: str) -> None:
+    if model.task != task:
+        raise ValueError(f"this is a {model.task} model ({model.source}); load a {task} checkpoint for this")
+
+
+def _require_text(text: str, what: str = "text") -> None:
+    if not text or not text.strip():
+        raise ValueError(f"the {what} is empty: type something to run the model on")
+
+
+# --- generation ------------------------------------------------------------------------------
+class SeededSampler(LogitsProcessor):
+    """Samples the next token with a per-request ``torch.Generator`` and leaves only it allowed, so
+    greedy decoding picks it: seeded sampling without touching torch's global RNG, which concurrent
+    requests share."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float(), dim=-1)  # [batch, vocab]
+        choice = torch.multinomial(probs, num_samples=1, generator=self.generator)  # [batch, 1]
+        return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
+
+
+class GenerationStream:
+    """Iterate for text pieces as they are generated; afterwards ``result`` holds the
+    ``GenerationResult`` (full token sequence and a Trace over prompt + generation)."""
+
+    def __init__(self, lens_model, prompt: str, generate_kwargs: dict):
+        self._lens_model, self._prompt, self._kwargs = lens_model, prompt, generate_kwargs
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        lens, tokenizer = self._lens_model, self._lens_model.tokenizer
+        prompt_ids = tokenizer(self._prompt, return_tensors="pt")["input_ids"].to(lens.device)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        outcome = {}
+
+        def run():
+            try:
+                with torch.no_grad():
+                    outcome["ids"] = lens.model.generate(prompt_ids, streamer=streamer, **self._kwargs)
+            except Exception as error:  # surfaced in the consumer's thread below
+                outcome["error"] = error
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        yield from streamer
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        ids = outcome["ids"][0].tolist()
+        text, offsets = decoded_offsets(tokenizer, ids)
+        special = set(tokenizer.all_special_ids)
+        prompt_length = prompt_ids.shape[1]
+        self.result = GenerationResult(
+            prompt=self._prompt,
+            text=tokenizer.decode(ids[prompt_length:], skip_special_tokens=True),
+            token_ids=ids,
+            prompt_length=prompt_length,
+            finished_by_eos=ids[-1] in _eos_ids(lens.model),
+            trace=trace_ids(lens.model, tokenizer, lens.arch, ids, offsets, [None if i in special else 0 for i in ids]),
+        )
+
+
+def _eos_ids(model) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 1.0, top_p: float = 1.0,
+             greedy: bool = False, seed: int | None = None) -> GenerationStream:
+    """Stream a continuation of ``prompt`` (KV cache, SDPA); stops on EOS or ``max_new_tokens``."""
+    _require(self, "generation")
+    _require_text(prompt, "prompt")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    processors = LogitsProcessorList()
+    if not greedy:
+        if temperature <= 0 or not 0 < top_p <= 1:
+            raise ValueError("temperature must be > 0 and top_p in (0, 1]; or use greedy decoding")
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+        processors.extend([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), SeededSampler(generator)])
+    pad = self.config.pad_token_id if self.config.pad_token_id is not None else self.tokenizer.eos_token_id
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
+                  pad_token_id=pad, eos_token_id=list(_eos_ids(self.model)) or None)
+    return GenerationStream(self, prompt, kwargs)
+
+
+# --- classification --------------------------------------------------------------------------
+def pooled_position(input_ids: list[int], pad_token_id: int | None) -> int:
+    """The token a sequence-classification head reads: the last non-padding token, as in
+    transformers' ``GenericForSequenceClassification``."""
+    if pad_token_id is None:
+        return len(input_ids) - 1
+    non_pad = [i for i, token in enumerate(input_ids) if token != pad_token_id]
+    return non_pad[-1] if non_pad else len(input_ids) - 1
+
+
+def classify(self, text: str) -> ClassificationResult:
+    """Label probabilities for ``text`` from ``config.id2label``, most probable first."""
+    _require(self, "classification")
+    _require_text(text)
+    trace = self.trace(text)
+    probs = torch.softmax(trace.logits, dim=-1).tolist()  # [labels]
+    labels = sorted((LabelScore(self.config.id2label[i], p) for i, p in enumerate(probs)), key=lambda s: -s.probability)
+    pooled = pooled_position(trace.input_ids, self.config.pad_token_id)
+    return ClassificationResult(labels=labels, pooled_index=pooled, pooled_token=trace.tokens[pooled], trace=trace)
+
+
+# --- extractive question answering ------------------------------------------------------------
+def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, allowed: torch.Tensor,
+               top_k: int, max_answer_tokens: int) -> list[tuple[int, int, float]]:
+    """Top ``(start, end, score)`` spans of one window, as transformers' QA pipeline decodes them:
+    tokens outside ``allowed`` (question, special tokens) are masked, start and end logits are
+    softmaxed separately, a span scores P(start)·P(end), with start ≤ end < start + max_answer_tokens."""
+    start = torch.softmax(start_logits.float().masked_fill(~allowed, -10000.0), dim=-1)  # [N]
+    end = torch.softmax(end_logits.float().masked_fill(~allowed, -10000.0), dim=-1)
+    scores = torch.triu(torch.tril(start[:, None] * end[None, :], diagonal=max_answer_tokens - 1))  # [N, N]
+    scores = scores * (allowed[:, None] & allowed[None, :])
+    flat = scores.flatten()
+    order = torch.argsort(flat, descending=True)[:top_k]
+    n = scores.shape[1]
+    return [(int(i) // n, int(i) % n, float(flat[i])) for i in order if flat[i] > 0]
+
+
+def answer(self, question: str, context: str, top_k: int = 5, max_answer_tokens: int = 30,
+           max_length: int | None = None, stride: int | None = None) -> QAResult:
+    """The best answer spans inside ``context`` for ``question``; a context longer than the model's
+    maximum is read in overlapping windows (``stride`` tokens shared), like the QA pipeline."""
+    _require(self, "qa")
+    _require_text(question, "question")
+    _require_text(context, "context")
+    max_length = max_length or min(self.config.max_position_embeddings, self.tokenizer.model_max_length)
+    question_tokens = len(self.tokenizer(question)["input_ids"])
+    if question_tokens > max_length // 2:
+        raise ValueError(f"the question is {question_tokens} tokens long; keep it under {max_length // 2} so the context fits")
+    stride = stride if stride is not None else min(128, (max_length - question_tokens) // 4)
+    encoding = self.tokenizer(question, context, truncation="only_second", max_length=max_length, stride=stride,
+                              return_overflowing_tokens=True, return_offsets_mapping=True, return_tensors="pt")
+    candidates, traces = {}, []
+    for window in range(len(encoding["input_ids"])):
+        trace = trace_encoding(self.model, self.tokenizer, self.arch, encoding, window)
+        traces.append(trace)
+        allowed = torch.tensor([s == 1 for s in trace.sequence_ids])
+        for s, e, score in best_spans(trace.logits[:, 0], trace.logits[:, 1], allowed, top_k, max_answer_tokens):
+            chars = (trace.offsets[s][0], trace.offsets[e][1])
+            # the same characters found in two overlapping windows count once, with the best score
+            if chars not in candidates or candidates[chars].score < score:
+                candidates[chars] = AnswerSpan(context[chars[0]:chars[1]], *chars, score, s, e, window)
+    spans = sorted(candidates.values(), key=lambda span: -span.score)[:top_k]
+    best = traces[spans[0].window if spans else 0]
+    positions = [i for i, s in enumerate(best.sequence_ids) if s == 1]
+    return QAResult(spans=spans, context_positions=positions, start_logits=best.logits[positions, 0].tolist(),
+                    end_logits=best.logits[positions, 1].tolist(), num_windows=len(traces), trace=best)
+
+
+# --- token tagging ---------------------------------------------------------------------------
+def aggregate_entities(text: str, tags: list[TokenTag]) -> list[Entity]:
+    """Subword pieces into words (a word takes its first piece's label and score, the pipeline's
+    "first" strategy), then BIO words into entities (an entity's score is its words' mean)."""
+    words: list[TokenTag] = []
+    for tag in tags:
+        continues_word = words and tag.start == words[-1].end and not text[tag.start:tag.end][:1].isspace()
+        if continues_word:
+            words[-1] = TokenTag(words[-1].token + tag.token, words[-1].start, tag.end, words[-1].label, words[-1].score)
+        else:
+            words.append(tag)
+    entities: list[Entity] = []
+    scores: list[list[float]] = []
+    open_entity = None  # the entity the previous word belonged to; an I- word may extend only that one
+    for word in words:
+        prefix, _, kind = word.label.partition("-")
+        if not kind:  # "O" (or a label without a B-/I- prefix)
+            open_entity = None
+        elif prefix == "I" and open_entity is not None and open_entity.label == kind:
+            open_entity.end, open_entity.text = word.end, text[open_entity.start:word.end]
+            scores[-1].append(word.score)
+        else:
+            open_entity = Entity(kind, word.start, word.end, text[word.start:word.end], 0.0)
+            entities.append(open_entity)
+            scores.append([word.score])
+    for entity, entity_scores in zip(entities, scores):
+        entity.score = sum(entity_scores) / len(entity_scores)
+    return entities
+
+
+def tag(self, text: str) -> TaggingResult:
+    """Entities in ``text`` with labels, character spans and scores, plus every token's own label."""
+    _require(self, "tagging")
+    _require_text(text)
+    trace = run_trace(self.model, self.tokenizer, self.arch, text)
+    probs = torch.softmax(trace.logits, dim=-1)  # [N, labels]
+    scores, labels = probs.max(dim=-1)
+    tags = [TokenTag(text[start:end], start, end, self.config.id2label[int(label)], float(score))
+            for (start, end), label, score, seq in zip(trace.offsets, labels, scores, trace.sequence_ids) if seq is not None]
+    return TaggingResult(entities=aggregate_entities(text, tags), tokens=tags, trace=trace)

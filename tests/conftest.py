@@ -1,0 +1,79 @@
+"""Tiny seeded checkpoints of every architecture and head, built locally (nothing downloaded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+CORPUS = [
+    "The magic number of Lyon is 4821. Anna walked to the old market in Paris.",
+    "Bob works at Acme Corp since 2019. The cat sat on the mat and looked happy.",
+    "What is the magic number of Lyon? It was not bad at all, quite good really.",
+    "Émile drove 3 km to Zürich on 12 May. Numbers like 17, 256 and 1024 appear too.",
+]
+
+# name -> (model_type, config overrides). GQA variants exercise repeat_kv's head mapping.
+ARCHS = {
+    "diffllama-mha": ("diffllama", dict(num_attention_heads=4, num_key_value_heads=4)),
+    "diffllama-gqa": ("diffllama", dict(num_attention_heads=8, num_key_value_heads=2)),
+    "llama-gqa": ("llama", dict(num_attention_heads=4, num_key_value_heads=2)),
+    "persimmon": ("persimmon", dict(num_attention_heads=4, qk_layernorm=True, partial_rotary_factor=0.5)),
+}
+PREFIX = {"diffllama": "DiffLlama", "llama": "Llama", "persimmon": "Persimmon"}
+HEAD_CLASSES = {"generation": "ForCausalLM", "classification": "ForSequenceClassification",
+                "qa": "ForQuestionAnswering", "tagging": "ForTokenClassification"}
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A </s> $B:1", special_tokens=[("<s>", 1), ("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def build_model(model_type: str, overrides: dict, task: str, vocab_size: int, seed: int = 0):
+    torch.manual_seed(seed)
+    config = transformers.AutoConfig.for_model(
+        model_type, vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2, **overrides)
+    if task in ("classification", "tagging"):
+        labels = ["negative", "positive"] if task == "classification" else ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
+    model = getattr(transformers, PREFIX[model_type] + HEAD_CLASSES[task])(config)
+    if model_type == "diffllama":  # λ vectors start near zero; spread them so λ differs per layer
+        for layer in model.model.layers:
+            for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
+                torch.nn.init.normal_(getattr(layer.self_attn, name), std=0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, tokenizer):
+    """``checkpoint(name, task)`` -> path of a saved tiny checkpoint, built once per session."""
+    built = {}
+
+    def get(name: str, task: str = "generation"):
+        if (name, task) not in built:
+            model_type, overrides = ARCHS[name]
+            path = tmp_path_factory.mktemp(f"{name}-{task}")
+            build_model(model_type, overrides, task, len(tokenizer)).save_pretrained(path)
+            tokenizer.save_pretrained(path)
+            built[name, task] = path
+        return built[name, task]
+
+    return get
