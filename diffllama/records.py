@@ -93,3 +93,99 @@ class TaggingResult:
     entities: list[Entity]
     tokens: list[TokenTag]  # every non-special token with its own prediction
     trace: object = field(repr=False)
+
+
+# --- analysis ----------------------------------------------------------------------------------
+@dataclass
+class AttentionMap:
+    """One head's map ready to draw: ``values[i, j]`` is the mass query block i gives key block j."""
+
+    layer: int
+    head: int
+    kind: str  # "diff" | "a1" | "a2" | "softmax"
+    values: np.ndarray  # [B, B] float32; B = N when not pooled
+    edges: list[int]  # block boundaries in token positions, len B + 1
+    labels: list[str]  # one per block: the token, or "first…last (i–j)" when pooled
+    lambda_: float | None  # λ of this layer for DiffLlama kinds
+
+    @property
+    def pooled(self) -> bool:
+        return len(self.edges) - 1 < self.edges[-1]
+
+
+@dataclass
+class Overview:
+    """Small multiples of every layer × head, each pooled to at most ``size`` × ``size``."""
+
+    kind: str
+    maps: list[list[np.ndarray]]  # [layer][head] -> [b, b]
+    edges: list[int]
+    seq_len: int
+
+    @property
+    def pooled(self) -> bool:
+        return len(self.edges) - 1 < self.seq_len
+
+
+@dataclass
+class HeadStats:
+    """Per layer × head summaries of one kind of map (rows are the query positions, averaged).
+
+    A row is read as the distribution p = |row| / Σ|row| (the row itself for softmax maps)."""
+
+    kind: str
+    top_k: int
+    entropy: np.ndarray  # [L, H] nats, mean over query rows 1..N-1
+    top_k_mass: np.ndarray  # [L, H] mass of the k largest keys (sparsity)
+    sink_mass: np.ndarray  # [L, H] mass on the first token
+    negative_mass: np.ndarray  # [L, H] share of |row| that is negative (0 for softmax maps)
+
+
+@dataclass
+class SpanAllocation:
+    """The Differential Transformer paper's key-information-retrieval measurement: attention from
+    query positions to the answer span vs to the rest of the context. DiffLlama's differential rows
+    sum to 1 − λ, so they are divided by it to be comparable with softmax rows."""
+
+    kind: str
+    query_positions: list[int]
+    answer: tuple[int, int]  # token span [start, end)
+    context: tuple[int, int]  # token span [start, end) containing the answer
+    answer_mass: np.ndarray  # [L, H]
+    noise_mass: np.ndarray  # [L, H]
+
+    @property
+    def mean_answer(self) -> float:
+        return float(self.answer_mass.mean())
+
+    @property
+    def mean_noise(self) -> float:
+        return float(self.noise_mass.mean())
+
+
+@dataclass
+class AblationResult:
+    """How a DiffLlama's outputs change when λ is replaced (0 = subtraction off, only A1 drives V)."""
+
+    value: float  # λ' used in every layer
+    tokens: list[str]
+    kl: list[float]  # KL(original ‖ ablated) of the output distribution at each position
+    original: list[str]  # predicted label / next token per position
+    ablated: list[str]
+    changed: list[bool]
+
+
+@dataclass
+class OutlierStats:
+    """Magnitudes as the paper's Table 5 reports them: top-1/2/3/10/100 and median of |values|."""
+
+    attention_logits: dict[str, float]  # keys "top-1", "top-2", "top-3", "top-10", "top-100", "median"
+    hidden_states: dict[str, float]
+
+
+@dataclass
+class TokenAlignment:
+    """Token correspondences between two tokenisations of the same text, by character overlap."""
+
+    a_to_b: list[list[int]]  # for each token of A, the tokens of B overlapping it
+    b_to_a: list[list[int]]

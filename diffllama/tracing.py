@@ -280,13 +280,13 @@ def trace_ids(model, tokenizer, arch: str, ids: list[int], offsets, sequence_ids
         num_heads=heads // 2 if lambdas else heads,
         lambdas=lambdas[0] if lambdas else None,
         lambda_inits=lambdas[1] if lambdas else None,
-        logits=_task_logits(output),
+        logits=task_logits(output),
         hidden_states=output.hidden_states,
         _model=model,
     )
 
 
-def _task_logits(output) -> torch.Tensor:
+def task_logits(output) -> torch.Tensor:
     if hasattr(output, "start_logits"):  # question answering: [N, 2] (start, end)
         return torch.stack([output.start_logits[0], output.end_logits[0]], dim=-1).float().cpu()
     return output.logits[0].float().cpu()

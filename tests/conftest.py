@@ -44,14 +44,14 @@ def build_model(model_type: str, overrides: dict, task: str, vocab_size: int, se
     torch.manual_seed(seed)
     config = transformers.AutoConfig.for_model(
         model_type, vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2, **overrides)
+        max_position_embeddings=512, initializer_range=0.3, pad_token_id=0, bos_token_id=1, eos_token_id=2, **overrides)
     if task in ("classification", "tagging"):
         labels = ["negative", "positive"] if task == "classification" else ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
         config.id2label = dict(enumerate(labels))
         config.label2id = {label: i for i, label in enumerate(labels)}
     model = getattr(transformers, PREFIX[model_type] + HEAD_CLASSES[task])(config)
     if model_type == "diffllama":  # λ vectors start near zero; spread them so λ differs per layer
-        for layer in model.model.layers:
+        for layer in model.base_model.layers:
             for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
                 torch.nn.init.normal_(getattr(layer.self_attn, name), std=0.3)
     return model.eval()
