@@ -62,7 +62,7 @@ def row_statistics(rows: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
         "entropy": -(p * torch.log(p.clamp_min(1e-30))).sum(-1),
         "top_k_mass": p.topk(min(top_k, p.shape[-1]), dim=-1).values.sum(-1),
         "sink_mass": p[:, 0],
-        "negative_mass": (rows.clamp(max=0).abs() / magnitude.sum(-1)),
+        "negative_mass": rows.clamp(max=0).abs().sum(-1) / magnitude.sum(-1),
     }
 
 
@@ -176,21 +176,22 @@ class MagnitudeSummary:
             count += chunk.numel()
         if count == 0:
             raise ValueError("nothing to summarise: the input is empty")
-        self.top, self.count, self.peak = top, count, float(top[0])
-        self.top, self.count, self.peak = top, count, peak
+        self.top, self.count = top, count
+        self.width = float(top[0]) / self.BINS or 1.0  # histogram bins over [0, max]
+
+    def _bins(self, chunk: torch.Tensor) -> torch.Tensor:
+        return (chunk.abs() / self.width).long().clamp(max=self.BINS)
 
     def median(self) -> float:
         # torch.median takes the lower middle value of an even count; so do we, for equal answers
         rank = (self.count - 1) // 2
-        width = self.peak / self.BINS or 1.0
         histogram = torch.zeros(self.BINS + 1, dtype=torch.long)
         for chunk in self.chunks():
-            bins = (chunk.abs() / width).long().clamp(max=self.BINS)
-            histogram += torch.bincount(bins, minlength=self.BINS + 1)
+            histogram += torch.bincount(self._bins(chunk), minlength=self.BINS + 1)
         cumulative = histogram.cumsum(0)
         target = int(torch.searchsorted(cumulative, torch.tensor(rank), right=True))
         below = int(cumulative[target - 1]) if target else 0
-        in_bin = torch.cat([c.abs()[(c.abs() / width).long().clamp(max=self.BINS) == target] for c in self.chunks()])
+        in_bin = torch.cat([chunk.abs()[self._bins(chunk) == target] for chunk in self.chunks()])
         return float(in_bin.sort().values[rank - below])
 
     def as_row(self) -> dict[str, float]:

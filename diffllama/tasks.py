@@ -155,7 +155,7 @@ def answer(self, question: str, context: str, top_k: int = 5, max_answer_tokens:
         raise ValueError(f"the question is {question_tokens} tokens long; keep it under {max_length // 2} so the context fits")
     stride = stride if stride is not None else min(128, (max_length - question_tokens) // 4)
     encoding = self.tokenizer(question, context, truncation="only_second", max_length=max_length, stride=stride,
-                              return_overflowing_tokens=True, return_offsets_mapping=True, return_tensors="pt")
+                              return_overflowing_tokens=True, return_offsets_mapping=True)
     candidates, traces = {}, []
     for window in range(len(encoding["input_ids"])):
         trace = trace_encoding(self.model, self.tokenizer, self.arch, encoding, window)

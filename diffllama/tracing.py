@@ -33,22 +33,20 @@ class _Captured(Exception):
 
 @dataclass
 class LambdaOverride:
-    """Per-request replacement of DiffLlama's λ: the model computes ``out1 − λ·out2``; returning
-    ``(λ'/λ)·out2`` from the second attention call of a layer makes that ``out1 − λ'·out2`` while
-    every other number (λ_init, GroupNorm scale) stays the model's own."""
+    """Per-request replacement of DiffLlama's λ.
+
+    Each attention call of a DiffLlama layer returns ``[B, N, H, d]`` for all H softmax heads; the
+    layer then splits the heads in halves and computes ``out[:H/2] − λ·out[H/2:]``. Scaling the
+    second half of both calls by ``λ'/λ`` therefore makes that ``A1·V − λ'·A2·V`` while every other
+    number (λ_init, the GroupNorm scale) stays the model's own."""
 
     value: float  # λ' for every layer; 0.0 switches the subtraction off (only A1 drives the output)
     lambdas: list[float]  # the model's learned λ per layer, to form the ratio λ'/λ
-    _calls: dict[int, int] = field(default_factory=dict)  # attention calls seen per layer
 
-    def scale_second_call(self, layer_idx: int, output: torch.Tensor) -> torch.Tensor:
-        calls = self._calls.get(layer_idx, 0)
-        self._calls[layer_idx] = calls + 1
-        if calls % 2 == 0:  # first call of the layer: A1·V1, untouched
-            return output
-        if self.value == 0.0:
-            return torch.zeros_like(output)
-        return output * (self.value / self.lambdas[layer_idx])
+    def apply(self, layer_idx: int, output: torch.Tensor) -> torch.Tensor:
+        half = output.shape[2] // 2  # output: [B, N, H, d]; heads H/2.. hold the A2 maps
+        scale = 0.0 if self.value == 0.0 else self.value / self.lambdas[layer_idx]
+        return torch.cat([output[:, :, :half], output[:, :, half:] * scale], dim=2)
 
 
 def lens_attention(module, query, key, value, attention_mask, lens_capture=None, lens_lambda=None, **kwargs):
@@ -59,7 +57,7 @@ def lens_attention(module, query, key, value, attention_mask, lens_capture=None,
         raise _Captured
     output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if lens_lambda is not None:
-        output = lens_lambda.scale_second_call(module.layer_idx, output)
+        output = lens_lambda.apply(module.layer_idx, output)
     return output, weights
 
 
@@ -235,16 +233,16 @@ def pool_columns(values: torch.Tensor, edges: list[int]) -> torch.Tensor:
 
 def run_trace(model, tokenizer, arch: str, text: str, text_pair: str | None = None) -> Trace:
     """Tokenise, run one forward pass with hidden states kept, and wrap it as a ``Trace``."""
-    encoding = tokenizer(text, text_pair, return_offsets_mapping=True, return_tensors="pt")
+    encoding = tokenizer([text], [text_pair] if text_pair is not None else None, return_offsets_mapping=True)
     return trace_encoding(model, tokenizer, arch, encoding, 0)
 
 
 def trace_encoding(model, tokenizer, arch: str, encoding, index: int) -> Trace:
-    """Trace sequence ``index`` of a tokenizer encoding (several when a long input was windowed)."""
-    ids = encoding["input_ids"][index].tolist()
+    """Trace sequence ``index`` of a batched tokenizer encoding (several when a long input was windowed)."""
+    ids = encoding["input_ids"][index]
     special = set(tokenizer.all_special_ids)
     sequence_ids = [None if i in special else s for i, s in zip(ids, encoding.sequence_ids(index))]
-    offsets = [(0, 0) if s is None else tuple(o) for s, o in zip(sequence_ids, encoding["offset_mapping"][index].tolist())]
+    offsets = [(0, 0) if s is None else tuple(o) for s, o in zip(sequence_ids, encoding["offset_mapping"][index])]
     return trace_ids(model, tokenizer, arch, ids, offsets, sequence_ids)
 
 
