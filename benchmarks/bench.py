@@ -1,0 +1,209 @@
+"""Side-by-side timings and peak memory: plain forward vs trace vs eager output_attentions, map costs,
+streaming vs transformers' generate, and the app's endpoints. Rerun: python benchmarks/bench.py --help
+
+Each forward measurement runs in a fresh subprocess so peak memory is that measurement's alone;
+peak RSS is sampled every 2 ms while the measured call runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHAPES = {  # random-weight DiffLlamas; "kajuma-layers" has kajuma/DiffLlama-0.3B-handcut's per-layer shape
+    "12x1024": dict(hidden_size=1024, num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=16,
+                    intermediate_size=2816, vocab_size=32000),
+    "kajuma-layers": dict(hidden_size=2048, num_hidden_layers=2, num_attention_heads=32, num_key_value_heads=8,
+                          head_dim=64, intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
+}
+MEMORY_LIMIT = 20e9  # skip eager runs whose returned maps alone would exceed this
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure(fn):
+    """(seconds, peak RSS bytes while fn ran, RSS before) of one call."""
+    import gc
+
+    gc.collect()
+    before, peak, done = rss(), [rss()], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], rss())
+    del result
+    return seconds, peak[0], before
+
+
+def checkpoint_dir(shape: str) -> Path:
+    """A saved random-weight DiffLlama of ``shape`` plus a byte-level tokenizer, built once."""
+    path = Path(tempfile.gettempdir()) / f"diffllama-lens-bench-{shape}"
+    if not (path / "config.json").exists():
+        import torch
+        from transformers import DiffLlamaConfig, DiffLlamaForCausalLM
+
+        torch.manual_seed(0)
+        DiffLlamaForCausalLM(DiffLlamaConfig(max_position_embeddings=16384, **SHAPES[shape])).save_pretrained(path)
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import build_tokenizer  # the test suite's tiny byte-level BPE: tokens only label axes here
+
+        build_tokenizer().save_pretrained(path)
+    return path
+
+
+def one_forward(shape: str, n: int, mode: str) -> dict:
+    """Runs in a subprocess: one forward of ``mode`` at ``n`` tokens."""
+    import torch
+
+    torch.manual_seed(0)
+    path = checkpoint_dir(shape)
+    vocab = SHAPES[shape]["vocab_size"]
+    ids = torch.randint(3, 2000 if vocab > 2000 else vocab, (1, n))
+    if mode == "trace":
+        import diffllama
+        from diffllama.tracing import trace_ids
+
+        lens = diffllama.load(path)
+        model = lens.model
+        fn = lambda: trace_ids(model, lens.tokenizer, lens.arch, ids[0].tolist(), [(0, 0)] * n, [0] * n)  # noqa: E731
+    else:
+        from transformers import DiffLlamaForCausalLM
+
+        model = DiffLlamaForCausalLM.from_pretrained(path, attn_implementation="sdpa" if mode == "plain" else "eager").eval()
+        kwargs = {"output_attentions": True} if mode == "eager" else {}
+
+        def fn():
+            with torch.no_grad():
+                return model(ids, **kwargs)
+    seconds, peak, before = measure(fn)
+    return {"shape": shape, "n": n, "mode": mode, "seconds": seconds, "peak_gb": peak / 1e9, "model_gb": before / 1e9}
+
+
+def part_forward(shapes, lengths) -> list[dict]:
+    rows = []
+    for shape in shapes:
+        config = SHAPES[shape]
+        for n in lengths:
+            for mode in ("plain", "trace", "eager"):
+                maps_bytes = config["num_hidden_layers"] * config["num_attention_heads"] * n * n * 4
+                if mode == "eager" and maps_bytes > MEMORY_LIMIT:
+                    rows.append({"shape": shape, "n": n, "mode": mode, "skipped": f"maps alone {maps_bytes / 1e9:.0f} GB"})
+                    continue
+                out = subprocess.run([sys.executable, __file__, "--one", shape, str(n), mode], capture_output=True, text=True)
+                if out.returncode != 0:
+                    rows.append({"shape": shape, "n": n, "mode": mode, "skipped": f"failed: {out.stderr.strip().splitlines()[-1]}"})
+                else:
+                    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def part_maps(shape: str, n: int) -> dict:
+    """Trace once at ``n`` tokens, then time one full map, one pooled 512 map and the overview grid."""
+    import torch
+
+    import diffllama
+    from diffllama import analysis
+    from diffllama.tracing import trace_ids
+
+    lens = diffllama.load(checkpoint_dir(shape))
+    ids = torch.randint(3, 2000, (n,)).tolist()
+    trace_seconds, _, _ = measure(lambda: trace_ids(lens.model, lens.tokenizer, lens.arch, ids, [(0, 0)] * n, [0] * n))
+    trace = trace_ids(lens.model, lens.tokenizer, lens.arch, ids, [(0, 0)] * n, [0] * n)
+    layer = trace.num_layers // 2
+    full, full_peak, before = measure(lambda: trace.attention(layer, 0, "diff"))
+    pooled, pooled_peak, _ = measure(lambda: trace.pooled(layer, 0, "diff", 512))
+    grid, grid_peak, _ = measure(lambda: analysis.overview(trace, "diff", size=32))
+    result = {"shape": shape, "n": n, "trace_s": trace_seconds, "full_map_s": full, "pooled_512_s": pooled,
+              "overview_s": grid, "full_map_fraction": full / trace_seconds, "pooled_fraction": pooled / trace_seconds,
+              "overview_fraction": grid / trace_seconds, "one_head_map_gb": n * n * 4 / 1e9,
+              "overview_extra_peak_gb": (grid_peak - before) / 1e9, "pooled_extra_peak_gb": (pooled_peak - before) / 1e9}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def part_streaming(source: str, new_tokens: int, repeats: int) -> dict:
+    """Tokens per second: the app's streaming runner vs transformers' generate, greedy, same prompt."""
+    import torch
+
+    import diffllama
+
+    lens = diffllama.load(source)
+    prompt = "Once upon a time, Anna walked to the market in Lyon and"
+    ids = lens.tokenizer(prompt, return_tensors="pt")["input_ids"]
+
+    def transformers_generate():
+        with torch.no_grad():
+            out = lens.model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                      pad_token_id=lens.config.pad_token_id)
+        return out.shape[1] - ids.shape[1]
+
+    def app_stream():
+        stream = lens.generate(prompt, max_new_tokens=new_tokens, greedy=True)
+        for _ in stream:
+            pass
+        return len(stream.result.token_ids) - stream.result.prompt_length
+
+    rates = {}
+    for name, fn in (("transformers_generate", transformers_generate), ("app_stream", app_stream)):
+        fn()  # warm-up
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            tokens = fn()
+            samples.append(tokens / (time.perf_counter() - start))
+        rates[name] = statistics.median(samples)
+    result = {"source": source, "new_tokens": new_tokens, **rates, "ratio": rates["app_stream"] / rates["transformers_generate"]}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["forward", "maps", "streaming", "all"], default="all")
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    parser.add_argument("--lengths", nargs="+", type=int, default=[512, 2048, 4096, 8192])
+    parser.add_argument("--stream-model", default=str(ROOT / "assets" / "models" / "diffllama-lm"))
+    parser.add_argument("--out", default=None, help="write all results as JSON here")
+    parser.add_argument("--one", nargs=3, metavar=("SHAPE", "N", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_forward(args.one[0], int(args.one[1]), args.one[2])))
+        return
+    results = {}
+    if args.part in ("forward", "all"):
+        results["forward"] = part_forward(args.shapes, args.lengths)
+    if args.part in ("maps", "all"):
+        results["maps"] = part_maps("12x1024", 4096)
+    if args.part in ("streaming", "all"):
+        results["streaming"] = part_streaming(args.stream_model, 64, 5)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
