@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 
 from . import tasks
@@ -21,8 +22,33 @@ HEADS = {"generation": "ForCausalLM", "classification": "ForSequenceClassificati
 ARCH_PREFIX = {"diffllama": "DiffLlama", "llama": "Llama", "persimmon": "Persimmon"}
 
 
+ALLOWED_DIRS_ENV = "DIFFLLAMA_LENS_MODEL_DIRS"  # os.pathsep-separated; when set, local loading stays inside them
+
+
 class LoadError(ValueError):
     """A checkpoint that cannot be opened, with the reason and what to do instead."""
+
+
+def allowed_dirs() -> list[Path] | None:
+    """Directories local checkpoints may come from (``$DIFFLLAMA_LENS_MODEL_DIRS``), or None for any."""
+    value = os.environ.get(ALLOWED_DIRS_ENV)
+    return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p] if value else None
+
+
+def _check_allowed(source: str) -> None:
+    roots = allowed_dirs()
+    if roots is None or _looks_like_hub_id(source):
+        return
+    resolved = Path(source).expanduser().resolve()
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        # the same message whether or not the path exists, so the API cannot probe the file system
+        raise LoadError(f"{source}: local checkpoints can only be loaded from the configured model directories")
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    """'owner/name' (or 'name'), which transformers resolves on the hub, rather than a path."""
+    parts = source.split("/")
+    return len(parts) <= 2 and not source.startswith((".", "/", "~")) and all(parts) and not Path(source).exists()
 
 
 @dataclass
@@ -79,6 +105,7 @@ def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
 
 
 def _read_config(source: str):
+    _check_allowed(source)
     local = Path(source).expanduser()
     if local.is_dir():
         config_file = local / "config.json"
@@ -88,7 +115,7 @@ def _read_config(source: str):
         if raw.get("auto_map") or raw.get("trust_remote_code"):
             raise LoadError(f"{source}: the config asks for remote code (auto_map); DiffLlama Lens never runs code "
                             "from a checkpoint. Use a checkpoint of a built-in architecture.")
-    elif os.sep in source and (source.startswith((".", "/", "~")) or local.exists() or source.count("/") > 1):
+    elif not _looks_like_hub_id(source):
         raise LoadError(f"{source}: no such directory (give a checkpoint directory or a hub id like 'owner/name')")
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
@@ -135,13 +162,23 @@ def load(source: str | os.PathLike, task: str | None = None, device: str = "auto
     target = resolve_device(device)
     placement = {"device_map": "auto"} if target.type == "cuda" else {}
     try:
-        model = model_class.from_pretrained(
+        model, report = model_class.from_pretrained(
             source, config=config, dtype=resolve_dtype(dtype, target), trust_remote_code=False,
-            attn_implementation=ATTENTION_IMPLEMENTATION, **placement,
+            attn_implementation=ATTENTION_IMPLEMENTATION, output_loading_info=True, **placement,
         )
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except SafetensorError as error:
+        raise LoadError(f"{source}: the weights file is corrupted or truncated ({error})") from None
     except (OSError, ValueError, RuntimeError, KeyError) as error:
+        if "ignore_mismatched_sizes" in str(error):
+            raise LoadError(f"{source}: the weights do not match the config: some tensors have other shapes "
+                            "than config.json describes") from None
         raise LoadError(f"{source}: the checkpoint could not be loaded: {error}") from None
+    if report["missing_keys"] or report["mismatched_keys"]:
+        # a randomly initialised part would make every map and prediction meaningless
+        missing = sorted(report["missing_keys"]) + sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in report["mismatched_keys"])
+        raise LoadError(f"{source}: the weights do not match the config for {task}: {len(missing)} tensors missing or "
+                        f"mis-shaped (e.g. {', '.join(missing[:3])}). Is this a {task} checkpoint of this architecture?")
     if not placement:
         model.to(target)
     model.eval()

@@ -1,0 +1,78 @@
+"""Loading refuses what it cannot open faithfully, with a message saying why; nothing runs from a checkpoint."""
+
+import json
+import shutil
+
+import pytest
+
+import diffllama
+
+
+def copy_checkpoint(checkpoint, tmp_path, name="llama-gqa"):
+    target = tmp_path / "copy"
+    shutil.copytree(checkpoint(name), target)
+    return target
+
+
+def edit_config(path, **changes):
+    config = json.loads((path / "config.json").read_text())
+    config.update(changes)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_bad_sources_get_clear_errors(tmp_path, checkpoint):
+    with pytest.raises(diffllama.LoadError, match="no such directory"):
+        diffllama.load(tmp_path / "missing")
+    with pytest.raises(diffllama.LoadError, match="has no config.json"):
+        diffllama.load(tmp_path)
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(diffllama.LoadError, match="'bert' is not supported; DiffLlama Lens loads diffllama, llama, persimmon"):
+        diffllama.load(bert)
+    remote = tmp_path / "remote"
+    shutil.copytree(checkpoint("llama-gqa"), remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (remote / "config.json").write_text(json.dumps(config))
+    with pytest.raises(diffllama.LoadError, match="asks for remote code"):
+        diffllama.load(remote)
+    with pytest.raises(diffllama.LoadError, match="unknown task 'summarise'"):
+        diffllama.load(checkpoint("llama-gqa"), task="summarise")
+
+
+def test_damaged_weights_get_clear_errors(tmp_path, checkpoint):
+    truncated = copy_checkpoint(checkpoint, tmp_path)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(diffllama.LoadError, match="corrupted or truncated"):
+        diffllama.load(truncated)
+    weights.write_bytes(b"not a safetensors file" * 10)
+    with pytest.raises(diffllama.LoadError, match="corrupted or truncated"):
+        diffllama.load(truncated)
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tmp_path, checkpoint):
+    wider = copy_checkpoint(checkpoint, tmp_path)
+    edit_config(wider, hidden_size=64, intermediate_size=128)
+    with pytest.raises(diffllama.LoadError, match="other shapes than config.json describes"):
+        diffllama.load(wider)
+    deeper = tmp_path / "deeper"
+    shutil.copytree(checkpoint("llama-gqa"), deeper)
+    edit_config(deeper, num_hidden_layers=4)  # layer 3 would be random
+    with pytest.raises(diffllama.LoadError, match="tensors missing or mis-shaped"):
+        diffllama.load(deeper)
+    # a language model has no trained classification head: refused, not randomly initialised
+    with pytest.raises(diffllama.LoadError, match="Is this a classification checkpoint"):
+        diffllama.load(checkpoint("llama-gqa"), task="classification")
+
+
+def test_local_loading_is_limited_to_configured_directories(tmp_path, checkpoint, monkeypatch):
+    inside = tmp_path / "models"
+    inside.mkdir()
+    shutil.copytree(checkpoint("llama-gqa"), inside / "llama")
+    monkeypatch.setenv(diffllama.loading.ALLOWED_DIRS_ENV, str(inside))
+    assert diffllama.load(inside / "llama").arch == "llama"
+    for probe in (checkpoint("llama-gqa"), "/etc", "/definitely/missing", str(inside / ".." / ".." )):
+        with pytest.raises(diffllama.LoadError, match="only be loaded from the configured model directories"):
+            diffllama.load(probe)
