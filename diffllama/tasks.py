@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TextIteratorStreamer, TopPLogitsWarper
 
+from . import budget
 from .records import AnswerSpan, ClassificationResult, Entity, GenerationResult, LabelScore, QAResult, TaggingResult, TokenTag
 from .tracing import decoded_offsets, run_trace, trace_encoding, trace_ids
 
@@ -99,6 +100,9 @@ def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 1
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed) if seed is not None else generator.seed()
         processors.extend([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), SeededSampler(generator)])
+    prompt_tokens = len(self.tokenizer(prompt)["input_ids"])
+    budget.check(budget.generation_bytes(self.model, prompt_tokens, max_new_tokens),
+                 f"generating {max_new_tokens} tokens after a {prompt_tokens}-token prompt", "ask for fewer new tokens or shorten the prompt")
     pad = self.config.pad_token_id if self.config.pad_token_id is not None else self.tokenizer.eos_token_id
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
                   pad_token_id=pad, eos_token_id=list(_eos_ids(self.model)) or None)

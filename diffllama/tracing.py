@@ -23,6 +23,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from . import budget
+
 ATTENTION_IMPLEMENTATION = "lens"
 ROW_CHUNK = 256  # query rows computed at once: bounds transient memory at ROW_CHUNK × N per head
 
@@ -99,6 +101,7 @@ class Trace:
     logits: torch.Tensor  # float32, CPU
     hidden_states: tuple[torch.Tensor, ...] = field(repr=False)  # L+1 × [N, D]: inputs of each layer, then final
     _model: torch.nn.Module = field(repr=False, default=None)
+    truncated_from: int | None = None  # the input's token count when it was cut to the model's maximum
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -188,6 +191,8 @@ class Trace:
     def attention(self, layer: int, head: int, kind: str) -> torch.Tensor:
         """The full ``[N, N]`` map (float32, CPU) of one head: ``diff`` = A1 − λ·A2 for DiffLlama
         (what the model applies to V), ``a1``/``a2`` its two softmax maps, ``softmax`` otherwise."""
+        budget.check(budget.map_bytes(self.seq_len, self.seq_len), f"the full {self.seq_len}×{self.seq_len} map",
+                     "use the pooled map instead")
         return torch.cat([block for _, block in self.row_chunks(layer, head, kind)])
 
     def pooled(self, layer: int, head: int, kind: str, max_size: int = 512) -> "PooledMap":
@@ -243,7 +248,13 @@ def trace_encoding(model, tokenizer, arch: str, encoding, index: int) -> Trace:
     special = set(tokenizer.all_special_ids)
     sequence_ids = [None if i in special else s for i, s in zip(ids, encoding.sequence_ids(index))]
     offsets = [(0, 0) if s is None else tuple(o) for s, o in zip(sequence_ids, encoding["offset_mapping"][index])]
-    return trace_ids(model, tokenizer, arch, ids, offsets, sequence_ids)
+    limit = model.config.max_position_embeddings
+    if len(ids) <= limit:
+        return trace_ids(model, tokenizer, arch, ids, offsets, sequence_ids)
+    # beyond its trained positions a model's maps mean little: keep the first `limit` tokens, say so
+    trace = trace_ids(model, tokenizer, arch, ids[:limit], offsets[:limit], sequence_ids[:limit])
+    trace.truncated_from = len(ids)
+    return trace
 
 
 def decoded_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
@@ -264,6 +275,7 @@ def decoded_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int
 @torch.no_grad()
 def trace_ids(model, tokenizer, arch: str, ids: list[int], offsets, sequence_ids) -> Trace:
     """One forward pass over ``ids`` with hidden states kept, wrapped as a ``Trace``."""
+    budget.check(budget.forward_bytes(model, len(ids)), f"a trace of {len(ids)} tokens", "shorten the input")
     output = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True)
     config = model.config
     lambdas = diff_lambdas(model)

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 import diffllama
+import diffllama.budget
 
 
 def copy_checkpoint(checkpoint, tmp_path, name="llama-gqa"):
@@ -76,3 +77,24 @@ def test_local_loading_is_limited_to_configured_directories(tmp_path, checkpoint
     for probe in (checkpoint("llama-gqa"), "/etc", "/definitely/missing", str(inside / ".." / ".." )):
         with pytest.raises(diffllama.LoadError, match="only be loaded from the configured model directories"):
             diffllama.load(probe)
+
+
+def test_requests_above_the_memory_budget_get_a_message(checkpoint, monkeypatch):
+    lens = diffllama.load(checkpoint("llama-gqa"))
+    trace = lens.trace("word " * 50)
+    monkeypatch.setenv(diffllama.budget.BUDGET_ENV, "0.00001")  # 10 kB
+    with pytest.raises(diffllama.budget.MemoryBudgetError, match="shorten the input"):
+        lens.trace("word " * 200)
+    with pytest.raises(diffllama.budget.MemoryBudgetError, match="use the pooled map instead"):
+        trace.attention(0, 0, "softmax")
+    with pytest.raises(diffllama.budget.MemoryBudgetError, match="ask for fewer new tokens"):
+        lens.generate("Anna walked", max_new_tokens=500)
+    monkeypatch.delenv(diffllama.budget.BUDGET_ENV)
+    assert lens.trace("word " * 200).seq_len > 200  # the next request works
+
+
+def test_inputs_beyond_the_maximum_length_are_truncated_with_a_notice(checkpoint):
+    lens = diffllama.load(checkpoint("diffllama-gqa", "classification"))
+    result = lens.classify("word " * 700)  # max_position_embeddings is 512
+    assert result.trace.seq_len == 512 and result.trace.truncated_from > 512
+    assert lens.classify("word " * 10).trace.truncated_from is None
