@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DIFFLLAMA_LENS_MEMORY_BUDGET_GB", "1000")  # measure the machine, not the app's guard
 
 SHAPES = {  # random-weight DiffLlamas; "kajuma-layers" has kajuma/DiffLlama-0.3B-handcut's per-layer shape
     "12x1024": dict(hidden_size=1024, num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=16,
@@ -27,7 +28,7 @@ SHAPES = {  # random-weight DiffLlamas; "kajuma-layers" has kajuma/DiffLlama-0.3
     "kajuma-layers": dict(hidden_size=2048, num_hidden_layers=2, num_attention_heads=32, num_key_value_heads=8,
                           head_dim=64, intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
 }
-MEMORY_LIMIT = 20e9  # skip eager runs whose returned maps alone would exceed this
+MEMORY_LIMIT = 14e9  # skip eager runs whose returned maps alone would exceed this (24 GB machine)
 
 
 def rss() -> int:
@@ -50,10 +51,12 @@ def measure(fn):
     sampler = threading.Thread(target=sample)
     sampler.start()
     start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
+    try:
+        result = fn()
+    finally:
+        seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
     peak[0] = max(peak[0], rss())
     del result
     return seconds, peak[0], before
