@@ -48,8 +48,10 @@ def attention_row(trace: Trace, layer: int, head: int | None, kind: str, query: 
 
 def overview(trace: Trace, kind: str, size: int = 32) -> Overview:
     """Every layer × head pooled to at most ``size`` × ``size``, computed one head at a time."""
-    maps = [[trace.pooled(layer, head, kind, size).values.numpy() for head in range(trace.num_heads)]
-            for layer in range(trace.num_layers)]
+    maps = []
+    for layer in range(trace.num_layers):
+        qk = trace.queries_keys(layer)  # once per layer, shared by its heads
+        maps.append([trace.pooled(layer, head, kind, size, qk).values.numpy() for head in range(trace.num_heads)])
     return Overview(kind=kind, maps=maps, edges=block_edges(trace.seq_len, size), seq_len=trace.seq_len)
 
 
@@ -74,8 +76,9 @@ def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5) -> HeadSta
     totals = {name: np.zeros((trace.num_layers, trace.num_heads)) for name in names}
     rows_counted = max(trace.seq_len - 1, 1)
     for layer in range(trace.num_layers):
+        qk = trace.queries_keys(layer)
         for head in range(trace.num_heads):
-            for rows, block in trace.row_chunks(layer, head, kind):
+            for rows, block in trace.row_chunks(layer, head, kind, qk):
                 keep = rows > 0 if trace.seq_len > 1 else rows >= 0
                 for name, values in row_statistics(block[keep], top_k).items():
                     totals[name][layer, head] += float(values.sum())

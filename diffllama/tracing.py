@@ -179,11 +179,11 @@ class Trace:
             return (probs[0] - self.lambdas[layer] * probs[1]).cpu()
         return probs[0].cpu()
 
-    def row_chunks(self, layer: int, head: int, kind: str, chunk: int = ROW_CHUNK) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def row_chunks(self, layer: int, head: int, kind: str, qk=None, chunk: int = ROW_CHUNK) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The map of one head in blocks of query rows ``(row indices, [r, N] values)``, so callers
-        never hold all N × N values."""
+        never hold all N × N values. Pass ``qk=queries_keys(layer)`` when visiting several heads."""
         self.check(layer, head, kind)
-        qk = self.queries_keys(layer)
+        qk = qk if qk is not None else self.queries_keys(layer)
         for start in range(0, self.seq_len, chunk):
             rows = torch.arange(start, min(start + chunk, self.seq_len))
             yield rows, self.rows(layer, head, kind, rows, qk)
@@ -195,12 +195,12 @@ class Trace:
                      "use the pooled map instead")
         return torch.cat([block for _, block in self.row_chunks(layer, head, kind)])
 
-    def pooled(self, layer: int, head: int, kind: str, max_size: int = 512) -> "PooledMap":
+    def pooled(self, layer: int, head: int, kind: str, max_size: int = 512, qk=None) -> "PooledMap":
         """A display-sized map of at most ``max_size`` × ``max_size`` blocks (see ``PooledMap``)."""
         edges = block_edges(self.seq_len, max_size)
         sums = torch.zeros(len(edges) - 1, self.seq_len)
         block_of_row = torch.bucketize(torch.arange(self.seq_len), torch.tensor(edges[1:]), right=True)
-        for rows, block in self.row_chunks(layer, head, kind):
+        for rows, block in self.row_chunks(layer, head, kind, qk):
             sums.index_add_(0, block_of_row[rows], block)
         return PooledMap(values=pool_columns(sums, edges) / _block_sizes(edges)[:, None], edges=edges)
 
