@@ -1,0 +1,1 @@
+"""DiffLlama Lens UI: one module per tab, shared slots, attention panel and figure builders."""
