@@ -13,6 +13,8 @@ from diffllama import analysis
 from . import figures
 from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, export_csv, export_json, gpu, plain, user_errors
 
+MAX_INDEX = 127  # slider bound before a run sets the model's own
+
 
 def _trace(run: dict | None, slot: str):
     if not run or run.get(slot) is None:
@@ -77,11 +79,11 @@ def compare(run, span_text):
             context_tokens = [i for i, s in enumerate(trace.sequence_ids) if s is not None]
             result = analysis.span_allocation(trace, [trace.seq_len - 1], answer, (context_tokens[0], context_tokens[-1] + 1))
             allocation[slot] = result
-    allocation_rows = [[f"{s} ({traces[s].arch})", round(r.mean_answer, 4), round(r.mean_noise, 4)] + 
+    allocation_rows = [[f"{s} ({traces[s].arch})", round(r.mean_answer, 4), round(r.mean_noise, 4)] +
                        [round(float(v), 4) for v in r.answer_mass.mean(axis=1)] for s, r in allocation.items()]
     layers = max(t.num_layers for t in traces.values())
-    allocation_table = gr.update(value=allocation_rows, headers=["model", "attention to span", "attention noise"] +
-                                 [f"L{l} span" for l in range(layers)]) if allocation_rows else gr.update(value=[])
+    allocation_table = {"headers": ["model", "attention to span", "attention noise"] + [f"L{l} span" for l in range(layers)],
+                        "data": allocation_rows}
     export = export_json("comparison", {"head_stats": {s: plain(r) for s, r in stats.items()},
                                         "span_allocation": {s: plain(r) for s, r in allocation.items()},
                                         "outliers": rows})
@@ -136,8 +138,9 @@ def build(run: gr.State, name: str) -> Panel:
     with gr.Accordion("Attention: maps, decomposition, λ", open=True):
         with gr.Row():
             slot = gr.Radio(["A", "B"], value="A", label="model")
-            layer = gr.Slider(0, 1, value=0, step=1, label="layer")
-            head = gr.Slider(0, 1, value=0, step=1, label="head (differential head for DiffLlama)")
+            # wide until a run narrows them (API callers skip that step; the backend checks ranges)
+            layer = gr.Slider(0, MAX_INDEX, value=0, step=1, label="layer")
+            head = gr.Slider(0, MAX_INDEX, value=0, step=1, label="head (differential head for DiffLlama)")
             kind = gr.Dropdown(["diff", "a1", "a2"], value="diff", label="map")
             size = gr.Slider(32, 512, value=128, step=16, label="display size (blocks)")
         show = gr.Button("Show attention", variant="secondary")

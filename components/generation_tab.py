@@ -44,8 +44,7 @@ def token_row(run, slot: str, position: int, layer: int):
     trace = run.get(slot) if run else None
     if trace is None:
         raise ValueError("generate first, then pick a token")
-    position = min(int(position), trace.seq_len - 1)
-    layer = min(int(layer), trace.num_layers - 1)
+    position, layer = int(position), int(layer)
     row = analysis.attention_row(trace, layer, None, trace.kinds[0], position)
     heat = token_heat(run[f"text_{slot}"], trace.offsets[: position + 1], row[: position + 1])
     token = trace.tokens[position]
@@ -71,8 +70,8 @@ def build():
         with gr.Accordion("Attention of one token over the tokens before it", open=True):
             with gr.Row():
                 slot = gr.Radio(["A", "B"], value="A", label="model")
-                position = gr.Slider(0, 1, value=0, step=1, label="token position (prompt + generation)")
-                layer = gr.Slider(0, 16, value=0, step=1, label="layer")
+                position = gr.Slider(0, 8192, value=0, step=1, label="token position (prompt + generation)")
+                layer = gr.Slider(0, 127, value=0, step=1, label="layer")
             caption = gr.Markdown()
             heat = gr.HighlightedText(label="attention row as token heat (red: more, blue: negative)")
         panel = attention_panel.build(run, "generation")

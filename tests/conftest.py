@@ -77,3 +77,32 @@ def checkpoint(tmp_path_factory, tokenizer):
         return built[name, task]
 
     return get
+
+
+BUNDLE_NAMES = {"generation": "lm", "classification": "cls", "qa": "qa", "tagging": "tag"}
+
+
+@pytest.fixture(scope="session")
+def bundle(checkpoint, tmp_path_factory):
+    """A directory laid out like assets/models, holding tiny checkpoints of every arch × task."""
+    root = tmp_path_factory.mktemp("bundle")
+    for name in ("diffllama-gqa", "llama-gqa", "persimmon"):
+        for task, suffix in BUNDLE_NAMES.items():
+            if name == "persimmon" and task == "qa":
+                continue
+            (root / f"{name.split('-')[0]}-{suffix}").symlink_to(checkpoint(name, task))
+    return root
+
+
+@pytest.fixture(scope="session")
+def app_url(bundle):
+    """The app launched on a free local port with the tiny bundle as its bundled models."""
+    import os
+
+    os.environ["DIFFLLAMA_LENS_BUNDLED"] = str(bundle)
+    import app
+
+    demo = app.build()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    yield demo.local_url
+    demo.close()
