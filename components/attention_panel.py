@@ -142,7 +142,7 @@ def build(run: gr.State, name: str) -> Panel:
             layer = gr.Slider(0, MAX_INDEX, value=0, step=1, label="layer")
             head = gr.Slider(0, MAX_INDEX, value=0, step=1, label="head (differential head for DiffLlama)")
             kind = gr.Dropdown(["diff", "a1", "a2"], value="diff", label="map")
-            size = gr.Slider(32, 512, value=128, step=16, label="display size (blocks)")
+            size = gr.Slider(32, 512, value=256, step=16, label="display size (blocks)")
         show = gr.Button("Show attention", variant="secondary")
         note = gr.Markdown()
         heatmap = gr.Plot(label="attention map")

@@ -94,7 +94,7 @@ def lambda_profile(lambdas: dict[str, tuple[list[float], list[float]]]) -> go.Fi
         figure.add_trace(go.Scatter(x=layers, y=learned, mode="lines+markers", name=f"{name}: learned λ"))
         figure.add_trace(go.Scatter(x=layers, y=init, mode="lines", line=dict(dash="dot"), name=f"{name}: λ_init"))
     figure.update_layout(title="λ per layer (one scalar per layer): learned vs λ_init = 0.8 − 0.6·exp(−0.3·layer)",
-                         xaxis_title="layer", yaxis_title="λ", height=360, margin=dict(l=10, r=10, t=50, b=10))
+                         xaxis=dict(title="layer", dtick=1), yaxis_title="λ", height=360, margin=dict(l=10, r=10, t=50, b=10))
     return figure
 
 
