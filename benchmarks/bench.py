@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 os.environ.setdefault("DIFFLLAMA_LENS_MEMORY_BUDGET_GB", "1000")  # measure the machine, not the app's guard
 
 SHAPES = {  # random-weight DiffLlamas; "kajuma-layers" has kajuma/DiffLlama-0.3B-handcut's per-layer shape
@@ -188,9 +188,42 @@ def part_streaming(source: str, new_tokens: int, repeats: int) -> dict:
     return result
 
 
+def part_endpoints(repeats: int, port: int = 7871) -> dict:
+    """Each tab's main endpoint end to end through gradio_client on the bundled models (median)."""
+    from gradio_client import Client
+
+    from load_test import launch
+
+    process = launch(port)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        calls = {
+            "generate (64 new tokens, greedy, A and B)": ("/generate", ("Anna lived in Paris. One morning Anna went to", 64, True,
+                                                                        0.8, 0.95, 0, "diffllama-lm", "llama-lm")),
+            "classify (A and B)": ("/classify", ("The film was not bad at all. We were in Lyon.", "diffllama-cls", "llama-cls")),
+            "answer (A and B)": ("/answer", ("What is the magic number of Lyon?", "The magic number of Paris is 4341. A light "
+                                 "wind came from the sea. The magic number of Lyon is 6087. The magic number of Oslo is 5912.",
+                                 5, "diffllama-qa", "llama-qa")),
+            "tag (A and B)": ("/tag", ("On 12 May 2021 Bob met Clara at Helix Labs in Oslo.", "diffllama-tag", "llama-tag")),
+        }
+        result = {}
+        for name, (api_name, args) in calls.items():
+            client.predict(*args, api_name=api_name)  # warm-up: loads the models into the cache
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                client.predict(*args, api_name=api_name)
+                samples.append(time.perf_counter() - start)
+            result[name] = statistics.median(samples)
+            print(json.dumps({name: result[name]}), flush=True)
+        return result
+    finally:
+        process.terminate()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["forward", "maps", "streaming", "all"], default="all")
+    parser.add_argument("--part", choices=["forward", "maps", "streaming", "endpoints", "all"], default="all")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--lengths", nargs="+", type=int, default=[512, 2048, 4096, 8192])
     parser.add_argument("--stream-model", default=str(ROOT / "assets" / "models" / "diffllama-lm"))
@@ -207,6 +240,8 @@ def main():
         results["maps"] = part_maps("12x1024", 4096)
     if args.part in ("streaming", "all"):
         results["streaming"] = part_streaming(args.stream_model, 64, 5)
+    if args.part in ("endpoints", "all"):
+        results["endpoints"] = part_endpoints(5)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 
