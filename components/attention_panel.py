@@ -67,8 +67,8 @@ def compare(run, span_text):
         raise ValueError("run the tab first: the comparison uses the input of the tab's last run")
     stats = {f"{s}": analysis.head_stats(t, _primary_kind(t)) for s, t in traces.items()}
     rows, allocation = [], {}
-    span = _span(run, span_text)
     for slot, trace in traces.items():
+        span = _span(run, slot, span_text)
         outliers = analysis.activation_outliers(trace)
         for what, values in (("attention logits", outliers.attention_logits), ("hidden states", outliers.hidden_states)):
             rows.append([f"{slot} ({trace.arch})", what] + [round(values[k], 3) for k in
@@ -76,7 +76,7 @@ def compare(run, span_text):
         if span is not None:
             start, end, sequence = span
             answer = analysis.token_spans(trace, start, end, sequence)
-            context_tokens = [i for i, s in enumerate(trace.sequence_ids) if s is not None]
+            context_tokens = [i for i, s in enumerate(trace.sequence_ids) if s == sequence]
             result = analysis.span_allocation(trace, [trace.seq_len - 1], answer, (context_tokens[0], context_tokens[-1] + 1))
             allocation[slot] = result
     allocation_rows = [[f"{s} ({traces[s].arch})", round(r.mean_answer, 4), round(r.mean_noise, 4)] +
@@ -90,9 +90,10 @@ def compare(run, span_text):
     return figures.head_stats_comparison(stats), allocation_table, rows, export
 
 
-def _span(run, span_text: str):
-    """The character span to measure: the typed text found in the input, else the tab's own span."""
-    text, sequence = run.get("text", ""), run.get("span_sequence", 0)
+def _span(run, slot: str, span_text: str):
+    """The character span to measure in ``slot``'s input: the typed text found there, else the tab's
+    own span (e.g. the QA answer). Generation inputs differ per model (prompt + own continuation)."""
+    text, sequence = run.get(f"text_{slot}", run.get("text", "")), run.get("span_sequence", 0)
     if span_text and span_text.strip():
         where = text.find(span_text.strip())
         if where < 0:
