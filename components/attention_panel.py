@@ -123,6 +123,14 @@ class Panel:
     head: gr.Slider
     kind: gr.Dropdown
 
+    def run_on(self, button: gr.Button, fn, inputs: list, outputs: list, run: gr.State, api_name: str):
+        """Wire a tab's main action (an API endpoint, queued with the other model runs); after it,
+        fit the panel's sliders to the model."""
+        event = button.click(fn, inputs, outputs, api_name=api_name, concurrency_id=MODEL_QUEUE,
+                             concurrency_limit=MODEL_CONCURRENCY)
+        event.then(self.refresh, [run], [self.layer, self.head, self.kind], api_visibility="private")
+        return event
+
     def refresh(self, run, slot="A"):
         """Slider ranges and kinds for the model now shown."""
         if not run or run.get(slot) is None:

@@ -7,7 +7,7 @@ import gradio as gr
 from diffllama import analysis
 
 from . import attention_panel
-from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, model_slots, plain, slot_info, token_heat, user_errors
+from .common import CACHE, gpu, model_slots, plain, slot_info, token_heat, user_errors
 
 TASK = "classification"
 EXAMPLES = ["The film was not bad at all. We were in Lyon. I would recommend it.",
@@ -48,7 +48,6 @@ def build():
         run = gr.State()
         panel = attention_panel.build(run, "classify")
         gr.Examples(EXAMPLES, [text])
-        event = button.click(classify, [text, source_a, source_b], [label_a, label_b, heat_a, heat_b, raw, run],
-                             api_name="classify", concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
-        event.then(panel.refresh, [run], [panel.layer, panel.head, panel.kind], api_visibility="private")
+        panel.run_on(button, classify, [text, source_a, source_b],
+                     [label_a, label_b, heat_a, heat_b, raw, run], run, "classify")
     return (source_a, source_b), (info_a, info_b), slot_info(TASK)

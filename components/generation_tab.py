@@ -8,7 +8,7 @@ import gradio as gr
 from diffllama import analysis
 
 from . import attention_panel
-from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, model_slots, plain, slot_info, token_heat, user_errors
+from .common import CACHE, gpu, model_slots, plain, slot_info, token_heat, user_errors
 
 TASK = "generation"
 EXAMPLES = [["The magic number of Lyon is 4821. A bus passed by slowly. The magic number of Oslo is 7310. "
@@ -76,10 +76,8 @@ def build():
             heat = gr.HighlightedText(label="attention row as token heat (red: more, blue: negative)")
         panel = attention_panel.build(run, "generation")
         gr.Examples(EXAMPLES, [prompt, max_new, greedy])
-        event = button.click(generate, [prompt, max_new, greedy, temperature, top_p, seed, source_a, source_b],
-                             [out_a, out_b, raw, run, position], api_name="generate",
-                             concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
-        event.then(panel.refresh, [run], [panel.layer, panel.head, panel.kind], api_visibility="private")
+        event = panel.run_on(button, generate, [prompt, max_new, greedy, temperature, top_p, seed, source_a, source_b],
+                             [out_a, out_b, raw, run, position], run, "generate")
         event.then(token_row, [run, slot, position, layer], [heat, caption], api_visibility="private")
         row_inputs = [run, slot, position, layer]
         slot.change(token_row, row_inputs, [heat, caption], api_visibility="private")

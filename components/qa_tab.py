@@ -8,7 +8,7 @@ import gradio as gr
 from diffllama import analysis
 
 from . import attention_panel, figures
-from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, model_slots, plain, slot_info, user_errors
+from .common import CACHE, gpu, model_slots, plain, slot_info, user_errors
 
 TASK = "qa"
 EXAMPLES = [["What is the magic number of Lyon?",
@@ -73,8 +73,6 @@ def build():
         run = gr.State()
         panel = attention_panel.build(run, "qa")
         gr.Examples(EXAMPLES, [question, context])
-        event = button.click(answer, [question, context, top_k, source_a, source_b],
-                             [marked_a, marked_b, table_a, table_b, plot_a, plot_b, allocation, raw, run],
-                             api_name="answer", concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
-        event.then(panel.refresh, [run], [panel.layer, panel.head, panel.kind], api_visibility="private")
+        panel.run_on(button, answer, [question, context, top_k, source_a, source_b],
+                     [marked_a, marked_b, table_a, table_b, plot_a, plot_b, allocation, raw, run], run, "answer")
     return (source_a, source_b), (info_a, info_b), slot_info(TASK)

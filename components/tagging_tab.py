@@ -8,7 +8,7 @@ import gradio as gr
 from diffllama import analysis
 
 from . import attention_panel
-from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, model_slots, plain, slot_info, user_errors
+from .common import CACHE, gpu, model_slots, plain, slot_info, user_errors
 
 TASK = "tagging"
 COLOURS = {"PER": "#ffa8a8", "LOC": "#a5d8ff", "ORG": "#b2f2bb", "NUM": "#ffec99", "DATE": "#d0bfff",
@@ -64,7 +64,6 @@ def build():
         run = gr.State()
         panel = attention_panel.build(run, "tag")
         gr.Examples(EXAMPLES, [text])
-        event = button.click(tag, [text, source_a, source_b], [entities_a, entities_b, table, disagreement, raw, run],
-                             api_name="tag", concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
-        event.then(panel.refresh, [run], [panel.layer, panel.head, panel.kind], api_visibility="private")
+        panel.run_on(button, tag, [text, source_a, source_b],
+                     [entities_a, entities_b, table, disagreement, raw, run], run, "tag")
     return (source_a, source_b), (info_a, info_b), slot_info(TASK)
