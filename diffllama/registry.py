@@ -27,8 +27,9 @@ def bundled_models(task: str) -> dict[str, str]:
 
 
 def resolve(name_or_source: str, task: str) -> str:
-    """A bundled model's name stands for its directory; anything else is a path or hub id."""
-    return bundled_models(task).get(name_or_source, name_or_source)
+    """A bundled model's name (of any task) stands for its directory; anything else is a path or hub id."""
+    every = {name: path for t in HEADS for name, path in bundled_models(t).items()}
+    return bundled_models(task).get(name_or_source) or every.get(name_or_source, name_or_source)
 
 
 class ModelCache:
