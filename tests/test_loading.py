@@ -98,3 +98,21 @@ def test_inputs_beyond_the_maximum_length_are_truncated_with_a_notice(checkpoint
     result = lens.classify("word " * 700)  # max_position_embeddings is 512
     assert result.trace.seq_len == 512 and result.trace.truncated_from > 512
     assert lens.classify("word " * 10).trace.truncated_from is None
+
+
+def test_model_cache_is_bounded_by_count_and_bytes(checkpoint):
+    from diffllama.registry import ModelCache
+
+    cache = ModelCache(max_models=2, max_bytes=1e9)
+    first = cache.get(str(checkpoint("llama-gqa")), "generation")
+    assert cache.get(str(checkpoint("llama-gqa")), "generation") is first  # cached
+    cache.get(str(checkpoint("diffllama-gqa")), "generation")
+    cache.get(str(checkpoint("persimmon")), "generation")
+    assert len(cache) == 2 and cache.get(str(checkpoint("llama-gqa")), "generation") is not first  # evicted, reloaded
+    tiny = ModelCache(max_models=5, max_bytes=1)  # smaller than any model: keeps only the newest
+    tiny.get(str(checkpoint("llama-gqa")), "generation")
+    tiny.get(str(checkpoint("persimmon")), "generation")
+    assert len(tiny) == 1
+    with pytest.raises(diffllama.LoadError):
+        cache.get("/no/such/model", "generation")
+    assert len(cache) == 2  # a failed load leaves the cache as it was
