@@ -164,7 +164,7 @@ def answer(self, question: str, context: str, top_k: int = 5, max_answer_tokens:
     for window in range(len(encoding["input_ids"])):
         trace = trace_encoding(self.model, self.tokenizer, self.arch, encoding, window)
         traces.append(trace)
-        allowed = torch.tensor([s == 1 for s in trace.sequence_ids])
+        allowed = torch.tensor([s == 1 and b > a for s, (a, b) in zip(trace.sequence_ids, trace.offsets)])  # context, non-empty
         for s, e, score in best_spans(trace.logits[:, 0], trace.logits[:, 1], allowed, top_k, max_answer_tokens):
             chars = (trace.offsets[s][0], trace.offsets[e][1])
             # the same characters found in two overlapping windows count once, with the best score

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
+
+from diffllama.training import train_tokenizer
 
 CORPUS = [
     "The magic number of Lyon is 4821. Anna walked to the old market in Paris.",
@@ -28,16 +29,7 @@ HEAD_CLASSES = {"generation": "ForCausalLM", "classification": "ForSequenceClass
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(CORPUS, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A </s> $B:1", special_tokens=[("<s>", 1), ("</s>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return train_tokenizer(CORPUS, vocab_size=300)  # the bundled models' recipe, on a tiny corpus
 
 
 def build_model(model_type: str, overrides: dict, task: str, vocab_size: int, seed: int = 0):
