@@ -183,7 +183,12 @@ def aggregate_entities(text: str, tags: list[TokenTag]) -> list[Entity]:
     "first" strategy), then BIO words into entities (an entity's score is its words' mean)."""
     words: list[TokenTag] = []
     for tag in tags:
-        continues_word = words and tag.start == words[-1].end and not text[tag.start:tag.end][:1].isspace()
+        if tag.end <= tag.start:  # a bare-space token covers no characters
+            continue
+        # a piece continues a word when it touches it letter to letter ("Par"+"is"), as the byte-level
+        # pre-tokenizer splits words from punctuation ("Paris" + ".")
+        continues_word = (words and tag.start == words[-1].end and text[tag.start].isalnum()
+                          and text[tag.start - 1].isalnum())
         if continues_word:
             words[-1] = TokenTag(words[-1].token + tag.token, words[-1].start, tag.end, words[-1].label, words[-1].score)
         else:

@@ -51,7 +51,7 @@ class Recipe:
     retrieval_share: float = 0.35  # share of LM documents that are retrieval / QA texts
     cls_steps: int = 600  # sentiment is easy: 600 steps reach ~100 % held-out accuracy
     tag_steps: int = 1200
-    qa_steps: int = 1500  # matching the question's key to the right needle takes longest
+    qa_steps: int = 3000  # matching the question's key to the right needle takes longest
     head_batch: int = 16
     head_lr: float = 1e-3
     threads: int = 2

@@ -145,6 +145,8 @@ def test_entity_aggregation_first_subword_then_bio():
     assert all(text[e.start:e.end] == e.text for e in entities)
     split = aggregate_entities("Paris Rome", tags("Paris Rome", [("Paris", "B-LOC", 1.0), ("Rome", "B-LOC", 1.0)]))
     assert [e.text for e in split] == ["Paris", "Rome"]
+    stop = aggregate_entities("to Prague.", tags("to Prague.", [("to", "O", 1.0), ("Prague", "B-LOC", 1.0), (".", "O", 1.0)]))
+    assert [e.text for e in stop] == ["Prague"]  # punctuation is its own word, not part of the entity
 
 
 def test_tag_runner_returns_consistent_spans(checkpoint):
