@@ -203,7 +203,12 @@ def fine_tune(arch: str, lm_dir: Path, task: str, recipe: Recipe, tokenizer):
     suffix, build, labels = HEADS[task]
     extra = {"id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}} if labels else {}
     torch.manual_seed(recipe.seed)
-    model = getattr(transformers, ARCHS[arch] + suffix).from_pretrained(lm_dir, **extra)  # head starts fresh
+    lm = getattr(transformers, ARCHS[arch] + "ForCausalLM").from_pretrained(lm_dir)
+    config = lm.config.__class__.from_dict({**lm.config.to_dict(), **extra})
+    model = getattr(transformers, ARCHS[arch] + suffix)(config)  # the head starts fresh
+    # copy the body explicitly: some heads name it differently (DiffLlamaForQuestionAnswering keeps it
+    # under `transformer`), and from_pretrained would then silently leave it randomly initialised
+    model.base_model.load_state_dict(lm.base_model.state_dict())
     steps = getattr(recipe, f"{task}_steps")
     examples = build(tokenizer, corpus.TRAIN_SEED, steps * recipe.head_batch // 2)
     losses = train_loop(model, padded_batches(examples, recipe.head_batch, tokenizer.pad_token_id, recipe.seed),

@@ -41,8 +41,10 @@ def test_taggers_are_well_above_chance(arch):
 
 @pytest.mark.parametrize("arch", ["diffllama", "llama"])
 def test_qa_models_are_well_above_chance(arch):
-    scores = evaluation.qa_scores(bundled(f"{arch}-qa"), corpus.generate("retrieval", HELD_OUT, 30))
-    assert scores["f1"] > scores["chance_exact_match"] + 0.2
+    examples = corpus.generate("retrieval", HELD_OUT, 30)
+    scores = evaluation.qa_scores(bundled(f"{arch}-qa"), examples)
+    # a random span of up to 30 context tokens is right about once in a few thousand tries
+    assert scores["exact_match"] > 0.2
 
 
 def test_the_family_is_matched_and_small():
