@@ -38,7 +38,7 @@ class ModelCache:
     requests for models already loaded; two requests for the same new model may both load it once."""
 
     def __init__(self, max_models: int | None = None, max_bytes: float | None = None):
-        self.max_models = max_models or int(os.environ.get(CACHE_MODELS_ENV, 6))
+        self.max_models = max_models or int(os.environ.get(CACHE_MODELS_ENV, 12))  # the 11 bundled fit
         self.max_bytes = max_bytes or float(os.environ.get(CACHE_GB_ENV, 8)) * 1e9
         self._models: OrderedDict[tuple[str, str], LensModel] = OrderedDict()
         self._lock = threading.Lock()
