@@ -71,10 +71,11 @@ def checkpoint_dir(shape: str) -> Path:
 
         torch.manual_seed(0)
         DiffLlamaForCausalLM(DiffLlamaConfig(max_position_embeddings=16384, **SHAPES[shape])).save_pretrained(path)
-        sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import build_tokenizer  # the test suite's tiny byte-level BPE: tokens only label axes here
+        from diffllama import corpus
+        from diffllama.training import train_tokenizer
 
-        build_tokenizer().save_pretrained(path)
+        # a small byte-level BPE: tokens only label axes here
+        train_tokenizer(corpus.generate("story", 0, 200), vocab_size=300).save_pretrained(path)
     return path
 
 
