@@ -71,11 +71,10 @@ def checkpoint_dir(shape: str) -> Path:
 
         torch.manual_seed(0)
         DiffLlamaForCausalLM(DiffLlamaConfig(max_position_embeddings=16384, **SHAPES[shape])).save_pretrained(path)
-        from diffllama import corpus
-        from diffllama.training import train_tokenizer
+        from diffllama.family.features import tokenizer_texts, train_tokenizer
 
         # a small byte-level BPE: tokens only label axes here
-        train_tokenizer(corpus.generate("story", 0, 200), vocab_size=300).save_pretrained(path)
+        train_tokenizer(tokenizer_texts(0, 1000), vocab_size=300).save_pretrained(path)
     return path
 
 

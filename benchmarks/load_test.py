@@ -22,7 +22,7 @@ from gradio_client import Client
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffllama import corpus  # noqa: E402
+from diffllama.family import corpus  # noqa: E402
 
 
 def request_pool(seed: int = 3) -> list[tuple]:
@@ -40,7 +40,7 @@ def request_pool(seed: int = 3) -> list[tuple]:
     for q in retrievals:
         pool.append(("answer", [("/answer", (q.question, q.context, 3, "diffllama-qa", "llama-qa"))]))
     for s in stories:
-        prompt = " ".join(s.split()[: rng.randint(4, 9)])
+        prompt = " ".join(s.text.split()[: rng.randint(4, 9)])
         pool.append(("generate", [("/generate", (prompt, 12, rng.random() < 0.5, 0.9, 0.95, rng.randint(0, 99),
                                                  "diffllama-lm", "llama-lm"))]))
     for r, value in zip(reviews[:4], (0.0, 0.3, 0.6, 1.2)):  # per-request λ overrides must not leak into others

@@ -7,7 +7,7 @@ import torch
 import transformers
 from transformers import PreTrainedTokenizerFast
 
-from diffllama.training import train_tokenizer
+from diffllama.family.features import train_tokenizer
 
 CORPUS = [
     "The magic number of Lyon is 4821. Anna walked to the old market in Paris.",

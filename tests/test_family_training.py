@@ -1,0 +1,85 @@
+"""Each training stage of the family reduces its loss on a micro configuration, the data recipe is
+deterministic, and the family is matched in size."""
+
+import random
+
+import pytest
+import torch
+import transformers
+
+from diffllama.family import corpus, features, train
+
+MICRO = train.ModelShape(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, intermediate_size=64, max_position_embeddings=256)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return features.train_tokenizer(features.tokenizer_texts(0, 500), MICRO.vocab_size)
+
+
+def micro_lm(arch, tokenizer):
+    torch.manual_seed(0)
+    return getattr(transformers, train.ARCHS[arch] + "ForCausalLM")(train.lm_config(arch, MICRO, tokenizer))
+
+
+def test_curriculum_documents_are_deterministic_and_grow_harder():
+    easy = train.lm_documents(random.Random("x"), 300, "lm", 0.0)
+    assert easy == train.lm_documents(random.Random("x"), 300, "lm", 0.0)
+    hard = train.lm_documents(random.Random("x"), 300, "lm", 1.0)
+    needles = lambda docs: sum(text.count("The magic number of") for text, _ in docs)  # noqa: E731
+    assert needles(hard) > 1.5 * needles(easy)
+    assert sum(len(t) for t, _ in hard) > 3 * sum(len(t) for t, _ in easy)  # longer haystacks
+    for text, answer in hard:
+        if answer is not None:  # the weighted answer is the one in the fact restated after the question
+            assert answer.start > text.index("?") and text.rindex(text[answer.start:answer.end]) == answer.start
+
+
+def test_packed_rows_keep_documents_whole_and_weight_answers(tokenizer):
+    documents = train.lm_documents(random.Random("y"), 40, "lm", 1.0)
+    ids, weights = train.pack_rows(train.encode_documents(tokenizer, documents, 5.0), 256, tokenizer.pad_token_id)
+    assert ids.shape[1] == 256 and ids.shape == weights.shape
+    assert int((weights == 5.0).sum()) > 0 and bool(((ids == tokenizer.pad_token_id) == (weights == 0)).all())
+    assert int((ids == tokenizer.bos_token_id).sum()) == len(documents)  # no document lost or split
+
+
+def test_induction_rows_repeat_each_span_and_weight_only_the_repeat():
+    ids, weights = train.induction_rows(300, train.Stage(steps=2, seq_len=128, batch=2, lr=0.0), seed=0)
+    for row, weight in zip(ids, weights):
+        repeat = weight.nonzero().flatten()
+        assert len(repeat) > 16
+        first, span = int(repeat[0]), 0
+        while first + span < len(weight) and weight[first + span] == 1:
+            span += 1
+        assert torch.equal(row[first - span:first], row[first:first + span])
+
+
+@pytest.mark.parametrize("arch", list(train.ARCHS))
+@pytest.mark.parametrize("stage", ["induction", "lm"])
+def test_language_model_stages_reduce_the_loss(arch, stage, tokenizer):
+    spec = train.Stage(steps=25, seq_len=128, batch=8, lr=3e-3)
+    # induction spans over a 20-token alphabet: a micro model learns that much in 25 steps
+    rows = (train.induction_rows(24, spec, seed=0) if stage == "induction" else
+            train.pack_rows(train.encode_documents(tokenizer, train.lm_documents(random.Random(0), 400, "lm", 0.3), 5.0),
+                            128, tokenizer.pad_token_id))
+    model = micro_lm(arch, tokenizer)
+    record = train.train_loop(model, train.row_batches(*rows, spec.batch, "cpu"), spec.steps, spec.lr,
+                              train.weighted_lm_loss, 0.1, f"{arch}-{stage}", log_every=1000)
+    assert record["final_loss"] < 0.9 * record["first_loss"]
+
+
+@pytest.mark.parametrize("task,steps", [("cls", 150), ("tag", 30), ("qa", 30)])  # sentiment needs the words
+def test_head_fine_tuning_reduces_the_loss(task, steps, tokenizer):
+    lm = micro_lm("diffllama", tokenizer)
+    model = train.head_model("diffllama", task, lm)
+    assert torch.equal(model.base_model.embed_tokens.weight, lm.base_model.embed_tokens.weight)  # body copied
+    batches = train.head_batches(tokenizer, features.HEADS[task], corpus.TRAIN_SEED, steps, 8, "cpu")
+    record = train.train_loop(model, batches, steps, 3e-3, lambda m, b: m(**b).loss, 0.1, task, log_every=1000,
+                              probe=lambda m: 0.0, probe_every=10)
+    assert record["final_loss"] < 0.9 * record["first_loss"] and record["kept_step"] == steps
+
+
+def test_family_parameter_counts_match_within_two_percent(tokenizer):
+    shape = train.ModelShape()
+    counts = [train.count_parameters(train.lm_config(arch, shape, tokenizer)) for arch in train.ARCHS]
+    assert max(counts) / min(counts) < 1.02
