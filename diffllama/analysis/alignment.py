@@ -13,7 +13,8 @@ def token_spans(trace: Trace, char_start: int, char_end: int, sequence: int | No
     hits = [i for i, ((a, b), seq) in enumerate(zip(trace.offsets, trace.sequence_ids))
             if seq is not None and (sequence is None or seq == sequence) and a < char_end and b > char_start]
     if not hits:
-        raise ValueError(f"no token covers characters {char_start}..{char_end}")
+        raise ValueError(f"no token covers characters {char_start}..{char_end}: the span lies outside the part of the "
+                         "input this trace read (another window of a long input, or past the model's positions)")
     return hits[0], hits[-1] + 1
 
 
