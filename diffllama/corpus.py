@@ -83,16 +83,21 @@ def story(rng: random.Random) -> str:
     return " ".join(first + rest)
 
 
-def retrieval(rng: random.Random, needles: int = 3, fillers: int = 4) -> Retrieval:
+def retrieval(rng: random.Random, needles: int = 3, fillers: int = 4, depth: float | None = None) -> Retrieval:
     """Facts "The magic number of <city> is <n>." for several cities among filler sentences; the
-    question asks for one city's number, so the others are look-alike distractors."""
+    question asks for one city's number, so the others are look-alike distractors. ``depth`` (0 =
+    first sentence, 1 = last) places the asked fact; None leaves it where the shuffle put it."""
     cities = rng.sample(CITIES, needles)
     numbers = [str(rng.randint(1000, 9999)) for _ in cities]
     sentences = [f"The magic number of {c} is {n}." for c, n in zip(cities, numbers)]
-    sentences += rng.sample(FILLER, fillers)
+    # more fillers than distinct filler sentences repeat some (long contexts)
+    sentences += rng.sample(FILLER, fillers) if fillers <= len(FILLER) else rng.choices(FILLER, k=fillers)
     rng.shuffle(sentences)
     target = rng.randrange(needles)
     fact = f"The magic number of {cities[target]} is {numbers[target]}."
+    if depth is not None:
+        sentences.remove(fact)
+        sentences.insert(round(depth * len(sentences)), fact)
     index = sentences.index(fact)
     context = " ".join(sentences)
     start = context.index(fact) + len(fact) - len(numbers[target]) - 1

@@ -125,8 +125,12 @@ def hidden_chunks(trace: Trace, last: torch.Tensor) -> Iterator[torch.Tensor]:
         yield hidden.float().flatten().cpu()
 
 
+def outlier_streams(trace: Trace) -> dict[str, Callable[[], Iterator[torch.Tensor]]]:
+    """The two replayable streams Table 5 summarises, by ``OutlierStats`` field name."""
+    last = last_layer_output(trace)  # [1, N, D]: linear in N, computed once for both passes
+    return {"attention_logits": lambda: logit_chunks(trace), "hidden_states": lambda: hidden_chunks(trace, last)}
+
+
 def activation_outliers(trace: Trace) -> OutlierStats:
     """|pre-softmax attention logits| and |hidden states| of ``trace`` summarised as Table 5."""
-    last = last_layer_output(trace)
-    return OutlierStats(attention_logits=MagnitudeSummary.exact(lambda: logit_chunks(trace)).as_row(),
-                        hidden_states=MagnitudeSummary.exact(lambda: hidden_chunks(trace, last)).as_row())
+    return OutlierStats(**{name: MagnitudeSummary.exact(stream).as_row() for name, stream in outlier_streams(trace).items()})
