@@ -58,15 +58,16 @@ def _primary_kind(trace) -> str:
     return trace.kinds[0]
 
 
-ALLOCATION_NOTE = analysis.measures.markdown("attention to answer", "attention noise", "absolute reading",
-                                             "normalised reading", "signed reading")
-SINK_NOTE = analysis.measures.markdown("sink score", "sink share")
+ALLOCATION_MEASURES = ("attention to answer", "attention noise", "absolute reading", "normalised reading", "signed reading")
+ALLOCATION_NOTE = analysis.measures.markdown(*ALLOCATION_MEASURES)
+COMPARISON_NOTE = analysis.measures.markdown("entropy", "top-k mass", "first-token mass", "negative mass", *ALLOCATION_MEASURES,
+                                             "attention-logit outliers", "hidden-state outliers", "sink score", "sink share")
 
 
 def allocation_table(allocations: dict, archs: dict[str, str], per_layer: bool = False) -> dict:
     """Attention to the reference span vs the rest, a row per model and reading (one row for a softmax
     model, whose readings are equal), absolute first: the reading that cannot leave [0, 1]."""
-    layers = max((r.answer_mass["absolute"].shape[0] for r in allocations.values()), default=0) if per_layer else 0
+    layers = max((r.answer_mass[analysis.READINGS[0]].shape[0] for r in allocations.values()), default=0) if per_layer else 0
     rows = []
     for slot, result in allocations.items():
         readings = analysis.READINGS if result.kind == "diff" else analysis.READINGS[:1]
@@ -211,13 +212,13 @@ def build(run: gr.State, name: str) -> Panel:
         compare_button = gr.Button("Compare A and B")
         stats = gr.Plot()
         allocation = gr.Dataframe(label="attention from the last token to the span vs the rest of the input", wrap=True)
-        gr.Markdown(ALLOCATION_NOTE)
         outliers = gr.Dataframe(headers=["model", "values", "top-1", "top-2", "top-3", "top-10", "top-100", "median"],
                                 label="activation outliers: |pre-softmax attention logits| and |decoder-layer outputs|")
         sinks = gr.Dataframe(headers=["model", "map", f"share of heads with sink score > {analysis.SINK_THRESHOLD}",
                                       "mean sink score", "largest sink score"], label="attention sinks on the first token")
-        gr.Markdown(SINK_NOTE)
         comparison_file = gr.File(label="numbers behind the comparison (JSON)")
+        with gr.Accordion("definitions of these measures", open=False):
+            gr.Markdown(COMPARISON_NOTE)
         compare_button.click(compare, [run, span], [stats, allocation, outliers, comparison_file, sinks],
                              api_name=f"{name}_compare", **limits)
     with gr.Accordion("λ ablation (model A, DiffLlama)", open=False):

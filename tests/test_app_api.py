@@ -1,5 +1,7 @@
 """Every endpoint of the launched app, through gradio_client, returns what the backend returns."""
 
+import json
+
 import pytest
 from gradio_client import Client
 
@@ -101,3 +103,17 @@ def test_errors_come_back_as_messages_and_the_app_keeps_serving(client):
     with pytest.raises(Exception, match="no such directory"):
         client.predict("Bob met Clara.", "/no/such/model", "llama-cls", api_name="/classify")
     assert client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")[0]["label"]
+
+
+def test_study_matches_the_backend(client, backend):
+    from diffllama.study import retrieval_examples, run_study
+
+    tables, figure, numbers = client.predict(["diffllama-lm", "llama-lm"], 3, 2, "1, 2", 5, api_name="/study")
+    with open(numbers) as f:
+        got = json.load(f)
+    models = {name: backend.get(name, "generation") for name in ("diffllama-lm", "llama-lm")}
+    expected = run_study(models, retrieval_examples(3, 2, (1, 2), seed=5))
+    assert got == json.loads(json.dumps(expected))
+    assert "Table 3: attention allocation by answer depth" in tables and "Table 5" in tables and figure
+    with pytest.raises(Exception, match="filler sentences: give one or more whole numbers"):
+        client.predict(["llama-lm"], 3, 2, "four", 0, api_name="/study")
