@@ -62,7 +62,7 @@ def found_answer(lens, example: Example, trace: Trace, answer_tokens: int) -> bo
     ids = torch.tensor([trace.input_ids], device=lens.device)
     with torch.no_grad():  # a space piece and the answer's tokens, and one more
         output = lens.model.generate(ids, max_new_tokens=answer_tokens + 2, do_sample=False, pad_token_id=pad)
-    return lens.tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip().startswith(example.answer)
+    return lens.tokenizer.decode(output[0, ids.shape[1]:].tolist(), skip_special_tokens=True).strip().startswith(example.answer)
 
 
 def measure(lens, example: Example, index: int, summaries: dict[str, analysis.MagnitudeSummary]) -> Measured:
