@@ -1,10 +1,10 @@
-"""DiffLlama Lens: assembles the four tabs and launches (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)."""
+"""DiffLlama Lens: assembles the four task tabs and the study tab, and launches (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)."""
 
 from pathlib import Path
 
 import gradio as gr
 
-from components import classification_tab, generation_tab, qa_tab, tagging_tab
+from components import classification_tab, generation_tab, qa_tab, study_tab, tagging_tab
 from components.common import MODEL_CONCURRENCY
 
 ASSETS = Path(__file__).parent / "assets"
@@ -21,6 +21,7 @@ def build() -> gr.Blocks:
             for tab in (generation_tab, classification_tab, qa_tab, tagging_tab):
                 sources, infos, fill = tab.build()
                 demo.load(fill, list(sources), list(infos), api_visibility="private")
+            study_tab.build()
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY)
     return demo
 

@@ -1,6 +1,6 @@
 """The attention views every tab shares, for the input of the tab's last run (held in a gr.State
 ``run`` dict: ``{"A": Trace, "B": Trace, "models": {"A": source, "B": source}, "task": str,
-"span": (char_start, char_end) | None, "span_sequence": 0 | 1}``)."""
+"span": ReferenceSpan | None (a gold answer, or a prediction picked and labelled so), "span_sequence": 0 | 1}``)."""
 
 from __future__ import annotations
 
@@ -58,48 +58,89 @@ def _primary_kind(trace) -> str:
     return trace.kinds[0]
 
 
+ALLOCATION_MEASURES = ("attention to answer", "attention noise", "absolute reading", "normalised reading", "signed reading")
+ALLOCATION_NOTE = analysis.measures.markdown(*ALLOCATION_MEASURES)
+COMPARISON_NOTE = analysis.measures.markdown("entropy", "top-k mass", "first-token mass", "negative mass", *ALLOCATION_MEASURES,
+                                             "attention-logit outliers", "hidden-state outliers", "sink score", "sink share")
+
+
+def allocation_table(allocations: dict, archs: dict[str, str], per_layer: bool = False) -> dict:
+    """Attention to the reference span vs the rest, a row per model and reading (one row for a softmax
+    model, whose readings are equal), absolute first: the reading that cannot leave [0, 1]."""
+    layers = max((r.answer_mass[analysis.READINGS[0]].shape[0] for r in allocations.values()), default=0) if per_layer else 0
+    rows = []
+    for slot, result in allocations.items():
+        readings = analysis.READINGS if result.kind == "diff" else analysis.READINGS[:1]
+        for reading in readings:
+            answer, noise = result.means(reading)
+            name = reading if result.kind == "diff" else "softmax: all readings equal"
+            by_layer = [round(float(v), 4) for v in result.answer_mass[reading].mean(axis=1)] if per_layer else []
+            rows.append([f"{slot} ({archs[slot]})", name, round(answer, 4), round(noise, 4)] + by_layer)
+    return {"headers": ["model", "reading", "attention to answer ↑", "attention noise ↓"] +
+            [f"L{l} answer" for l in range(layers)], "data": rows}
+
+
+def allocation_label(allocations: dict, reference, text: str) -> str:
+    """What the allocation table measured, on which span, and the normalised reading's caveats."""
+    if reference is None:
+        return "attention to answer vs noise: no reference span (give the gold answer or mark a span)"
+    label = (f"attention from the last token to {text[reference.start:reference.end]!r} ({reference.source}) "
+             "vs the rest of the input, mean over layers and heads")
+    caveats = [f"{slot}: {r.caveat}" for slot, r in allocations.items() if r.caveat]
+    return label + "".join(f" — note {c}" for c in caveats)
+
+
+def sink_table(traces: dict) -> list[list]:
+    """Per model and map: the share of heads whose first-token sink score exceeds ε, and the scores' mean."""
+    rows = []
+    for slot, trace in traces.items():
+        sinks = analysis.sink_scores(trace)
+        for kind, scores in sinks.scores.items():
+            rows.append([f"{slot} ({trace.arch})", kind, round(sinks.share_above(kind), 4), round(float(scores.mean()), 4),
+                         round(float(scores.max()), 4)])
+    return rows
+
+
 @user_errors
 @gpu
 def compare(run, span_text):
-    """A vs B: head statistics, attention to a span vs the rest (the paper's allocation) and outliers."""
+    """A vs B: head statistics, attention to a reference span vs the rest (the paper's allocation),
+    outliers and attention sinks."""
     traces = {s: run[s] for s in ("A", "B") if run and run.get(s) is not None}
     if not traces:
         raise ValueError("run the tab first: the comparison uses the input of the tab's last run")
     stats = {f"{s}": analysis.head_stats(t, _primary_kind(t)) for s, t in traces.items()}
-    rows, allocation = [], {}
+    rows = []
     for slot, trace in traces.items():
-        span = _span(run, slot, span_text)
         outliers = analysis.activation_outliers(trace)
         for what, values in (("attention logits", outliers.attention_logits), ("hidden states", outliers.hidden_states)):
             rows.append([f"{slot} ({trace.arch})", what] + [round(values[k], 3) for k in
                                                          ("top-1", "top-2", "top-3", "top-10", "top-100", "median")])
-        if span is not None:
-            start, end, sequence = span
-            answer = analysis.token_spans(trace, start, end, sequence)
-            context_tokens = [i for i, s in enumerate(trace.sequence_ids) if s == sequence]
-            result = analysis.span_allocation(trace, [trace.seq_len - 1], answer, (context_tokens[0], context_tokens[-1] + 1))
-            allocation[slot] = result
-    allocation_rows = [[f"{s} ({traces[s].arch})", round(r.mean_answer, 4), round(r.mean_noise, 4)] +
-                       [round(float(v), 4) for v in r.answer_mass.mean(axis=1)] for s, r in allocation.items()]
-    layers = max(t.num_layers for t in traces.values())
-    allocation_table = {"headers": ["model", "attention to span", "attention noise"] + [f"L{l} span" for l in range(layers)],
-                        "data": allocation_rows}
+    references = {slot: _span(run, slot, span_text) for slot in traces}
+    allocation = {slot: analysis.reference_allocation(traces[slot], reference)
+                  for slot, reference in references.items() if reference is not None}
+    sinks = sink_table(traces)
+    first = next(iter(traces))
+    label = allocation_label(allocation, references[first], _text(run, first))
+    archs = {s: t.arch for s, t in traces.items()}
     export = export_json("comparison", {"head_stats": {s: plain(r) for s, r in stats.items()},
                                         "span_allocation": {s: plain(r) for s, r in allocation.items()},
-                                        "outliers": rows})
-    return figures.head_stats_comparison(stats), allocation_table, rows, export
+                                        "outliers": rows, "sinks": sinks})
+    return (figures.head_stats_comparison(stats), gr.update(value=allocation_table(allocation, archs, per_layer=True), label=label),
+            rows, export, sinks)
+
+
+def _text(run, slot: str) -> str:
+    return run.get(f"text_{slot}", run.get("text", ""))
 
 
 def _span(run, slot: str, span_text: str):
-    """The character span to measure in ``slot``'s input: the typed text found there, else the tab's
-    own span (e.g. the QA answer). Generation inputs differ per model (prompt + own continuation)."""
-    text, sequence = run.get(f"text_{slot}", run.get("text", "")), run.get("span_sequence", 0)
+    """The reference span to measure in ``slot``'s input: the typed text found there (a marked span),
+    else the tab's own reference (QA: the gold answer). Generation inputs differ per model (prompt +
+    own continuation), so the typed text is looked up in each."""
     if span_text and span_text.strip():
-        where = text.find(span_text.strip())
-        if where < 0:
-            raise ValueError(f"{span_text.strip()!r} does not occur in the input")
-        return where, where + len(span_text.strip()), sequence
-    return (*run["span"], sequence) if run.get("span") else None
+        return analysis.find_reference(_text(run, slot), span_text, run.get("span_sequence", 0), "marked span")
+    return run.get("span")
 
 
 @user_errors
@@ -167,15 +208,18 @@ def build(run: gr.State, name: str) -> Panel:
         overview = gr.Plot()
         overview_button.click(show_overview, [run, slot, kind], overview, api_name=f"{name}_overview", **limits)
     with gr.Accordion("A vs B: entropy, sparsity, sink, negative mass, span allocation, outliers", open=False):
-        span = gr.Textbox(label="span to measure (text from the input; empty = the tab's own span, e.g. the answer)")
+        span = gr.Textbox(label="span to measure (text from the input; empty = the tab's own reference, e.g. the gold answer)")
         compare_button = gr.Button("Compare A and B")
         stats = gr.Plot()
-        allocation = gr.Dataframe(label="attention from the last token to the span vs the rest of the input "
-                                        "(DiffLlama rows divided by 1 − λ), mean over heads", wrap=True)
+        allocation = gr.Dataframe(label="attention from the last token to the span vs the rest of the input", wrap=True)
         outliers = gr.Dataframe(headers=["model", "values", "top-1", "top-2", "top-3", "top-10", "top-100", "median"],
-                                label="activation outliers: |pre-softmax attention logits| and |hidden states|")
+                                label="activation outliers: |pre-softmax attention logits| and |decoder-layer outputs|")
+        sinks = gr.Dataframe(headers=["model", "map", f"share of heads with sink score > {analysis.SINK_THRESHOLD}",
+                                      "mean sink score", "largest sink score"], label="attention sinks on the first token")
         comparison_file = gr.File(label="numbers behind the comparison (JSON)")
-        compare_button.click(compare, [run, span], [stats, allocation, outliers, comparison_file],
+        with gr.Accordion("definitions of these measures", open=False):
+            gr.Markdown(COMPARISON_NOTE)
+        compare_button.click(compare, [run, span], [stats, allocation, outliers, comparison_file, sinks],
                              api_name=f"{name}_compare", **limits)
     with gr.Accordion("λ ablation (model A, DiffLlama)", open=False):
         value = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="λ in every layer (0 = subtraction off: only A1 drives the output)")

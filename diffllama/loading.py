@@ -150,7 +150,7 @@ def load(source: str | os.PathLike, task: str | None = None, device: str = "auto
     given. Remote code is refused; weights load through transformers (safetensors, or torch's
     weights-only loader for pickles). ``device="auto"`` picks CUDA when present, ``dtype="auto"``
     bfloat16 on CUDA and float32 on CPU; on CUDA accelerate's ``device_map="auto"`` spreads a model
-    that does not fit one device.
+    that does not fit one device (a device with an index, such as ``"cuda:1"``, holds the whole model).
     """
     source = str(source)
     config = _read_config(source)
@@ -160,7 +160,8 @@ def load(source: str | os.PathLike, task: str | None = None, device: str = "auto
     task = _task_of(config, arch, task)
     model_class = getattr(transformers, ARCH_PREFIX[arch] + HEADS[task])
     target = resolve_device(device)
-    placement = {"device_map": "auto"} if target.type == "cuda" else {}
+    # "cuda" spreads a large model over the visible GPUs; "cuda:1" (one process per GPU) keeps it on that one
+    placement = {"device_map": "auto"} if target.type == "cuda" and target.index is None else {}
     try:
         model, report = model_class.from_pretrained(
             source, config=config, dtype=resolve_dtype(dtype, target), trust_remote_code=False,

@@ -141,26 +141,68 @@ class HeadStats:
     negative_mass: np.ndarray  # [L, H] share of |row| that is negative (0 for softmax maps)
 
 
+READINGS = ("absolute", "normalised", "signed")  # the first is the default: it cannot leave [0, 1]
+
+
+@dataclass
+class ReferenceSpan:
+    """The characters allocation is measured on, chosen independently of the models' predictions
+    (a gold answer or a span the user marks), or a model's prediction when explicitly picked."""
+
+    start: int  # character offsets into the text whose sequence id is ``sequence``
+    end: int
+    sequence: int  # 0 = text, 1 = text_pair (a QA context)
+    source: str  # "gold answer" | "marked span" | "A's prediction" | "B's prediction"
+
+
 @dataclass
 class SpanAllocation:
     """The Differential Transformer paper's key-information-retrieval measurement: attention from
-    query positions to the answer span vs to the rest of the context. DiffLlama's differential rows
-    sum to 1 − λ, so they are divided by it to be comparable with softmax rows."""
+    query positions to the answer span vs to the rest of the context, per layer × head, in the three
+    readings of ``analysis.measures`` (equal for softmax maps)."""
 
     kind: str
     query_positions: list[int]
     answer: tuple[int, int]  # token span [start, end)
     context: tuple[int, int]  # token span [start, end) containing the answer
-    answer_mass: np.ndarray  # [L, H]
-    noise_mass: np.ndarray  # [L, H]
+    answer_mass: dict[str, np.ndarray]  # reading -> [L, H]
+    noise_mass: dict[str, np.ndarray]  # reading -> [L, H]
+    reference: str = "marked span"  # where the answer span came from (ReferenceSpan.source)
+
+    def means(self, reading: str = READINGS[0]) -> tuple[float, float]:
+        """(attention to answer, attention noise), mean over layers and heads."""
+        return float(self.answer_mass[reading].mean()), float(self.noise_mass[reading].mean())
 
     @property
-    def mean_answer(self) -> float:
-        return float(self.answer_mass.mean())
+    def mean_answer(self) -> float:  # the default (absolute) reading
+        return self.means()[0]
 
     @property
     def mean_noise(self) -> float:
-        return float(self.noise_mass.mean())
+        return self.means()[1]
+
+    @property
+    def caveat(self) -> str | None:
+        """Why the normalised reading is not a share, when a per-head value leaves [0, 1]."""
+        values = np.concatenate([self.answer_mass["normalised"].ravel(), self.noise_mass["normalised"].ravel()])
+        low, high = float(values.min()), float(values.max())
+        if low >= -1e-6 and high <= 1 + 1e-6:
+            return None
+        return (f"the normalised reading leaves [0, 1] here (per-head values from {low:.3g} to {high:.3g}): "
+                "A1 − λ·A2 has negative entries, so a span's part of 1 − λ can be negative or larger than 1 − λ; "
+                "the absolute reading stays in [0, 1]")
+
+
+@dataclass
+class SinkScores:
+    """Attention sinks on the first token, per map kind (A1, A2, D for DiffLlama; softmax otherwise)."""
+
+    threshold: float  # ε: a head is a sink head when its score exceeds it
+    scores: dict[str, np.ndarray]  # kind -> [L, H] mean attention the first token receives over all queries
+
+    def share_above(self, kind: str) -> float:
+        """Share of the kind's layer × head maps whose sink score exceeds ``threshold``."""
+        return float((self.scores[kind] > self.threshold).mean())
 
 
 @dataclass

@@ -4,6 +4,7 @@ the Trace of the very forward pass that produced its numbers."""
 from __future__ import annotations
 
 import threading
+import unicodedata
 from typing import Iterator
 
 import torch
@@ -153,7 +154,12 @@ def answer(self, question: str, context: str, top_k: int = 5, max_answer_tokens:
     _require(self, "qa")
     _require_text(question, "question")
     _require_text(context, "context")
-    max_length = max_length or min(self.config.max_position_embeddings, self.tokenizer.model_max_length)
+    positions = min(self.config.max_position_embeddings, self.tokenizer.model_max_length)
+    if max_length is not None and max_length > positions:
+        # a longer window would be cut to the model's positions without its overlap: refuse, say why
+        raise ValueError(f"max_length {max_length} is more than this model's {positions} positions; "
+                         f"use at most {positions}, or leave it unset to read long contexts in windows of {positions}")
+    max_length = max_length or positions
     question_tokens = len(self.tokenizer(question)["input_ids"])
     if question_tokens > max_length // 2:
         raise ValueError(f"the question is {question_tokens} tokens long; keep it under {max_length // 2} so the context fits")
@@ -178,6 +184,11 @@ def answer(self, question: str, context: str, top_k: int = 5, max_answer_tokens:
 
 
 # --- token tagging ---------------------------------------------------------------------------
+def _word_character(character: str) -> bool:
+    """Letters, marks, digits and symbols (emoji among them) make words; punctuation and spaces split them."""
+    return unicodedata.category(character)[0] in "LMNS"
+
+
 def aggregate_entities(text: str, tags: list[TokenTag]) -> list[Entity]:
     """Subword pieces into words (a word takes its first piece's label and score, the pipeline's
     "first" strategy), then BIO words into entities (an entity's score is its words' mean)."""
@@ -185,12 +196,14 @@ def aggregate_entities(text: str, tags: list[TokenTag]) -> list[Entity]:
     for tag in tags:
         if tag.end <= tag.start:  # a bare-space token covers no characters
             continue
-        # a piece continues a word when it touches it letter to letter ("Par"+"is"), as the byte-level
-        # pre-tokenizer splits words from punctuation ("Paris" + ".")
-        continues_word = (words and tag.start == words[-1].end and text[tag.start].isalnum()
-                          and text[tag.start - 1].isalnum())
+        # a piece continues a word when it shares the word's characters (byte-level pieces of one
+        # character such as "ü" carry the same span), or touches it between word characters
+        # ("Par"+"is"); punctuation starts a word of its own, so "Paris." tags "Paris"
+        continues_word = words and (tag.start < words[-1].end or (
+            tag.start == words[-1].end and _word_character(text[tag.start]) and _word_character(text[tag.start - 1])))
         if continues_word:
-            words[-1] = TokenTag(words[-1].token + tag.token, words[-1].start, tag.end, words[-1].label, words[-1].score)
+            word, end = words[-1], max(words[-1].end, tag.end)
+            words[-1] = TokenTag(text[word.start:end], word.start, end, word.label, word.score)
         else:
             words.append(tag)
     entities: list[Entity] = []

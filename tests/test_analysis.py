@@ -37,23 +37,86 @@ def test_head_stats_match_brute_force(checkpoint):
     assert softmax.kind == "softmax" and np.all(softmax.negative_mass == 0)
 
 
-def test_span_allocation_known_answer_and_normalisation(checkpoint):
+def test_readings_on_hand_made_rows():
+    """λ = 0.5: D = A1 − λ·A2 sums to 1 − λ = 0.5; the noise keys 1, 2 hold +0.2 and −0.2."""
+    a1, a2 = torch.tensor([[0.2, 0.2, 0.0, 0.6]]), torch.tensor([[0.0, 0.0, 0.4, 0.6]])
+    d = a1 - 0.5 * a2  # [0.2, 0.2, −0.2, 0.3]
+    got = analysis.readings(d, answer=(3, 4), context=(1, 4), row_sum=0.5)
+    assert list(got) == list(analysis.READINGS) and analysis.READINGS[0] == "absolute"
+    expected = {"signed": (0.3, 0.0),  # the signed noise cancels although two keys hold 0.2 each
+                "normalised": (0.6, 0.0),
+                "absolute": (0.3 / 0.9, 0.4 / 0.9)}
+    for reading, (answer, noise) in expected.items():
+        assert got[reading][0].item() == pytest.approx(answer) and got[reading][1].item() == pytest.approx(noise, abs=1e-7)
+    # a softmax row: the three readings coincide
+    softmax = analysis.readings(a1, answer=(3, 4), context=(1, 4), row_sum=1.0)
+    for reading in analysis.READINGS:
+        assert [v.item() for v in softmax[reading]] == pytest.approx([0.6, 0.2])
+    # λ = 0.8, all of A1 on the answer, all of A2 on the noise: the normalised reading leaves [0, 1]
+    steep = analysis.readings(torch.tensor([[0.0, 1.0, -0.8]]), answer=(1, 2), context=(0, 3), row_sum=0.2)
+    assert steep["normalised"][0].item() == pytest.approx(5.0) and steep["normalised"][1].item() == pytest.approx(-4.0)
+    assert steep["absolute"][0].item() == pytest.approx(1 / 1.8)
+
+
+def test_span_allocation_matches_brute_force_in_every_reading(checkpoint):
     trace = diffllama.load(checkpoint("diffllama-mha")).trace(TEXT)
     answer = analysis.token_spans(trace, TEXT.index("4821"), TEXT.index("4821") + 4)
     context = (1, analysis.token_spans(trace, TEXT.index("What"), TEXT.index("What") + 4)[0])
     last = trace.seq_len - 1
     result = analysis.span_allocation(trace, [last, last - 1], answer, context)
+    assert result.kind == "diff" and result.reference == "marked span"
     layer, head = 1, 0
-    rows = torch.stack([trace.attention(layer, head, "diff")[q] for q in (last, last - 1)]) / (1 - trace.lambdas[layer])
-    on_answer = rows[:, answer[0]:answer[1]].sum(-1).mean()
-    on_context = rows[:, context[0]:context[1]].sum(-1).mean()
-    assert result.answer_mass[layer, head] == pytest.approx(on_answer.item(), abs=1e-5)
-    assert result.noise_mass[layer, head] == pytest.approx((on_context - on_answer).item(), abs=1e-5)
+    rows = torch.stack([trace.attention(layer, head, "diff")[q] for q in (last, last - 1)])
+    on_answer, on_context = rows[:, answer[0]:answer[1]].sum(-1), rows[:, context[0]:context[1]].sum(-1)
+    scale = 1 - trace.lambdas[layer]
+    magnitude = rows.abs()
+    share = magnitude[:, answer[0]:answer[1]].sum(-1) / magnitude.sum(-1)
+    assert result.answer_mass["signed"][layer, head] == pytest.approx(on_answer.mean().item(), abs=1e-5)
+    assert result.answer_mass["normalised"][layer, head] == pytest.approx(on_answer.mean().item() / scale, abs=1e-5)
+    assert result.noise_mass["normalised"][layer, head] == pytest.approx((on_context - on_answer).mean().item() / scale, abs=1e-5)
+    assert result.answer_mass["absolute"][layer, head] == pytest.approx(share.mean().item(), abs=1e-5)
+    assert result.means("absolute") == (result.mean_answer, result.mean_noise)
     # everything a query attends to within the whole sequence: answer + noise + outside = 1 after normalising
     whole = analysis.span_allocation(trace, [last], answer, (0, trace.seq_len))
-    np.testing.assert_allclose(whole.answer_mass + whole.noise_mass, 1.0, atol=1e-5)
+    for reading in ("normalised", "absolute"):
+        np.testing.assert_allclose(whole.answer_mass[reading] + whole.noise_mass[reading], 1.0, atol=1e-5)
+    np.testing.assert_allclose(whole.answer_mass["absolute"], np.clip(whole.answer_mass["absolute"], 0, 1))
+    llama = diffllama.load(checkpoint("llama-gqa")).trace(TEXT)
+    softmax = analysis.span_allocation(llama, [llama.seq_len - 1], answer, context)
+    for reading in analysis.READINGS:
+        np.testing.assert_allclose(softmax.answer_mass[reading], softmax.answer_mass["signed"], atol=1e-6)
+    assert softmax.caveat is None
     with pytest.raises(ValueError, match="must lie inside the context"):
         analysis.span_allocation(trace, [last], (0, 3), (2, 5))
+
+
+def test_caveat_names_the_normalised_reading_when_it_leaves_the_unit_interval():
+    inside = np.full((1, 1), 0.5)
+    record = diffllama.records.SpanAllocation("diff", [3], (1, 2), (0, 3), {r: inside for r in analysis.READINGS},
+                                              {r: inside for r in analysis.READINGS})
+    assert record.caveat is None
+    record.answer_mass["normalised"] = np.array([[5.0]])
+    assert "normalised reading leaves [0, 1]" in record.caveat and "5" in record.caveat
+
+
+def test_allocation_on_a_gold_span_that_neither_model_predicted(checkpoint):
+    """The same characters in A and B, found by offsets, whatever the models answer."""
+    context = "The magic number of Paris is 4341. The magic number of Lyon is 6087. A bus passed by slowly."
+    question = "What is the magic number of Lyon?"
+    models = {name: diffllama.load(checkpoint(name, "qa")) for name in ("diffllama-gqa", "llama-gqa")}
+    gold = analysis.find_reference(context, "6087", sequence=1, source="gold answer")
+    assert context[gold.start:gold.end] == "6087"
+    for model in models.values():
+        result = model.answer(question, context, top_k=3)
+        assert result.spans[0].text != "6087"  # the model predicts something else; the gold span is measured
+        allocation = analysis.reference_allocation(result.trace, gold)
+        tokens = range(*allocation.answer)
+        assert "".join(result.trace.tokens[i] for i in tokens).strip() == "6087"
+        assert allocation.reference == "gold answer" and allocation.query_positions == [result.trace.seq_len - 1]
+        context_tokens = [i for i, s in enumerate(result.trace.sequence_ids) if s == 1]
+        assert allocation.context == (context_tokens[0], context_tokens[-1] + 1)
+    with pytest.raises(ValueError, match="does not occur in the context"):
+        analysis.find_reference(context, "9999", sequence=1, source="gold answer")
 
 
 def test_lambda_ablation_changes_outputs_and_leaves_the_model_alone(checkpoint):
@@ -107,15 +170,26 @@ def test_lambda_ablation_for_classification_reports_the_label(checkpoint):
     assert result.original[0] in ("negative", "positive")
 
 
-def test_magnitude_summary_is_exact():
+def test_magnitude_summary_is_exact_and_merges():
     generator = torch.Generator().manual_seed(0)
     chunks = [torch.randn(n, generator=generator) * 10 for n in (1000, 1, 3333, 250)]
-    summary = analysis.MagnitudeSummary(lambda: iter(chunks)).as_row()
+    chunks.append(torch.full((40,), 3.0))  # ties across the median
+    summary = analysis.MagnitudeSummary.exact(lambda: iter(chunks)).as_row()
     everything = torch.cat(chunks).abs()
     ranked = everything.sort(descending=True).values
     for k in (1, 2, 3, 10, 100):
         assert summary[f"top-{k}"] == ranked[k - 1].item()
     assert summary["median"] == everything.median().item()
+    # two processes' summaries of disjoint parts give the same numbers as one pass over all
+    parts = [analysis.MagnitudeSummary(), analysis.MagnitudeSummary()]
+    for i, chunk in enumerate(chunks):
+        parts[i % 2].add(chunk)
+    merged = analysis.MagnitudeSummary.merged(parts)
+    for i, chunk in enumerate(chunks):
+        merged.add_fine(chunk)
+    assert merged.as_row() == summary
+    with pytest.raises(ValueError, match="the input is empty"):
+        analysis.MagnitudeSummary().median()
 
 
 def test_activation_outliers_match_brute_force(checkpoint):
@@ -130,9 +204,35 @@ def test_activation_outliers_match_brute_force(checkpoint):
     assert logits.numel() == trace.num_layers * 2 * trace.num_heads * trace.seq_len * (trace.seq_len + 1) // 2
     assert stats.attention_logits["top-1"] == pytest.approx(logits.max().item())
     assert stats.attention_logits["median"] == pytest.approx(logits.median().item())
-    hidden = torch.cat([h.flatten() for h in trace.hidden_states[1:]]).abs()
+    hidden = torch.cat([h.flatten() for h in decoder_outputs(trace)]).abs()
     assert stats.hidden_states["top-100"] == pytest.approx(hidden.sort(descending=True).values[99].item())
     assert stats.hidden_states["median"] == pytest.approx(hidden.median().item())
+
+
+def decoder_outputs(trace):
+    """Every decoder layer's output, captured by forward hooks during the model's own forward pass."""
+    captured = []
+    model = trace._model
+    hooks = [layer.register_forward_hook(lambda module, args, output: captured.append(output))
+             for layer in model.base_model.layers]
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([trace.input_ids]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+@pytest.mark.parametrize("name", ["diffllama-gqa", "persimmon"])
+def test_hidden_states_are_decoder_layer_outputs_before_the_final_norm(checkpoint, name):
+    trace = diffllama.load(checkpoint(name)).trace(TEXT)
+    hooked = decoder_outputs(trace)
+    torch.testing.assert_close(analysis.last_layer_output(trace), hooked[-1], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(trace.hidden_states[-1], hooked[-1], atol=1e-3)  # transformers' last one is normed
+    stats = analysis.activation_outliers(trace)
+    everything = torch.cat([h.flatten() for h in hooked]).abs()
+    assert stats.hidden_states["top-1"] == pytest.approx(everything.max().item(), rel=1e-5)
 
 
 def test_align_tokens_by_character_offsets(checkpoint, tokenizer):
@@ -161,3 +261,24 @@ def test_display_views(checkpoint):
     assert len(grid.maps) == trace.num_layers and grid.maps[0][0].shape == (4, 4) and grid.pooled
     with pytest.raises(ValueError, match="out of range"):
         analysis.attention_row(trace, 1, 0, "a1", query=trace.seq_len)
+
+
+def test_sink_score_on_hand_made_maps():
+    sink = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.8, 0.1, 0.1]])  # every query attends to token 0
+    spread = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 0.5]])
+    assert analysis.sink_score([sink]) == pytest.approx(0.9)
+    assert analysis.sink_score([spread[:1], spread[1:]]) == pytest.approx(1 / 3)  # row blocks add up
+    scores = diffllama.records.SinkScores(0.3, {"softmax": np.array([[0.9, 1 / 3], [0.3, 0.1]])})
+    assert scores.share_above("softmax") == pytest.approx(0.5)  # 0.3 itself is not above ε
+
+
+def test_sink_scores_match_brute_force(checkpoint):
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
+    sinks = analysis.sink_scores(trace)
+    assert list(sinks.scores) == ["diff", "a1", "a2"] and sinks.threshold == 0.3
+    for kind in ("diff", "a1", "a2"):
+        for layer, head in ((0, 0), (2, 3)):
+            expected = trace.attention(layer, head, kind)[:, 0].mean().item()
+            assert sinks.scores[kind][layer, head] == pytest.approx(expected, abs=1e-6)
+    llama = analysis.sink_scores(diffllama.load(checkpoint("llama-gqa")).trace(TEXT))
+    assert list(llama.scores) == ["softmax"] and 0 <= llama.share_above("softmax") <= 1

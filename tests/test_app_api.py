@@ -1,8 +1,11 @@
 """Every endpoint of the launched app, through gradio_client, returns what the backend returns."""
 
+import json
+
 import pytest
 from gradio_client import Client
 
+from diffllama import analysis
 from diffllama.registry import ModelCache
 
 QUESTION = "What is the magic number of Lyon?"
@@ -44,12 +47,27 @@ def test_generate_streams_and_matches_greedy_backend(client, backend):
 
 def test_answer_matches_the_backend(client, backend):
     marked_a, _, table_a, _, _, _, allocation, records, *_ = client.predict(
-        QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", api_name="/answer")
+        QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "6087", "gold answer", api_name="/answer")
     expected = backend.get("diffllama-qa", "qa").answer(QUESTION, CONTEXT, top_k=3)
     assert [row[0] for row in table_a["data"]] == [s.text for s in expected.spans]
     assert records["A"]["spans"][0]["start"] == expected.spans[0].start
-    assert [row[0] for row in allocation["data"]] == ["A (diffllama)", "B (llama)"]
+    # measured on the gold answer, a row per reading for DiffLlama, one for Llama (its readings are equal)
+    gold = analysis.find_reference(CONTEXT, "6087", 1, "gold answer")
+    measured = analysis.reference_allocation(expected.trace, gold)
+    assert "'6087' (gold answer)" in allocation["label"]  # the table names its reference span; rows name their reading
+    allocation = allocation["value"]
+    assert [row[:2] for row in allocation["data"]] == [["A (diffllama)", r] for r in analysis.READINGS] + \
+        [["B (llama)", "softmax: all readings equal"]]
+    for row, reading in zip(allocation["data"], analysis.READINGS):
+        assert row[2:4] == pytest.approx([round(v, 4) for v in measured.means(reading)], abs=1e-4)
     assert "".join(p["token"] for p in marked_a) == CONTEXT
+    # without a gold answer nothing is measured unless a prediction is picked, and then it is labelled
+    unmeasured = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "", "gold answer", api_name="/answer")[6]
+    assert unmeasured["value"]["data"] in ([], [[]]) and "no reference span" in unmeasured["label"]
+    missing = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "1111", "gold answer", api_name="/answer")[6]
+    assert "'1111' does not occur in the context" in missing["label"]
+    picked = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "", "B's prediction", api_name="/answer")[6]
+    assert len(picked["value"]["data"]) == 4 and "(B's prediction)" in picked["label"]
 
 
 def test_tag_matches_the_backend(client, backend):
@@ -65,9 +83,12 @@ def test_attention_views_use_the_last_run_of_the_session(client):
     client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")
     heatmap, decomposition, profile, csv, note = client.predict("A", 1, 1, "diff", 64, api_name="/classify_attention")
     assert heatmap and decomposition and profile and csv.endswith(".csv")
-    stats, allocation, outliers, exported = client.predict("Clara", api_name="/classify_compare")
+    stats, allocation, outliers, exported, sinks = client.predict("Clara", api_name="/classify_compare")
     assert [row[1] for row in outliers["data"]] == ["attention logits", "hidden states"] * 2
-    assert len(allocation["data"]) == 2
+    assert [row[1] for row in allocation["value"]["data"]] == [*analysis.READINGS, "softmax: all readings equal"]
+    assert "'Clara' (marked span)" in allocation["label"]
+    assert [row[1] for row in sinks["data"]] == ["diff", "a1", "a2", "softmax"]
+    assert all(0 <= row[2] <= 1 for row in sinks["data"])
     plot, changed, summary = client.predict(0.0, api_name="/classify_ablation")
     assert "predictions change" in summary
     assert client.predict("A", "a1", api_name="/classify_overview")
@@ -82,3 +103,17 @@ def test_errors_come_back_as_messages_and_the_app_keeps_serving(client):
     with pytest.raises(Exception, match="no such directory"):
         client.predict("Bob met Clara.", "/no/such/model", "llama-cls", api_name="/classify")
     assert client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")[0]["label"]
+
+
+def test_study_matches_the_backend(client, backend):
+    from diffllama.study import retrieval_examples, run_study
+
+    tables, figure, numbers = client.predict(["diffllama-lm", "llama-lm"], 3, 2, "1, 2", 5, api_name="/study")
+    with open(numbers) as f:
+        got = json.load(f)
+    models = {name: backend.get(name, "generation") for name in ("diffllama-lm", "llama-lm")}
+    expected = run_study(models, retrieval_examples(3, 2, (1, 2), seed=5))
+    assert got == json.loads(json.dumps(expected))
+    assert "Table 3: attention allocation by answer depth" in tables and "Table 5" in tables and figure
+    with pytest.raises(Exception, match="filler sentences: give one or more whole numbers"):
+        client.predict(["llama-lm"], 3, 2, "four", 0, api_name="/study")

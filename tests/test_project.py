@@ -18,3 +18,9 @@ def test_backend_and_ui_stay_separate():
     for path in [ROOT / "app.py", *(ROOT / "components").rglob("*.py")]:
         if path.exists():
             assert "import torch" not in path.read_text(), path
+
+
+def test_readme_states_every_measure_as_the_app_does():
+    from diffllama.analysis import measures
+
+    assert measures.markdown() in (ROOT / "README.md").read_text()

@@ -167,3 +167,39 @@ def test_runners_refuse_the_wrong_task_and_empty_text(checkpoint):
     qa = diffllama.load(checkpoint("llama-gqa", "qa"))
     with pytest.raises(ValueError, match="the question is empty"):
         qa.answer("", "some context")
+
+
+def test_byte_pieces_of_one_character_stay_in_one_word():
+    """The issue's example: two byte-level pieces of "ü" share the span (1, 2)."""
+    pieces = [TokenTag("Z", 0, 1, "B-LOC", 1.0), TokenTag("ü", 1, 2, "I-LOC", 1.0), TokenTag("ü", 1, 2, "B-PER", 1.0),
+              TokenTag("rich", 2, 6, "I-PER", 1.0)]
+    assert [(e.label, e.text) for e in aggregate_entities("Zürich", pieces)] == [("LOC", "Zürich")]
+
+
+# non-ASCII inside words: the pipeline's fallback heuristic splits words like the app only where no
+# punctuation touches a word and no multi-byte character starts one (it splits such pieces apart)
+NON_ASCII_WORDS = ["Zürich", "Kyōto", "naïve", "2024年3月", "x東京", "ok🎉🎉", "go👍🏽"]
+
+
+@pytest.mark.filterwarnings("ignore:Tokenizer does not support real words")  # its fallback heuristic is the point
+@pytest.mark.parametrize("name", ["llama-gqa", "diffllama-gqa"])
+def test_tagging_equals_the_pipelines_first_aggregation_on_non_ascii_words(checkpoint, name):
+    from transformers import pipeline
+
+    lens = diffllama.load(checkpoint(name, "tagging"))
+    tagger = pipeline("token-classification", model=lens.model, tokenizer=lens.tokenizer, aggregation_strategy="first")
+    found = 0
+    for text in NON_ASCII_WORDS:
+        expected = [(e["entity_group"], e["start"], e["end"], pytest.approx(float(e["score"]), abs=1e-5)) for e in tagger(text)]
+        got = [(e.label, e.start, e.end, e.score) for e in lens.tag(text).entities]
+        assert got == expected, text
+        found += len(got)
+    assert found >= 2  # the comparison covered real entities, not only empty lists
+
+
+def test_answer_refuses_a_window_longer_than_the_model(checkpoint):
+    lens = diffllama.load(checkpoint("llama-gqa", "qa"))
+    context = "The magic number of Lyon is 6087. " * 4
+    with pytest.raises(ValueError, match="max_length 1024 is more than this model's 512 positions; use at most 512"):
+        lens.answer("What is the magic number of Lyon?", context, max_length=1024)
+    assert lens.answer("What is the magic number of Lyon?", context, max_length=512).num_windows == 1

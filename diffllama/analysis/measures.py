@@ -1,0 +1,70 @@
+"""The one written definition of every measure the app reports. The README's "Measures" section,
+the UI's notes and the study's tables quote these texts (a test keeps the README in step).
+
+Notation: ``M`` is one head's map, row ``i`` a query, column ``k`` a key; for DiffLlama
+``D = A1 − λ·A2`` (rows sum to 1 − λ), for softmax maps rows sum to 1. ``q`` is the last token,
+``S`` the reference span's tokens, ``C`` the context's tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    formula: str
+    meaning: str
+
+    @property
+    def text(self) -> str:
+        return f"**{self.name}**: `{self.formula}`. {self.meaning}"
+
+
+MEASURES = {measure.name: measure for measure in (
+    Measure("attention to answer", "Σ_{k∈S} M[q, k]",
+            "What the last token gives the reference span: the gold answer when the input has one, else a span "
+            "you mark (never a model's own prediction unless you pick it, and then it is labelled so); "
+            "mean over layers and heads, in one of the three readings below."),
+    Measure("attention noise", "Σ_{k∈C∖S} M[q, k]",
+            "What the last token gives the rest of the context, in the same reading."),
+    Measure("signed reading", "Σ_{k∈X} D[q, k]",
+            "The mass as the model applies it to V; a differential row sums to 1 − λ and negative entries "
+            "cancel positive ones, so a span's signed mass can be 0 while its entries are not."),
+    Measure("normalised reading", "signed ÷ (1 − λ)",
+            "The Differential Transformer paper's reading, comparable with a softmax row's sum of 1; it leaves "
+            "[0, 1] when D has negative entries, and the app says so when it does."),
+    Measure("absolute reading", "Σ_{k∈X} |D[q, k]| ÷ Σ_k |D[q, k]|",
+            "The span's share of the row's magnitude, always in [0, 1]: the app's default. For softmax maps "
+            "(Llama, Persimmon, DiffLlama's A1 and A2) the three readings are equal."),
+    Measure("entropy", "−Σ_k p_k·log p_k, p = |M[i]| ÷ Σ_k |M[i, k]|",
+            "How spread a row is (nats), mean over query rows 1..N−1 (row 0 can only attend to itself)."),
+    Measure("top-k mass", "sum of the k largest p_k",
+            "How concentrated a row is (sparsity), mean over query rows 1..N−1."),
+    Measure("first-token mass", "p_0",
+            "The share of a row's magnitude on the first token, mean over query rows 1..N−1."),
+    Measure("negative mass", "Σ_k max(−M[i, k], 0) ÷ Σ_k |M[i, k]|",
+            "The share of a row that subtracts (0 for softmax maps), mean over query rows 1..N−1."),
+    Measure("sink score", "α = (1/N)·Σ_i M[i, 0]",
+            "The mean attention the first token receives over all N queries, per head and per map (A1, A2 and "
+            "D for DiffLlama, the softmax map otherwise), as in Gu et al., ICLR 2025."),
+    Measure("sink share", "share of layer × head maps with α > ε, ε = 0.3",
+            "How many heads are attention sinks, with Gu et al.'s threshold."),
+    Measure("attention-logit outliers", "|q·k|·scale",
+            "The scaled pre-softmax logits of every layer, softmax head (both maps of a differential head) and "
+            "causal (query, key) pair: top-1/2/3/10/100 and median, exact (paper's Table 5)."),
+    Measure("hidden-state outliers", "|h_l[i, c]|",
+            "Every value of every decoder layer's output (the last layer's before the final norm), every token "
+            "and channel: top-1/2/3/10/100 and median, exact (paper's Table 5)."),
+    Measure("retrieval accuracy", "share of inputs whose greedy continuation starts with the answer",
+            "Whether a language model actually found the answer, next to its attention numbers."),
+    Measure("QA exact match", "share of inputs whose best span equals the answer",
+            "The same for an extractive question-answering model."),
+    Measure("95 % CI", "2.5th and 97.5th percentiles of the mean over 2000 bootstrap resamples of the examples",
+            "How much a study's mean would move with other inputs of the same kind; n is the number of examples."),
+)}
+
+
+def markdown(*names: str) -> str:
+    """The definitions of ``names`` (all when none) as a Markdown list."""
+    return "\n".join(f"- {MEASURES[name].text}" for name in names or MEASURES)
