@@ -1,0 +1,48 @@
+"""The loader and trace on checkpoints shaped exactly like the real pair the app presets
+(kajuma/DiffLlama-0.3B-handcut and meta-llama/Llama-3.2-1B: hidden 2048, 32 query heads, 8 KV heads,
+head_dim 64, llama3 RoPE scaling, tied embeddings), with random weights, 2 layers and a narrow MLP so
+the test stays small. Nothing is downloaded: GQA pairing and the scaled RoPE are what is exercised."""
+
+import pytest
+import torch
+import transformers
+
+import diffllama
+from test_trace import TEXT, reference
+
+LLAMA_3_2_1B = dict(  # the attention-relevant part of both hub configs
+    hidden_size=2048, num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+    rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    tie_word_embeddings=True, rms_norm_eps=1e-5, num_hidden_layers=2, intermediate_size=256)
+
+
+@pytest.fixture(scope="module", params=["diffllama", "llama"])
+def real_shaped(request, tmp_path_factory, tokenizer):
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.for_model(request.param, vocab_size=len(tokenizer), pad_token_id=0, bos_token_id=1,
+                                               eos_token_id=2, **LLAMA_3_2_1B)
+    path = tmp_path_factory.mktemp(f"{request.param}-3.2-1b-shape")
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return request.param, path
+
+
+def test_real_shaped_checkpoints_trace_exactly(real_shaped):
+    model_type, path = real_shaped
+    lens = diffllama.load(path)
+    assert lens.config.rope_parameters["rope_type"] == "llama3" and lens.config.num_key_value_heads == 8
+    trace = lens.trace(TEXT)
+    eager = reference(path, model_type, trace.input_ids, "eager", output_attentions=True)
+    differential = model_type == "diffllama"
+    assert trace.num_heads == (16 if differential else 32)
+    for layer in range(2):
+        maps = eager.attentions[layer][0]  # [32, N, N]
+        for head in (0, 3, trace.num_heads - 1):  # first, one inside a KV group, last: pairing i ↔ i + 16 and repeat_kv
+            if differential:
+                torch.testing.assert_close(trace.attention(layer, head, "a1"), maps[head], atol=1e-5, rtol=0)
+                torch.testing.assert_close(trace.attention(layer, head, "a2"), maps[head + 16], atol=1e-5, rtol=0)
+                torch.testing.assert_close(trace.attention(layer, head, "diff"),
+                                           maps[head] - trace.lambdas[layer] * maps[head + 16], atol=1e-5, rtol=0)
+            else:
+                torch.testing.assert_close(trace.attention(layer, head, "softmax"), maps[head], atol=1e-5, rtol=0)
