@@ -35,6 +35,7 @@ def parse(argv=None) -> argparse.Namespace:
                         "context; several values give several context lengths (default 28: ≈ 260 tokens)")
     parser.add_argument("--depths", type=float, nargs="+", default=list(DEPTHS), help="answer depths, 0 = start, 1 = end")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="auto", help="model dtype: auto (bfloat16 on CUDA, float32 on CPU) or e.g. float32")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples (default 2000)")
     parser.add_argument("--out", type=Path, default=Path("study"), help="writes OUT.json and OUT.md (default: study)")
     return parser.parse_args(argv)
@@ -46,7 +47,7 @@ def main(argv=None) -> dict:
     examples = read_jsonl(arguments.jsonl) if arguments.jsonl else retrieval_examples(
         arguments.examples, arguments.needles, tuple(arguments.fillers), depths, arguments.seed, arguments.lookalikes)
     state = PartialState(cpu=not torch.cuda.is_available())
-    models = {name: load(resolve(name, "generation"), device=str(state.device)) for name in arguments.models}
+    models = {name: load(resolve(name, "generation"), device=str(state.device), dtype=arguments.dtype) for name in arguments.models}
     result = run_study(models, examples, depths, arguments.resamples,
                        progress=lambda fraction, text: print(f"[{fraction:4.0%}] {text}", flush=True))
     if state.is_main_process:
