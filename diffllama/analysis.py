@@ -5,6 +5,7 @@ head's rows at a time, and returns a typed record of numpy arrays and plain valu
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -46,24 +47,33 @@ def attention_row(trace: Trace, layer: int, head: int | None, kind: str, query: 
     return torch.stack(rows).mean(0).numpy()
 
 
-def overview(trace: Trace, kind: str, size: int = 32) -> Overview:
-    """Every layer × head pooled to at most ``size`` × ``size``, computed one head at a time."""
+def overview_layers(trace: Trace, kind: str, size: int = 32) -> Iterator[Overview]:
+    """Every layer × head pooled to at most ``size`` × ``size``, one layer at a time: each yield holds
+    the layers done so far, so a view can draw the first layer while the others are computed. Long
+    inputs are averaged over an evenly spaced sample of query rows, which the record names."""
+    edges, rows = block_edges(trace.seq_len, size), trace.overview_rows(size)
     maps = []
     for layer in range(trace.num_layers):
-        qk = trace.queries_keys(layer)  # once per layer, shared by its heads
-        maps.append([trace.pooled(layer, head, kind, size, qk).values.numpy() for head in range(trace.num_heads)])
-    return Overview(kind=kind, maps=maps, edges=block_edges(trace.seq_len, size), seq_len=trace.seq_len)
+        values, _ = trace.pooled_heads(layer, kind, size, rows=rows)  # [heads, b, b], one pass over the layer
+        maps.append(list(values.numpy()))
+        yield Overview(kind=kind, maps=list(maps), edges=edges, seq_len=trace.seq_len, query_rows=rows)
+
+
+def overview(trace: Trace, kind: str, size: int = 32) -> Overview:
+    """The whole overview of ``overview_layers``."""
+    *_, whole = overview_layers(trace, kind, size)
+    return whole
 
 
 # --- per-head statistics -----------------------------------------------------------------------
 def row_statistics(rows: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
-    """Per-row entropy, top-k mass, first-token mass and negative share of attention rows [r, N]."""
+    """Per-row entropy, top-k mass, first-token mass and negative share of attention rows [..., N]."""
     magnitude = rows.abs()
     p = magnitude / magnitude.sum(-1, keepdim=True)  # the row as a distribution over keys
     return {
         "entropy": -(p * torch.log(p.clamp_min(1e-30))).sum(-1),
         "top_k_mass": p.topk(min(top_k, p.shape[-1]), dim=-1).values.sum(-1),
-        "sink_mass": p[:, 0],
+        "sink_mass": p[..., 0],
         "negative_mass": rows.clamp(max=0).abs().sum(-1) / magnitude.sum(-1),
     }
 
@@ -75,13 +85,11 @@ def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5) -> HeadSta
     names = ("entropy", "top_k_mass", "sink_mass", "negative_mass")
     totals = {name: np.zeros((trace.num_layers, trace.num_heads)) for name in names}
     rows_counted = max(trace.seq_len - 1, 1)
+    rows = range(1, trace.seq_len) if trace.seq_len > 1 else None
     for layer in range(trace.num_layers):
-        qk = trace.queries_keys(layer)
-        for head in range(trace.num_heads):
-            for rows, block in trace.row_chunks(layer, head, kind, qk):
-                keep = rows > 0 if trace.seq_len > 1 else rows >= 0
-                for name, values in row_statistics(block[keep], top_k).items():
-                    totals[name][layer, head] += float(values.sum())
+        for _, block in trace.map_blocks(layer, kind, rows=rows):  # [H, r, e]: every head of the layer at once
+            for name, values in row_statistics(block, top_k).items():
+                totals[name][layer] += values.sum(-1).double().cpu().numpy()
     return HeadStats(kind=kind, top_k=top_k, **{name: totals[name] / rows_counted for name in names})
 
 
@@ -209,12 +217,8 @@ def activation_outliers(trace: Trace) -> OutlierStats:
 
     def logit_chunks():
         for layer in range(trace.num_layers):
-            qk = trace.queries_keys(layer)
-            heads = list(range(qk[0].shape[0]))  # all softmax heads: both maps of every differential head
-            for start in range(0, trace.seq_len, 256):
-                rows = torch.arange(start, min(start + 256, trace.seq_len))
-                logits = trace.logit_rows(layer, rows, heads, qk)  # [H, r, N]
-                yield logits[torch.isfinite(logits)].cpu()
+            for values in trace.causal_logits(layer):
+                yield values.cpu()
 
     def hidden_chunks():
         for hidden in trace.hidden_states[1:]:
