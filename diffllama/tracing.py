@@ -327,11 +327,12 @@ class Trace:
         (both maps of a differential head), as 1-D blocks: the stream activation outliers summarise."""
         heads = list(range(self._qk(layer)[0].shape[0]))
         for block, logits in self._logit_blocks(layer, heads, list(range(self.seq_len))):
-            first = int(block[0])
+            first, count = int(block[0]), len(block)
             yield logits[:, :, :first + 1].reshape(-1)  # keys up to the block's first row: seen by every row
-            if len(block) > 1:
-                seen = torch.arange(first + 1, logits.shape[2], device=logits.device)[None, :] <= block[:, None]
-                yield logits[:, :, first + 1:][:, seen].reshape(-1)
+            if count > 1:  # later keys: row first + i sees first + 1 .. first + i, a strictly lower triangle
+                row, col = torch.tril_indices(count, count - 1, offset=-1, device=logits.device)
+                later = logits[:, :, first + 1:].reshape(len(heads), -1)  # [H, r·(r − 1)]
+                yield later.index_select(1, row * (count - 1) + col).reshape(-1)
 
     def rows(self, layer: int, head: int, kind: str, rows, qk=None) -> torch.Tensor:
         """Rows ``[r, N]`` (float32, CPU) of one map for the query positions ``rows``, in the order
