@@ -87,9 +87,9 @@ def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5) -> HeadSta
     rows_counted = max(trace.seq_len - 1, 1)
     rows = range(1, trace.seq_len) if trace.seq_len > 1 else None
     for layer in range(trace.num_layers):
-        for _, block in trace.map_blocks(layer, kind, rows=rows):  # [H, r, e]: every head of the layer at once
-            for name, values in row_statistics(block, top_k).items():
-                totals[name][layer] += values.sum(-1).double().cpu().numpy()
+        for block in trace.map_blocks(layer, kind, rows=rows):  # a few heads × rows at a time
+            for name, values in row_statistics(block.values, top_k).items():
+                totals[name][layer, block.heads] += values.sum(-1).double().cpu().numpy()
     return HeadStats(kind=kind, top_k=top_k, **{name: totals[name] / rows_counted for name in names})
 
 

@@ -28,7 +28,8 @@ from . import budget
 
 ATTENTION_IMPLEMENTATION = "lens"
 ROW_CHUNK = 256  # query rows computed at once: bounds transient memory at ROW_CHUNK × N per head
-OVERVIEW_LOGITS = 1 << 29  # an overview beyond this many logits averages over a sample of rows
+OVERVIEW_LOGITS = 1 << 28  # an overview beyond this many logits averages over a sample of rows
+BLOCK_ROWS = 64  # query rows a block of logits aims for (fewer heads per block instead)
 
 
 class _Captured(Exception):
@@ -100,6 +101,9 @@ class LayerCache:
         self._computing: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
 
+    def __reduce__(self):  # a copied or pickled trace starts with an empty cache of the same bound
+        return LayerCache, (self.max_bytes,)
+
     @property
     def nbytes(self) -> int:
         with self._lock:
@@ -126,13 +130,15 @@ class LayerCache:
         with self._lock:
             key_lock = self._computing.setdefault(key, threading.Lock())
         with key_lock:  # threads asking for the same entry wait for the first one's result
-            value = self.lookup(key)
-            if value is None:
-                value = compute()
-                self.store(key, value, size(value))
-            with self._lock:
-                self._computing.pop(key, None)
-            return value
+            try:
+                value = self.lookup(key)
+                if value is None:
+                    value = compute()
+                    self.store(key, value, size(value))
+                return value
+            finally:
+                with self._lock:
+                    self._computing.pop(key, None)
 
 
 def _tensor_bytes(*tensors: torch.Tensor) -> int:
@@ -145,8 +151,8 @@ class Trace:
     on request. Token-aligned fields are lists of plain values; ``logits`` is the task head's output
     of the same pass (``[N, vocab]``, ``[N, labels]``, ``[labels]`` or ``[N, 2]`` for QA start/end).
 
-    Every map is built from blocks of rows of all the heads asked for at once (``map_blocks``), sized
-    to stay in the CPU's cache; a layer's queries and keys are computed once and kept in the trace's
+    Every map is built from ``Block`` s of a few heads × query rows × keys (``map_blocks``), sized to
+    stay in the CPU's cache; a layer's queries and keys are computed once and kept in the trace's
     ``cache`` (bounded: ``budget.qk_cache_bytes``), shared by every head and view that reads the layer."""
 
     arch: str  # "diffllama" | "llama" | "persimmon"
@@ -243,48 +249,44 @@ class Trace:
 
     def _softmax_heads(self, heads: list[int], kind: str) -> list[int]:
         """The softmax heads behind differential/softmax heads ``heads``: DiffLlama's A1 of
-        differential head i is head i, its A2 head i + H/2."""
+        differential head i is head i, its A2 head i + H/2; for ``diff`` in pairs (A1, A2) per head."""
         half = self.num_heads
         if kind == "diff":
-            return list(heads) + [h + half for h in heads]
+            return [h + offset for h in heads for offset in (0, half)]
         return [h + half for h in heads] if kind == "a2" else list(heads)
 
-    def _logit_blocks(self, layer: int, heads: list[int], rows: list[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _logit_blocks(self, layer: int, heads: list[int], rows: list[int], unit: int = 1) -> Iterator["Block"]:
         """Scaled, causally masked pre-softmax logits of softmax heads ``heads`` for the query
-        positions ``rows`` (ascending), in blocks: ``(positions [r], logits [h, r, e])`` where e is the
-        block's last position + 1 (every later key is in the future of every row, so it is left out
-        rather than computed and masked). Blocks hold about ``block_values`` numbers so that the
-        work on them stays in the CPU's cache."""
+        positions ``rows`` (ascending), in blocks of a few heads (whole groups of ``unit``) × rows × keys
+        0..e-1, e the block's last position + 1: every later key is in the future of every row, so it
+        is left out rather than computed and masked. A block holds about ``block_values`` numbers, so
+        that the work on it stays in the CPU's cache, with at least ``BLOCK_ROWS`` rows where it can
+        (a matrix product of a few rows runs far below the machine's speed)."""
         query, keys_t = self._qk(layer)
         scaling = self._model.base_model.layers[layer].self_attn.scaling
-        kv_heads, head_dim = keys_t.shape[0], keys_t.shape[1]
-        groups = query.shape[0] // kv_heads
-        every_head = heads == list(range(query.shape[0]))
+        groups = query.shape[0] // keys_t.shape[0]  # GQA: query head h reads KV head h // groups
         limit = block_values(query.device)
+        width = max(unit, limit // (BLOCK_ROWS * (rows[-1] + 1)) // unit * unit) if rows else unit
         positions = torch.tensor(rows, device=query.device)
-        start = 0
-        while start < len(rows):
-            count = max(1, min(len(rows) - start, limit // (len(heads) * (rows[start] + 1))))
-            while count > 1 and len(heads) * count * (rows[start + count - 1] + 1) > limit:
-                count = max(1, limit // (len(heads) * (rows[start + count - 1] + 1)))
-            block = positions[start:start + count]
-            first, end = rows[start], rows[start + count - 1] + 1
-            contiguous = end - first == count
-            if every_head:  # one product per KV head for all its query heads: [KV, groups·r, d] @ [KV, d, e]
-                q = query[:, first:end] if contiguous else query[:, block]  # [H, r, d]
-                logits = torch.bmm(q.reshape(kv_heads, groups * count, head_dim), keys_t[:, :, :end])
-                logits = logits.view(len(heads), count, end)
-            else:
-                logits = torch.empty(len(heads), count, end, device=query.device)
-                for i, head in enumerate(heads):
-                    q = query[head, first:end] if contiguous else query[head, block]  # [r, d]
-                    torch.mm(q, keys_t[head // groups, :, :end], out=logits[i])
-            logits.mul_(scaling)
-            if end - first > 1:  # keys after a row's own position: only among the block's later columns
-                future = torch.arange(first + 1, end, device=logits.device)[None, :] > block[:, None]  # [r, e - first - 1]
-                logits[:, :, first + 1:].masked_fill_(future, float("-inf"))
-            yield block, logits
-            start += count
+        for first_head in range(0, len(heads), width):
+            group = heads[first_head:first_head + width]
+            start = 0
+            while start < len(rows):
+                count = max(1, min(len(rows) - start, limit // (len(group) * (rows[start] + 1))))
+                while count > 1 and len(group) * count * (rows[start + count - 1] + 1) > limit:
+                    count = max(1, limit // (len(group) * (rows[start + count - 1] + 1)))
+                block = positions[start:start + count]
+                first, end = rows[start], rows[start + count - 1] + 1
+                logits = torch.empty(len(group), count, end, device=query.device)
+                for i, head in enumerate(group):
+                    q = query[head, first:end] if end - first == count else query[head, block]  # [r, d]
+                    torch.mm(q, keys_t[head // groups, :, :end], out=logits[i])  # [r, e]
+                logits.mul_(scaling)
+                if end - first > 1:  # keys after a row's own position: only among the block's later columns
+                    future = torch.arange(first + 1, end, device=logits.device)[None, :] > block[:, None]  # [r, e - first - 1]
+                    logits[:, :, first + 1:].masked_fill_(future, float("-inf"))
+                yield Block(slice(first_head, first_head + len(group)), slice(start, start + count), block, logits)
+                start += count
 
     def _rows(self, rows) -> list[int]:
         """Query positions as an ascending list (all of them by default)."""
@@ -294,21 +296,23 @@ class Trace:
         return list(positions)
 
     @torch.no_grad()
-    def map_blocks(self, layer: int, kind: str, heads: list[int] | None = None, rows=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def map_blocks(self, layer: int, kind: str, heads: list[int] | None = None, rows=None) -> Iterator["Block"]:
         """The maps of ``kind`` for differential/softmax heads ``heads`` (all by default) at the query
-        positions ``rows`` (all by default), in blocks ``(positions [r], values [h, r, e])`` with e the
-        block's last position + 1 (later keys are zero in every row). The building block of every view:
-        no caller holds a whole map, and all heads of a layer come from one product per block."""
+        positions ``rows`` (all by default), as ``Block`` s of a few heads × rows × keys 0..e-1 (later
+        keys are zero in every row). The building block of every view: no caller holds a whole map."""
         self._check_kind(kind)
         self._check_layer(layer)
         heads = list(range(self.num_heads)) if heads is None else list(heads)
         for head in heads:
             self.check(layer, head, kind)
-        count = len(heads)
-        for block, logits in self._logit_blocks(layer, self._softmax_heads(heads, kind), self._rows(rows)):
-            probs = torch.softmax(logits, dim=-1)  # [h (2h for diff), r, e]
-            # diff: A1 − λ·A2, what the layer applies to V
-            yield block, torch.sub(probs[:count], probs[count:], alpha=self.lambdas[layer]) if kind == "diff" else probs
+        unit = 2 if kind == "diff" else 1
+        for block in self._logit_blocks(layer, self._softmax_heads(heads, kind), self._rows(rows), unit):
+            probs = torch.softmax(block.values, dim=-1)  # [h (2h for diff, A1 and A2 alternating), r, e]
+            if kind == "diff":  # A1 − λ·A2, what the layer applies to V
+                probs = torch.sub(probs[0::2], probs[1::2], alpha=self.lambdas[layer])
+                block.heads = slice(block.heads.start // 2, block.heads.stop // 2)
+            block.values = probs
+            yield block
 
     def logit_rows(self, layer: int, rows: torch.Tensor, heads: list[int], qk=None) -> torch.Tensor:
         """Scaled, causally masked pre-softmax logits ``[len(heads), len(rows), N]`` in float32
@@ -316,22 +320,20 @@ class Trace:
         ``qk`` is accepted for callers written before the cache and not needed."""
         positions = self._rows(rows)
         out = torch.full((len(heads), len(positions), self.seq_len), float("-inf"))
-        done = 0
-        for block, logits in self._logit_blocks(layer, list(heads), positions):
-            out[:, done:done + len(block), :logits.shape[2]] = logits.cpu()
-            done += len(block)
+        for block in self._logit_blocks(layer, list(heads), positions):
+            out[block.heads, block.span, :block.values.shape[2]] = block.values.cpu()
         return out
 
     def causal_logits(self, layer: int) -> Iterator[torch.Tensor]:
         """Every scaled pre-softmax logit of a layer's causal (query, key) pairs, all softmax heads
         (both maps of a differential head), as 1-D blocks: the stream activation outliers summarise."""
         heads = list(range(self._qk(layer)[0].shape[0]))
-        for block, logits in self._logit_blocks(layer, heads, list(range(self.seq_len))):
-            first, count = int(block[0]), len(block)
+        for block in self._logit_blocks(layer, heads, list(range(self.seq_len))):
+            logits, first, count = block.values, int(block.rows[0]), len(block.rows)
             yield logits[:, :, :first + 1].reshape(-1)  # keys up to the block's first row: seen by every row
             if count > 1:  # later keys: row first + i sees first + 1 .. first + i, a strictly lower triangle
                 row, col = torch.tril_indices(count, count - 1, offset=-1, device=logits.device)
-                later = logits[:, :, first + 1:].reshape(len(heads), -1)  # [H, r·(r − 1)]
+                later = logits[:, :, first + 1:].reshape(len(logits), -1)  # [h, r·(r − 1)]
                 yield later.index_select(1, row * (count - 1) + col).reshape(-1)
 
     def rows(self, layer: int, head: int, kind: str, rows, qk=None) -> torch.Tensor:
@@ -341,10 +343,8 @@ class Trace:
         wanted = torch.as_tensor(rows).reshape(-1)
         positions = self._rows(wanted)
         out = torch.zeros(len(positions), self.seq_len)
-        done = 0
-        for block, values in self.map_blocks(layer, kind, [head], positions):
-            out[done:done + len(block), :values.shape[2]] = values[0].cpu()
-            done += len(block)
+        for block in self.map_blocks(layer, kind, [head], positions):
+            out[block.span, :block.values.shape[2]] = block.values[0].cpu()
         return out[torch.searchsorted(torch.tensor(positions), wanted)]
 
     def row_chunks(self, layer: int, head: int, kind: str, qk=None, chunk: int = ROW_CHUNK) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -372,10 +372,10 @@ class Trace:
             raise ValueError(f"a region needs 0 ≤ start < end ≤ {self.seq_len} for rows and columns; got rows {rows}, columns {cols}")
         budget.check(budget.map_bytes(b - a, b), f"a {b - a}×{d - c} region", "zoom into fewer rows")
         out = torch.zeros(b - a, d - c)
-        for block, values in self.map_blocks(layer, kind, [head], range(a, b)):
-            first, end = int(block[0]) - a, min(values.shape[2], d)
+        for block in self.map_blocks(layer, kind, [head], range(a, b)):
+            end = min(block.values.shape[2], d)
             if end > c:
-                out[first:first + len(block), :end - c] = values[0, :, c:end].cpu()
+                out[block.span, :end - c] = block.values[0, :, c:end].cpu()
         return out
 
     def pooled(self, layer: int, head: int, kind: str, max_size: int = 512, qk=None) -> "PooledMap":
@@ -407,9 +407,9 @@ class Trace:
             for h, values in zip(missing, self._pool_softmax(layer, missing, edges, positions)):
                 maps[h] = values
                 self.cache.store(keys[h], values, _tensor_bytes(values))
-        stacked = torch.stack([maps[h] for h in softmax_heads])  # [h (2h for diff), B, B]
+        stacked = torch.stack([maps[h] for h in softmax_heads])  # [h (2h for diff, A1 and A2 alternating), B, B]
         if kind == "diff":
-            return torch.sub(stacked[:len(heads)], stacked[len(heads):], alpha=self.lambdas[layer]), edges
+            return torch.sub(stacked[0::2], stacked[1::2], alpha=self.lambdas[layer]), edges
         return stacked, edges
 
     def overview_rows(self, size: int, max_logits: int = OVERVIEW_LOGITS) -> list[int] | None:
@@ -435,11 +435,22 @@ class Trace:
         sums = torch.zeros(len(heads), blocks, self.seq_len, device=device)  # row blocks summed, columns not yet
         done = 0
         with torch.no_grad():
-            for block, logits in self._logit_blocks(layer, heads, rows):
-                probs = torch.softmax(logits, dim=-1)  # [h, r, e]
-                sums[:, :, :probs.shape[2]].index_add_(1, block_of_row[done:done + len(block)].to(device), probs)
-                done += len(block)
+            for block in self._logit_blocks(layer, heads, rows):
+                probs = torch.softmax(block.values, dim=-1)  # [h, r, e]
+                sums[block.heads, :, :probs.shape[2]].index_add_(1, block_of_row[block.span].to(device), probs)
         return (pool_columns(sums, edges) / rows_per_block[:, None].to(device)).cpu()  # [h, B, B]
+
+
+@dataclass
+class Block:
+    """A piece of one layer's maps (or logits): ``values[i, j, k]`` belongs to head ``heads`` [i] (an
+    index into the heads asked for), query position ``rows[j]`` (entry ``span`` [j] of the positions
+    asked for) and key position k < e; keys from e on are in the future of every row of the block."""
+
+    heads: slice
+    span: slice
+    rows: torch.Tensor  # [r] query positions
+    values: torch.Tensor  # [h, r, e]
 
 
 def block_values(device: torch.device) -> int:

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 import diffllama
-from diffllama import analysis, budget
+from diffllama import analysis, budget, tracing
 from diffllama.tracing import block_edges, decoded_offsets, sample_rows
 
 TEXT = "The magic number of Lyon is 4821. Anna walked to the old market in Paris. " * 3
@@ -43,18 +43,20 @@ def test_region_is_the_slice_of_the_full_map(traces, name):
         trace.region(0, 0, trace.kinds[0], (5, 5), (0, 3))
 
 
-def test_map_blocks_hold_every_head_of_the_layer(traces):
+@pytest.mark.parametrize("limit", [1 << 19, 300])  # the default, and blocks small enough to split heads and rows
+def test_map_blocks_cover_every_head_and_row_once(traces, monkeypatch, limit):
+    monkeypatch.setattr(tracing, "block_values", lambda device: limit)
     trace = traces["diffllama-gqa"]
     for kind in trace.kinds:
         full = torch.stack([trace.attention(2, head, kind) for head in range(trace.num_heads)])  # [h, N, N]
-        seen = 0
-        for rows, values in trace.map_blocks(2, kind):
-            end = values.shape[2]
-            assert end == int(rows[-1]) + 1  # keys after the block's last row are not computed
-            torch.testing.assert_close(values, full[:, rows, :end], atol=1e-6, rtol=0)
-            assert torch.all(full[:, rows, end:] == 0)
-            seen += len(rows)
-        assert seen == trace.seq_len
+        seen = torch.zeros(trace.num_heads, trace.seq_len, dtype=torch.int)
+        for block in trace.map_blocks(2, kind):
+            end = block.values.shape[2]
+            assert end == int(block.rows[-1]) + 1  # keys after the block's last row are not computed
+            torch.testing.assert_close(block.values, full[block.heads, block.rows, :end], atol=1e-6, rtol=0)
+            assert torch.all(full[block.heads, block.rows, end:] == 0)
+            seen[block.heads, block.rows] += 1
+        assert torch.all(seen == 1)
 
 
 def test_causal_logits_are_every_finite_logit(traces):
@@ -182,3 +184,14 @@ def test_decoded_offsets_equal_the_prefix_definition(tokenizer, which):
     sequences += [[generator.randrange(len(tokenizer)) for _ in range(150)] for _ in range(10)]
     for ids in sequences:
         assert decoded_offsets(tokenizer, ids) == offsets_by_prefix(tokenizer, ids)
+
+
+def test_a_copied_trace_starts_with_an_empty_cache_of_the_same_bound(traces):
+    import copy
+
+    trace = traces["llama-gqa"]
+    trace.pooled(1, 0, "softmax", 4)
+    clone = copy.deepcopy(trace)
+    assert clone.cache is not trace.cache and clone.cache.nbytes == 0 < trace.cache.nbytes
+    assert clone.cache.max_bytes == trace.cache.max_bytes
+    torch.testing.assert_close(clone.pooled(1, 0, "softmax", 4).values, trace.pooled(1, 0, "softmax", 4).values)
