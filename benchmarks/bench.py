@@ -152,6 +152,105 @@ def part_maps(shape: str, n: int) -> dict:
     return result
 
 
+VIEW_MODELS = {  # name -> the models traced side by side (A, B)
+    "bundled": (str(ROOT / "assets" / "models" / "diffllama-lm"), str(ROOT / "assets" / "models" / "llama-lm")),
+    "12x1024": ("12x1024",),
+}
+
+
+def story_ids(tokenizer, n: int) -> list[int]:
+    """``n`` token ids of the project's story corpus (real text, so the maps look like the app's)."""
+    from diffllama import corpus
+
+    ids, seed = [], 0
+    while len(ids) < n:
+        ids += tokenizer(" ".join(corpus.generate("story", seed, 50)))["input_ids"]
+        seed += 1
+    return ids[:n]
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def view_rows(name: str, slot: str, trace, partner) -> list[dict]:
+    """Each attention view of one trace from a cold start (queries/keys not yet cached, as on the first
+    click after a run): server time split into analysis, figure building and serialisation to the JSON
+    the browser receives (gradio sends ``figure.to_json()``), and that JSON's size."""
+    import torch
+
+    from components import figures
+    from diffllama import analysis
+    from diffllama.tracing import LayerCache
+
+    kind, layer, n, rows = trace.kinds[0], trace.num_layers // 2, trace.seq_len, []
+
+    def view(label, compute, draw=None, cold=True):
+        if cold:  # the first click after the run: no queries/keys cached yet
+            trace.cache = LayerCache(trace.cache.max_bytes)
+        with torch.no_grad():
+            analysis_s, result = timed(compute)
+        build_s, figs = timed(lambda: draw(result)) if draw else (0.0, [])
+        serialise_s, payloads = timed(lambda: [len(figure.to_json()) for figure in figs])
+        rows.append({"models": name, "model": slot, "n": n, "view": label, "analysis_s": analysis_s, "figure_s": build_s,
+                     "serialise_s": serialise_s, "server_s": analysis_s + build_s + serialise_s, "payload_bytes": sum(payloads)})
+        print(json.dumps(rows[-1]), flush=True)
+        return result
+
+    kinds = (kind, "a1", "a2", "diff") if trace.lambdas else (kind,)  # heatmap, then the A1 | A2 | D decomposition
+    view("map view (256 blocks)", lambda: [analysis.attention_map(trace, layer, 0, k, 256) for k in kinds],
+         lambda maps: [figures.attention_heatmap(maps[0])] + ([figures.decomposition(*maps[1:]), figures.lambda_profile(
+             {slot: (trace.lambdas, trace.lambda_inits)})] if trace.lambdas else []))
+    view("zoomed region 256 × 256, full resolution", lambda: trace.region(layer, 0, kind, (n - 256, n), (n - 512, n - 256)))
+    view("overview: first layer", lambda: next(analysis.overview_layers(trace, kind, size=24)))
+    whole = view("overview: every layer", lambda: analysis.overview(trace, kind, size=24), lambda o: [figures.overview_grid(o)])
+    rows[-1]["sampled_rows"] = len(whole.query_rows) if whole.query_rows else None
+    stats = view("compare: head statistics", lambda: analysis.head_stats(trace, kind))
+    view("compare: activation outliers", lambda: analysis.activation_outliers(trace), cold=False)  # same click
+    if partner is not None:  # B's statistics are timed in B's own rows
+        partner_stats = analysis.head_stats(partner, partner.kinds[0])
+        view("compare: figure (A and B)", lambda: {"A": stats, "B": partner_stats}, lambda both: [figures.head_stats_comparison(both)])
+    return rows
+
+
+def part_views(models: list[str], lengths: list[int]) -> list[dict]:
+    """Per-view server times and payloads at each length, for each model set (A and B traced once)."""
+    import torch
+
+    import diffllama
+    from diffllama.tracing import trace_ids
+
+    rows = []
+    for name in models:
+        lenses = [diffllama.load(checkpoint_dir(s) if s in SHAPES else s) for s in VIEW_MODELS[name]]
+        for n in lengths:
+            traces = []
+            for slot, lens in zip("AB", lenses):
+                ids = story_ids(lens.tokenizer, n)
+                with torch.no_grad():
+                    lens.model(torch.tensor([ids[:64]], device=lens.device))  # warm-up
+                seconds, trace = timed(lambda: trace_ids(lens.model, lens.tokenizer, lens.arch, ids, [(0, 0)] * n, [0] * n))
+                rows.append({"models": name, "model": slot, "n": n, "view": "trace", "server_s": seconds})
+                print(json.dumps(rows[-1]), flush=True)
+                traces.append(trace)
+            for slot, trace in zip("AB", traces):
+                rows += view_rows(name, slot, trace, traces[1] if slot == "A" and len(traces) > 1 else None)
+    print(views_table(rows))
+    return rows
+
+
+def views_table(rows: list[dict]) -> str:
+    """The rows as BENCHMARKS.md's Markdown table."""
+    lines = ["| models | model | N | view | server | analysis / figure / serialise | payload |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        split = f"{r['analysis_s']:.3f} / {r['figure_s']:.3f} / {r['serialise_s']:.3f} s" if "analysis_s" in r else ""
+        payload = f"{r['payload_bytes'] / 1e6:.2f} MB" if r.get("payload_bytes") else ""
+        lines.append(f"| {r['models']} | {r['model']} | {r['n']} | {r['view']} | {r['server_s']:.3f} s | {split} | {payload} |")
+    return "\n".join(lines)
+
+
 def part_streaming(source: str, new_tokens: int, repeats: int) -> dict:
     """Tokens per second: the app's streaming runner vs transformers' generate, greedy, same prompt."""
     import torch
@@ -160,7 +259,7 @@ def part_streaming(source: str, new_tokens: int, repeats: int) -> dict:
 
     lens = diffllama.load(source)
     prompt = "Anna lived in Paris. One morning Anna went to the market."
-    ids = lens.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    ids = lens.tokenizer(prompt, return_tensors="pt")["input_ids"].to(lens.device)
 
     def transformers_generate():
         with torch.no_grad():
@@ -231,10 +330,13 @@ def part_endpoints(repeats: int, port: int = 7871) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["forward", "maps", "streaming", "endpoints", "all"], default="all")
+    parser.add_argument("--part", choices=["forward", "maps", "views", "streaming", "endpoints", "all"], default="all")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--lengths", nargs="+", type=int, default=[512, 2048, 4096, 8192])
-    parser.add_argument("--stream-model", default=str(ROOT / "assets" / "models" / "diffllama-lm"))
+    parser.add_argument("--view-models", nargs="+", choices=list(VIEW_MODELS), default=list(VIEW_MODELS))
+    parser.add_argument("--view-lengths", nargs="+", type=int, default=[512, 2048, 4096])
+    parser.add_argument("--stream-models", nargs="+", default=[str(ROOT / "assets" / "models" / "diffllama-lm"), "12x1024"],
+                        help="checkpoint directories, or a shape name for a random-weight model")
     parser.add_argument("--out", default=None, help="write all results as JSON here")
     parser.add_argument("--one", nargs=3, metavar=("SHAPE", "N", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -246,8 +348,10 @@ def main():
         results["forward"] = part_forward(args.shapes, args.lengths)
     if args.part in ("maps", "all"):
         results["maps"] = part_maps("12x1024", 4096)
+    if args.part in ("views", "all"):
+        results["views"] = part_views(args.view_models, args.view_lengths)
     if args.part in ("streaming", "all"):
-        results["streaming"] = part_streaming(args.stream_model, 64, 5)
+        results["streaming"] = [part_streaming(str(checkpoint_dir(m)) if m in SHAPES else m, 64, 5) for m in args.stream_models]
     if args.part in ("endpoints", "all"):
         results["endpoints"] = part_endpoints(5)
     if args.out:

@@ -7,6 +7,8 @@ import os
 
 BUDGET_ENV = "DIFFLLAMA_LENS_MEMORY_BUDGET_GB"
 DEFAULT_BUDGET_GB = 6.0  # per request; leaves room for several requests and the cached models on 24 GB
+QK_CACHE_ENV = "DIFFLLAMA_LENS_QK_CACHE_GB"
+DEFAULT_QK_CACHE_GB = 0.5  # per trace: all 12 layers of a 12 × 1024 model at 4K tokens (0.4 GB)
 
 
 class MemoryBudgetError(ValueError):
@@ -54,3 +56,8 @@ def check(estimate: float, what: str, reduce: str) -> None:
     if estimate > budget:
         raise MemoryBudgetError(f"{what} would need about {estimate / 1e9:.1f} GB, above this server's budget of "
                                 f"{budget / 1e9:.1f} GB per request; {reduce}")
+
+
+def qk_cache_bytes() -> float:
+    """Bytes of queries and keys one trace may keep for reuse (every layer's, up to this bound)."""
+    return float(os.environ.get(QK_CACHE_ENV, DEFAULT_QK_CACHE_GB)) * 1e9

@@ -121,6 +121,7 @@ class Overview:
     maps: list[list[np.ndarray]]  # [layer][head] -> [b, b]
     edges: list[int]
     seq_len: int
+    query_rows: list[int] | None = None  # the query positions averaged over when sampled; None: every row
 
     @property
     def pooled(self) -> bool:

@@ -3,16 +3,18 @@ the Trace of the very forward pass that produced its numbers."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import unicodedata
 from typing import Iterator
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TextIteratorStreamer, TopPLogitsWarper
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.generation.streamers import BaseStreamer
 
 from . import budget
 from .records import AnswerSpan, ClassificationResult, Entity, GenerationResult, LabelScore, QAResult, TaggingResult, TokenTag
-from .tracing import decoded_offsets, run_trace, trace_encoding, trace_ids
+from .tracing import IncrementalDecoder, decoded_offsets, run_trace, trace_encoding, trace_ids
 
 
 def _require(model, task: str) -> None:
@@ -40,9 +42,32 @@ class SeededSampler(LogitsProcessor):
         return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
 
 
+class _TokenQueue(BaseStreamer):
+    """What ``generate`` hands its streamer, passed on as plain token ids: the generating thread
+    does nothing else per step, and the consumer decodes (``GenerationStream``)."""
+
+    def __init__(self):
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate passes the prompt first
+            self._prompt_seen = True
+            return
+        self.queue.put(value.reshape(-1).tolist())  # [batch] ids of this step, batch 1
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
 class GenerationStream:
     """Iterate for text pieces as they are generated; afterwards ``result`` holds the
-    ``GenerationResult`` (full token sequence and a Trace over prompt + generation)."""
+    ``GenerationResult`` (full token sequence and a Trace over prompt + generation).
+
+    transformers' ``generate`` runs in a worker thread and hands each new token id over a queue;
+    this iterator decodes incrementally (``IncrementalDecoder``) and yields text as soon as it ends
+    on a complete character. Everything that arrived while a piece was decoded is taken at once, so
+    the consumer wakes at most once per step and the generating thread never waits for it."""
 
     def __init__(self, lens_model, prompt: str, generate_kwargs: dict):
         self._lens_model, self._prompt, self._kwargs = lens_model, prompt, generate_kwargs
@@ -51,8 +76,7 @@ class GenerationStream:
     def __iter__(self) -> Iterator[str]:
         lens, tokenizer = self._lens_model, self._lens_model.tokenizer
         prompt_ids = tokenizer(self._prompt, return_tensors="pt")["input_ids"].to(lens.device)
-        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        outcome = {}
+        streamer, outcome = _TokenQueue(), {}
 
         def run():
             try:
@@ -64,7 +88,21 @@ class GenerationStream:
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        yield from streamer
+        decoder, finished = IncrementalDecoder(tokenizer), False
+        while not finished:
+            arrived = [streamer.queue.get()]
+            while not streamer.queue.empty():
+                arrived.append(streamer.queue.get())
+            emitted = len(decoder.text)
+            for ids in arrived:
+                if ids is None:
+                    finished = True
+                    break
+                for token_id in ids:
+                    decoder.add(token_id)
+            piece = decoder.text[emitted:] + (decoder.tail if finished else "")
+            if piece:
+                yield piece
         worker.join()
         if "error" in outcome:
             raise outcome["error"]

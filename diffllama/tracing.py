@@ -15,8 +15,9 @@ Per-request behaviour (capture, λ override) travels as keyword arguments throug
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from transformers import AttentionInterface
@@ -27,6 +28,8 @@ from . import budget
 
 ATTENTION_IMPLEMENTATION = "lens"
 ROW_CHUNK = 256  # query rows computed at once: bounds transient memory at ROW_CHUNK × N per head
+OVERVIEW_LOGITS = 1 << 28  # an overview beyond this many logits averages over a sample of rows
+BLOCK_ROWS = 64  # query rows a block of logits aims for (fewer heads per block instead)
 
 
 class _Captured(Exception):
@@ -83,11 +86,74 @@ def diff_lambdas(model) -> tuple[list[float], list[float]] | None:
     return lambdas, inits
 
 
+class LayerCache:
+    """A trace's memo of what several views read from one layer (its queries and keys, pooled
+    softmax maps), bounded in bytes and freed with the trace.
+
+    When full, the most recently stored other entry makes room: a scan over every layer then keeps
+    its first layers for the next scan (least-recently-used would evict each one just before it is
+    needed again), and the layer a visitor is looking at stays until another one is stored. Traces
+    are read from several threads: ``get`` computes a missing entry once, in the first thread that asks."""
+
+    def __init__(self, max_bytes: float):
+        self.max_bytes = max_bytes
+        self._entries: dict[tuple, tuple[object, int]] = {}  # insertion-ordered: last stored last
+        self._computing: dict[tuple, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def __reduce__(self):  # a copied or pickled trace starts with an empty cache of the same bound
+        return LayerCache, (self.max_bytes,)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(size for _, size in self._entries.values())
+
+    def lookup(self, key: tuple):
+        """The entry's value, or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry[0] if entry else None
+
+    def store(self, key: tuple, value, nbytes: int) -> None:
+        with self._lock:
+            if nbytes > self.max_bytes:
+                return
+            while sum(size for _, size in self._entries.values()) + nbytes > self.max_bytes:
+                self._entries.pop(next(reversed(self._entries)))
+            self._entries[key] = (value, nbytes)
+
+    def get(self, key: tuple, compute: Callable[[], object], size: Callable[[object], int]):
+        value = self.lookup(key)
+        if value is not None:
+            return value
+        with self._lock:
+            key_lock = self._computing.setdefault(key, threading.Lock())
+        with key_lock:  # threads asking for the same entry wait for the first one's result
+            try:
+                value = self.lookup(key)
+                if value is None:
+                    value = compute()
+                    self.store(key, value, size(value))
+                return value
+            finally:
+                with self._lock:
+                    self._computing.pop(key, None)
+
+
+def _tensor_bytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 @dataclass
 class Trace:
     """One forward pass over one sequence, from which any layer/head/kind of attention is computed
     on request. Token-aligned fields are lists of plain values; ``logits`` is the task head's output
-    of the same pass (``[N, vocab]``, ``[N, labels]``, ``[labels]`` or ``[N, 2]`` for QA start/end)."""
+    of the same pass (``[N, vocab]``, ``[N, labels]``, ``[labels]`` or ``[N, 2]`` for QA start/end).
+
+    Every map is built from ``Block`` s of a few heads × query rows × keys (``map_blocks``), sized to
+    stay in the CPU's cache; a layer's queries and keys are computed once and kept in the trace's
+    ``cache`` (bounded: ``budget.qk_cache_bytes``), shared by every head and view that reads the layer."""
 
     arch: str  # "diffllama" | "llama" | "persimmon"
     input_ids: list[int]
@@ -102,6 +168,11 @@ class Trace:
     hidden_states: tuple[torch.Tensor, ...] = field(repr=False)  # L+1 × [N, D]: inputs of each layer, then final
     _model: torch.nn.Module = field(repr=False, default=None)
     truncated_from: int | None = None  # the input's token count when it was cut to the model's maximum
+    cache: LayerCache = field(repr=False, default=None)
+
+    def __post_init__(self):
+        if self.cache is None:  # every layer's queries and keys when the budget allows, and room for pooled maps
+            self.cache = LayerCache(1.25 * min(budget.qk_cache_bytes(), self.num_layers * self._qk_bytes()))
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -113,23 +184,35 @@ class Trace:
 
     @property
     def nbytes(self) -> int:
-        """Bytes this trace holds in tensors (linear in N by construction)."""
-        return sum(t.numel() * t.element_size() for t in (self.logits, *self.hidden_states))
+        """Bytes this trace may hold in tensors: the pass's own (linear in N by construction) plus
+        its cache's bound (also linear in N: at most every layer's queries and keys)."""
+        return _tensor_bytes(self.logits, *self.hidden_states) + int(self.cache.max_bytes)
 
     def check(self, layer: int, head: int, kind: str) -> None:
-        if kind not in self.kinds:
-            raise ValueError(f"kind {kind!r} is not available for {self.arch}; choose one of {', '.join(self.kinds)}")
-        if not 0 <= layer < self.num_layers:
-            raise ValueError(f"layer {layer} is out of range: this model has layers 0..{self.num_layers - 1}")
+        self._check_kind(kind)
+        self._check_layer(layer)
         if not 0 <= head < self.num_heads:
             raise ValueError(f"head {head} is out of range: this model has heads 0..{self.num_heads - 1}")
 
-    # --- queries and keys, recomputed by the model's own modules ------------------------------
-    @torch.no_grad()
-    def queries_keys(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Post-RoPE queries ``[H, N, d]`` and keys expanded to query heads ``[H, N, d]`` of a layer."""
+    def _check_kind(self, kind: str) -> None:
+        if kind not in self.kinds:
+            raise ValueError(f"kind {kind!r} is not available for {self.arch}; choose one of {', '.join(self.kinds)}")
+
+    def _check_layer(self, layer: int) -> None:
         if not 0 <= layer < self.num_layers:
             raise ValueError(f"layer {layer} is out of range: this model has layers 0..{self.num_layers - 1}")
+
+    # --- queries and keys, recomputed by the model's own modules ------------------------------
+    def _qk_bytes(self) -> int:
+        """Bytes of one layer's cached queries and keys (float32)."""
+        config = self._model.config
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        return (heads + kv_heads) * head_dim * self.seq_len * 4
+
+    @torch.no_grad()
+    def _compute_qk(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         base = self._model.base_model
         decoder_layer = base.layers[layer]
         hidden = self.hidden_states[layer]  # [1, N, D]
@@ -149,60 +232,242 @@ class Trace:
             )
         except _Captured:
             pass
-        query, key = captured["q"], captured["k"]
-        groups = query.shape[0] // key.shape[0]  # GQA: query head h reads KV head h // groups
-        return query, key.repeat_interleave(groups, dim=0)
+        # keys transposed once here, so every block's logits are one plain matrix product
+        return captured["q"].float().contiguous(), captured["k"].float().transpose(1, 2).contiguous()  # [H, N, d], [KV, d, N]
 
-    def _softmax_heads(self, head: int, kind: str) -> list[int]:
-        half = self.num_heads  # DiffLlama: A1 of differential head i is head i, A2 is head i + H/2
-        return {"softmax": [head], "a1": [head], "a2": [head + half], "diff": [head, head + half]}[kind]
+    def _qk(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Post-RoPE queries ``[H, N, d]`` and transposed keys ``[KV, d, N]`` (float32) of a layer,
+        computed once per trace while the cache holds them."""
+        self._check_layer(layer)
+        return self.cache.get(("qk", layer), lambda: self._compute_qk(layer), lambda qk: _tensor_bytes(*qk))
+
+    def queries_keys(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Post-RoPE queries ``[H, N, d]`` and keys expanded to query heads ``[H, N, d]`` of a layer."""
+        query, keys_t = self._qk(layer)
+        groups = query.shape[0] // keys_t.shape[0]  # GQA: query head h reads KV head h // groups
+        return query, keys_t.transpose(1, 2).repeat_interleave(groups, dim=0)
+
+    def _softmax_heads(self, heads: list[int], kind: str) -> list[int]:
+        """The softmax heads behind differential/softmax heads ``heads``: DiffLlama's A1 of
+        differential head i is head i, its A2 head i + H/2; for ``diff`` in pairs (A1, A2) per head."""
+        half = self.num_heads
+        if kind == "diff":
+            return [h + offset for h in heads for offset in (0, half)]
+        return [h + half for h in heads] if kind == "a2" else list(heads)
+
+    def _logit_blocks(self, layer: int, heads: list[int], rows: list[int], unit: int = 1) -> Iterator["Block"]:
+        """Scaled, causally masked pre-softmax logits of softmax heads ``heads`` for the query
+        positions ``rows`` (ascending), in blocks of a few heads (whole groups of ``unit``) × rows × keys
+        0..e-1, e the block's last position + 1: every later key is in the future of every row, so it
+        is left out rather than computed and masked. A block holds about ``block_values`` numbers, so
+        that the work on it stays in the CPU's cache, with at least ``BLOCK_ROWS`` rows where it can
+        (a matrix product of a few rows runs far below the machine's speed)."""
+        query, keys_t = self._qk(layer)
+        scaling = self._model.base_model.layers[layer].self_attn.scaling
+        groups = query.shape[0] // keys_t.shape[0]  # GQA: query head h reads KV head h // groups
+        limit = block_values(query.device)
+        width = max(unit, limit // (BLOCK_ROWS * (rows[-1] + 1)) // unit * unit) if rows else unit
+        positions = torch.tensor(rows, device=query.device)
+        for first_head in range(0, len(heads), width):
+            group = heads[first_head:first_head + width]
+            start = 0
+            while start < len(rows):
+                count = max(1, min(len(rows) - start, limit // (len(group) * (rows[start] + 1))))
+                while count > 1 and len(group) * count * (rows[start + count - 1] + 1) > limit:
+                    count = max(1, limit // (len(group) * (rows[start + count - 1] + 1)))
+                block = positions[start:start + count]
+                first, end = rows[start], rows[start + count - 1] + 1
+                logits = torch.empty(len(group), count, end, device=query.device)
+                for i, head in enumerate(group):
+                    q = query[head, first:end] if end - first == count else query[head, block]  # [r, d]
+                    torch.mm(q, keys_t[head // groups, :, :end], out=logits[i])  # [r, e]
+                logits.mul_(scaling)
+                if end - first > 1:  # keys after a row's own position: only among the block's later columns
+                    future = torch.arange(first + 1, end, device=logits.device)[None, :] > block[:, None]  # [r, e - first - 1]
+                    logits[:, :, first + 1:].masked_fill_(future, float("-inf"))
+                yield Block(slice(first_head, first_head + len(group)), slice(start, start + count), block, logits)
+                start += count
+
+    def _rows(self, rows) -> list[int]:
+        """Query positions as an ascending list (all of them by default)."""
+        positions = range(self.seq_len) if rows is None else sorted(int(r) for r in torch.as_tensor(rows).reshape(-1))
+        if positions and not 0 <= positions[0] <= positions[-1] < self.seq_len:
+            raise ValueError(f"token positions must lie in 0..{self.seq_len - 1}")
+        return list(positions)
+
+    @torch.no_grad()
+    def map_blocks(self, layer: int, kind: str, heads: list[int] | None = None, rows=None) -> Iterator["Block"]:
+        """The maps of ``kind`` for differential/softmax heads ``heads`` (all by default) at the query
+        positions ``rows`` (all by default), as ``Block`` s of a few heads × rows × keys 0..e-1 (later
+        keys are zero in every row). The building block of every view: no caller holds a whole map."""
+        self._check_kind(kind)
+        self._check_layer(layer)
+        heads = list(range(self.num_heads)) if heads is None else list(heads)
+        for head in heads:
+            self.check(layer, head, kind)
+        unit = 2 if kind == "diff" else 1
+        for block in self._logit_blocks(layer, self._softmax_heads(heads, kind), self._rows(rows), unit):
+            probs = torch.softmax(block.values, dim=-1)  # [h (2h for diff, A1 and A2 alternating), r, e]
+            if kind == "diff":  # A1 − λ·A2, what the layer applies to V
+                probs = torch.sub(probs[0::2], probs[1::2], alpha=self.lambdas[layer])
+                block.heads = slice(block.heads.start // 2, block.heads.stop // 2)
+            block.values = probs
+            yield block
 
     def logit_rows(self, layer: int, rows: torch.Tensor, heads: list[int], qk=None) -> torch.Tensor:
         """Scaled, causally masked pre-softmax logits ``[len(heads), len(rows), N]`` in float32
-        for the query positions ``rows`` (a 1-D index tensor)."""
-        query, key = qk if qk is not None else self.queries_keys(layer)
-        scaling = self._model.base_model.layers[layer].self_attn.scaling
-        rows = rows.to(query.device)
-        q = query[heads][:, rows].float()  # [h, r, d]
-        k = key[heads].float()  # [h, N, d]
-        logits = torch.matmul(q, k.transpose(1, 2)) * scaling  # [h, r, N]
-        future = torch.arange(k.shape[1], device=logits.device)[None, :] > rows[:, None]  # [r, N]
-        return logits.masked_fill(future, float("-inf"))
+        for the query positions ``rows`` (a 1-D index tensor) of softmax heads ``heads``.
+        ``qk`` is accepted for callers written before the cache and not needed."""
+        positions = self._rows(rows)
+        out = torch.full((len(heads), len(positions), self.seq_len), float("-inf"))
+        for block in self._logit_blocks(layer, list(heads), positions):
+            out[block.heads, block.span, :block.values.shape[2]] = block.values.cpu()
+        return out
+
+    def causal_logits(self, layer: int) -> Iterator[torch.Tensor]:
+        """Every scaled pre-softmax logit of a layer's causal (query, key) pairs, all softmax heads
+        (both maps of a differential head), as 1-D blocks: the stream activation outliers summarise."""
+        heads = list(range(self._qk(layer)[0].shape[0]))
+        for block in self._logit_blocks(layer, heads, list(range(self.seq_len))):
+            logits, first, count = block.values, int(block.rows[0]), len(block.rows)
+            yield logits[:, :, :first + 1].reshape(-1)  # keys up to the block's first row: seen by every row
+            if count > 1:  # later keys: row first + i sees first + 1 .. first + i, a strictly lower triangle
+                row, col = torch.tril_indices(count, count - 1, offset=-1, device=logits.device)
+                later = logits[:, :, first + 1:].reshape(len(logits), -1)  # [h, r·(r − 1)]
+                yield later.index_select(1, row * (count - 1) + col).reshape(-1)
 
     def rows(self, layer: int, head: int, kind: str, rows, qk=None) -> torch.Tensor:
-        """Rows ``[r, N]`` (float32, CPU) of one map for the query positions ``rows``: the building
-        block of every view, so no caller needs the whole map."""
+        """Rows ``[r, N]`` (float32, CPU) of one map for the query positions ``rows``, in the order
+        given. ``qk`` is accepted for callers written before the cache and not needed."""
         self.check(layer, head, kind)
-        heads = self._softmax_heads(head, kind)
-        probs = torch.softmax(self.logit_rows(layer, torch.as_tensor(rows), heads, qk), dim=-1)  # [h, r, N]
-        if kind == "diff":
-            return (probs[0] - self.lambdas[layer] * probs[1]).cpu()
-        return probs[0].cpu()
+        wanted = torch.as_tensor(rows).reshape(-1)
+        positions = self._rows(wanted)
+        out = torch.zeros(len(positions), self.seq_len)
+        for block in self.map_blocks(layer, kind, [head], positions):
+            out[block.span, :block.values.shape[2]] = block.values[0].cpu()
+        return out[torch.searchsorted(torch.tensor(positions), wanted)]
 
     def row_chunks(self, layer: int, head: int, kind: str, qk=None, chunk: int = ROW_CHUNK) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The map of one head in blocks of query rows ``(row indices, [r, N] values)``, so callers
-        never hold all N × N values. Pass ``qk=queries_keys(layer)`` when visiting several heads."""
+        never hold all N × N values."""
         self.check(layer, head, kind)
-        qk = qk if qk is not None else self.queries_keys(layer)
         for start in range(0, self.seq_len, chunk):
             rows = torch.arange(start, min(start + chunk, self.seq_len))
-            yield rows, self.rows(layer, head, kind, rows, qk)
+            yield rows, self.rows(layer, head, kind, rows)
 
     def attention(self, layer: int, head: int, kind: str) -> torch.Tensor:
         """The full ``[N, N]`` map (float32, CPU) of one head: ``diff`` = A1 − λ·A2 for DiffLlama
         (what the model applies to V), ``a1``/``a2`` its two softmax maps, ``softmax`` otherwise."""
         budget.check(budget.map_bytes(self.seq_len, self.seq_len), f"the full {self.seq_len}×{self.seq_len} map",
-                     "use the pooled map instead")
-        return torch.cat([block for _, block in self.row_chunks(layer, head, kind)])
+                     "use the pooled map or a region instead")
+        return self.region(layer, head, kind, (0, self.seq_len), (0, self.seq_len))
+
+    def region(self, layer: int, head: int, kind: str, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+        """The exact values ``[b − a, d − c]`` (float32, CPU) of one head's map for query positions
+        ``rows = (a, b)`` and key positions ``cols = (c, d)``: a full-resolution zoom. Only those rows
+        are computed (each over its keys 0..row, which its softmax needs)."""
+        self.check(layer, head, kind)
+        (a, b), (c, d) = rows, cols
+        if not (0 <= a < b <= self.seq_len and 0 <= c < d <= self.seq_len):
+            raise ValueError(f"a region needs 0 ≤ start < end ≤ {self.seq_len} for rows and columns; got rows {rows}, columns {cols}")
+        budget.check(budget.map_bytes(b - a, b), f"a {b - a}×{d - c} region", "zoom into fewer rows")
+        out = torch.zeros(b - a, d - c)
+        for block in self.map_blocks(layer, kind, [head], range(a, b)):
+            end = min(block.values.shape[2], d)
+            if end > c:
+                out[block.span, :end - c] = block.values[0, :, c:end].cpu()
+        return out
 
     def pooled(self, layer: int, head: int, kind: str, max_size: int = 512, qk=None) -> "PooledMap":
-        """A display-sized map of at most ``max_size`` × ``max_size`` blocks (see ``PooledMap``)."""
+        """A display-sized map of at most ``max_size`` × ``max_size`` blocks (see ``PooledMap``).
+        ``qk`` is accepted for callers written before the cache and not needed."""
+        values, edges = self.pooled_heads(layer, kind, max_size, [head])
+        return PooledMap(values=values[0], edges=edges)
+
+    def pooled_heads(self, layer: int, kind: str, max_size: int, heads: list[int] | None = None,
+                     rows: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
+        """Pooled maps ``[h, B, B]`` (float32, CPU) of differential/softmax heads ``heads`` (all by
+        default) and their block edges. With ``rows`` (query positions, every block holding some), a
+        block's value is the mean over those rows only: an evenly spaced sample (``sample_rows``)
+        makes the overview cheap, and equals the exact map when every row is sampled.
+
+        Pooled softmax maps are kept in the cache, so A1, A2 and D = A1 − λ·A2 of one head (the
+        decomposition view) cost one computation; D's pooled map is A1's − λ·A2's (pooling is linear)."""
+        self._check_kind(kind)
+        heads = list(range(self.num_heads)) if heads is None else list(heads)
+        for head in heads:
+            self.check(layer, head, kind)
         edges = block_edges(self.seq_len, max_size)
-        sums = torch.zeros(len(edges) - 1, self.seq_len)
-        block_of_row = torch.bucketize(torch.arange(self.seq_len), torch.tensor(edges[1:]), right=True)
-        for rows, block in self.row_chunks(layer, head, kind, qk):
-            sums.index_add_(0, block_of_row[rows], block)
-        return PooledMap(values=pool_columns(sums, edges) / _block_sizes(edges)[:, None], edges=edges)
+        positions = self._rows(rows)
+        softmax_heads = self._softmax_heads(heads, kind)
+        keys = {h: ("pooled", layer, h, tuple(edges), None if rows is None else tuple(positions)) for h in softmax_heads}
+        maps = {h: self.cache.lookup(key) for h, key in keys.items()}
+        missing = [h for h, values in maps.items() if values is None]
+        if missing:  # in one pass over the layer's rows
+            for h, values in zip(missing, self._pool_softmax(layer, missing, edges, positions)):
+                maps[h] = values
+                self.cache.store(keys[h], values, _tensor_bytes(values))
+        stacked = torch.stack([maps[h] for h in softmax_heads])  # [h (2h for diff, A1 and A2 alternating), B, B]
+        if kind == "diff":
+            return torch.sub(stacked[0::2], stacked[1::2], alpha=self.lambdas[layer]), edges
+        return stacked, edges
+
+    def overview_rows(self, size: int, max_logits: int = OVERVIEW_LOGITS) -> list[int] | None:
+        """The query positions an overview of every layer × head at ``size`` blocks averages over:
+        None (every row) when that is at most ``max_logits`` causal logits, else the same number of
+        evenly spaced rows in each block (``sample_rows``), as many as the bound allows."""
+        per_row = self.num_layers * self._model.config.num_attention_heads  # logits of one query row per key it sees
+        if per_row * self.seq_len * (self.seq_len + 1) // 2 <= max_logits:
+            return None
+        edges = block_edges(self.seq_len, size)
+        # sampled rows see N/2 keys on average
+        per_block = max(1, max_logits // (per_row * max(self.seq_len // 2, 1) * (len(edges) - 1)))
+        return sample_rows(self.seq_len, edges, per_block)
+
+    def _pool_softmax(self, layer: int, heads: list[int], edges: list[int], rows: list[int]) -> torch.Tensor:
+        """Pooled maps ``[h, B, B]`` of softmax heads ``heads`` over the query positions ``rows``."""
+        blocks = len(edges) - 1
+        block_of_row = torch.bucketize(torch.tensor(rows), torch.tensor(edges[1:]), right=True)  # [len(rows)]
+        rows_per_block = torch.bincount(block_of_row, minlength=blocks).float()
+        if not bool((rows_per_block > 0).all()):
+            raise ValueError("every block of rows needs at least one sampled row")
+        device = self._qk(layer)[0].device
+        sums = torch.zeros(len(heads), blocks, self.seq_len, device=device)  # row blocks summed, columns not yet
+        done = 0
+        with torch.no_grad():
+            for block in self._logit_blocks(layer, heads, rows):
+                probs = torch.softmax(block.values, dim=-1)  # [h, r, e]
+                sums[block.heads, :, :probs.shape[2]].index_add_(1, block_of_row[block.span].to(device), probs)
+        return (pool_columns(sums, edges) / rows_per_block[:, None].to(device)).cpu()  # [h, B, B]
+
+
+@dataclass
+class Block:
+    """A piece of one layer's maps (or logits): ``values[i, j, k]`` belongs to head ``heads`` [i] (an
+    index into the heads asked for), query position ``rows[j]`` (entry ``span`` [j] of the positions
+    asked for) and key position k < e; keys from e on are in the future of every row of the block."""
+
+    heads: slice
+    span: slice
+    rows: torch.Tensor  # [r] query positions
+    values: torch.Tensor  # [h, r, e]
+
+
+def block_values(device: torch.device) -> int:
+    """Numbers in one block of logits: 2 MB of float32 stays in a CPU core's cache while softmax and
+    the statistics run over it; a GPU wants large launches instead."""
+    return 1 << 25 if device.type == "cuda" else 1 << 19
+
+
+def sample_rows(n: int, edges: list[int], per_block: int) -> list[int]:
+    """``per_block`` evenly spaced query positions in each block of ``edges`` (all of a smaller block):
+    the sample an overview averages over."""
+    rows = []
+    for start, end in zip(edges, edges[1:]):
+        size = end - start
+        count = min(size, per_block)
+        rows.extend(start + (2 * i + 1) * size // (2 * count) for i in range(count))
+    return rows
 
 
 @dataclass
@@ -226,14 +491,11 @@ def block_edges(n: int, max_size: int) -> list[int]:
     return [math.floor(i * n / blocks) for i in range(blocks + 1)]
 
 
-def _block_sizes(edges: list[int]) -> torch.Tensor:
-    return torch.tensor([b - a for a, b in zip(edges, edges[1:])], dtype=torch.float32)
-
-
 def pool_columns(values: torch.Tensor, edges: list[int]) -> torch.Tensor:
-    """Sum ``values`` [r, N] over column blocks → [r, B]."""
-    block_of_col = torch.bucketize(torch.arange(values.shape[1]), torch.tensor(edges[1:]), right=True)
-    return torch.zeros(values.shape[0], len(edges) - 1).index_add_(1, block_of_col, values)
+    """Sum ``values`` [..., N] over column blocks → [..., B]."""
+    block_of_col = torch.bucketize(torch.arange(values.shape[-1]), torch.tensor(edges[1:]), right=True).to(values.device)
+    out = torch.zeros(*values.shape[:-1], len(edges) - 1, device=values.device)
+    return out.index_add_(values.dim() - 1, block_of_col, values)
 
 
 def run_trace(model, tokenizer, arch: str, text: str, text_pair: str | None = None) -> Trace:
@@ -257,19 +519,49 @@ def trace_encoding(model, tokenizer, arch: str, encoding, index: int) -> Trace:
     return trace
 
 
+class IncrementalDecoder:
+    """The text of a growing token sequence, decoded in one linear pass, equal to decoding the whole
+    prefix each time (special tokens skipped).
+
+    A step decodes only the tokens since the text last ended on a complete character, plus one token
+    before them: byte-level pieces of one character decode only together (a prefix that ends inside
+    a character shows U+FFFD until its last byte arrives), and decoders such as sentencepiece's drop
+    the leading space of the first token they see, which the extra token absorbs."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.special = set(tokenizer.all_special_ids)
+        self.ids: list[int] = []  # the non-special tokens so far
+        self.text = ""  # decoded ids[:stable]: no later token can change it
+        self.tail = ""  # the rest of the text decoded so far, which the next token may still change
+        self._context, self._stable, self._context_length = 0, 0, 0  # window start; committed end; len(decode(ids[context:stable]))
+
+    def add(self, token_id: int) -> int | None:
+        """Append one token; the length of the text decoded so far, None for a special token."""
+        if token_id in self.special:
+            return None
+        self.ids.append(token_id)
+        window = self.tokenizer.decode(self.ids[self._context:], skip_special_tokens=True)
+        self.tail = window[self._context_length:]
+        length = len(self.text) + len(self.tail)
+        if not window.endswith("\ufffd"):  # complete characters: commit, keep one token of context
+            self.text += self.tail
+            self.tail = ""
+            self._context, self._stable = len(self.ids) - 1, len(self.ids)
+            self._context_length = len(self.tokenizer.decode(self.ids[self._context:], skip_special_tokens=True))
+        return length
+
+
 def decoded_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
-    """The decoded text of ``ids`` and each token's character span in it (special tokens (0, 0))."""
-    special = set(tokenizer.all_special_ids)
-    text, offsets = "", []
-    for k, token_id in enumerate(ids):
-        if token_id in special:
-            offsets.append((0, 0))
-            continue
-        # decode the prefix, not the token: byte-level pieces of one character only decode together
-        upto = tokenizer.decode(ids[: k + 1], skip_special_tokens=True)
-        offsets.append((len(text), len(upto)))
-        text = upto
-    return text, offsets
+    """The decoded text of ``ids`` and each token's character span in it (special tokens (0, 0)):
+    token k spans from the end of the text of the tokens before it to the end of the text of
+    ``ids[:k + 1]`` (the prefix, not the token: byte-level pieces of one character only decode together)."""
+    decoder, offsets, end = IncrementalDecoder(tokenizer), [], 0
+    for token_id in ids:
+        length = decoder.add(token_id)
+        offsets.append((0, 0) if length is None else (end, length))
+        end = end if length is None else length
+    return decoder.text + decoder.tail, offsets
 
 
 @torch.no_grad()

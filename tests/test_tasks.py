@@ -25,11 +25,13 @@ def test_streamed_pieces_concatenate_to_the_result(checkpoint, name):
 def test_greedy_equals_transformers_generate(checkpoint, name):
     lens = diffllama.load(checkpoint(name))
     stream = lens.generate("Anna walked to", max_new_tokens=10, greedy=True)
-    list(stream)
+    pieces = list(stream)
     prompt = lens.tokenizer("Anna walked to", return_tensors="pt")["input_ids"]
     reference = transformers.AutoModelForCausalLM.from_pretrained(checkpoint(name)).generate(
         prompt, max_new_tokens=10, do_sample=False, pad_token_id=0, eos_token_id=2)
     assert stream.result.token_ids == reference[0].tolist()
+    # the text streamed piece by piece is generate's output decoded at once
+    assert "".join(pieces) == lens.tokenizer.decode(reference[0, prompt.shape[1]:], skip_special_tokens=True)
 
 
 def test_seeded_sampling_is_reproducible_and_private(checkpoint):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
 
@@ -38,10 +40,19 @@ def attention_row(trace: Trace, layer: int, head: int | None, kind: str, query: 
     return torch.stack(rows).mean(0).numpy()
 
 
-def overview(trace: Trace, kind: str, size: int = 32) -> Overview:
-    """Every layer × head pooled to at most ``size`` × ``size``, computed one head at a time."""
+def overview_layers(trace: Trace, kind: str, size: int = 32) -> Iterator[Overview]:
+    """Every layer × head pooled to at most ``size`` × ``size``, one layer at a time: each yield holds
+    the layers done so far, so a view can draw the first layer while the others are computed. Long
+    inputs are averaged over an evenly spaced sample of query rows, which the record names."""
+    edges, rows = block_edges(trace.seq_len, size), trace.overview_rows(size)
     maps = []
     for layer in range(trace.num_layers):
-        qk = trace.queries_keys(layer)  # once per layer, shared by its heads
-        maps.append([trace.pooled(layer, head, kind, size, qk).values.numpy() for head in range(trace.num_heads)])
-    return Overview(kind=kind, maps=maps, edges=block_edges(trace.seq_len, size), seq_len=trace.seq_len)
+        values, _ = trace.pooled_heads(layer, kind, size, rows=rows)  # [heads, b, b], one pass over the layer
+        maps.append(list(values.numpy()))
+        yield Overview(kind=kind, maps=list(maps), edges=edges, seq_len=trace.seq_len, query_rows=rows)
+
+
+def overview(trace: Trace, kind: str, size: int = 32) -> Overview:
+    """The whole overview of ``overview_layers``."""
+    *_, whole = overview_layers(trace, kind, size)
+    return whole

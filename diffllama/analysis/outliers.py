@@ -110,12 +110,8 @@ def logit_chunks(trace: Trace) -> Iterator[torch.Tensor]:
     """|Scaled pre-softmax q·k| of every layer, softmax head (both maps of a differential head) and
     causal (query, key) pair, in blocks of query rows."""
     for layer in range(trace.num_layers):
-        qk = trace.queries_keys(layer)
-        heads = list(range(qk[0].shape[0]))
-        for start in range(0, trace.seq_len, 256):
-            rows = torch.arange(start, min(start + 256, trace.seq_len))
-            logits = trace.logit_rows(layer, rows, heads, qk)  # [H, r, N]
-            yield logits[torch.isfinite(logits)].cpu()
+        for values in trace.causal_logits(layer):
+            yield values.cpu()
 
 
 def hidden_chunks(trace: Trace, last: torch.Tensor) -> Iterator[torch.Tensor]:

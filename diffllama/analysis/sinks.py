@@ -30,10 +30,10 @@ def sink_scores(trace: Trace, threshold: float = SINK_THRESHOLD) -> SinkScores:
     softmax_kinds = [kind for kind in trace.kinds if kind != "diff"]
     scores = {kind: np.zeros((trace.num_layers, trace.num_heads)) for kind in softmax_kinds}
     for layer in range(trace.num_layers):
-        qk = trace.queries_keys(layer)
-        for head in range(trace.num_heads):
-            for kind in softmax_kinds:
-                scores[kind][layer, head] = sink_score(block for _, block in trace.row_chunks(layer, head, kind, qk))
+        for kind in softmax_kinds:
+            for block in trace.map_blocks(layer, kind):  # a few heads × rows at a time
+                scores[kind][layer, block.heads] += block.values[:, :, 0].sum(-1).double().cpu().numpy()
+    scores = {kind: value / trace.seq_len for kind, value in scores.items()}  # mean over every query row
     if "diff" in trace.kinds:
         scores["diff"] = scores["a1"] - np.asarray(trace.lambdas)[:, None] * scores["a2"]
     return SinkScores(threshold=threshold, scores={kind: scores[kind] for kind in trace.kinds})
