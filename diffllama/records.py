@@ -114,6 +114,20 @@ class AttentionMap:
 
 
 @dataclass
+class ContributionMap:
+    """What each key token adds to the residual stream through one head, for some query rows (the
+    "contribution" measure): the weight map's counterpart, row for row."""
+
+    layer: int
+    head: int
+    kind: str  # the map the weights come from: "diff" (DiffLlama) | "softmax"
+    rows: list[int]  # query positions, ascending
+    norms: np.ndarray  # [r, N] float32: ‖c_ik‖ ≥ 0; 0 for keys after the query
+    projections: np.ndarray  # [r, N] float32: c_ik · o_i / ‖o_i‖, negative where key k pushes against the output
+    output_norms: np.ndarray  # [r] float32: ‖o_i‖ = Σ_k projections[i, k]
+
+
+@dataclass
 class Overview:
     """Small multiples of every layer × head, each pooled to at most ``size`` × ``size``."""
 

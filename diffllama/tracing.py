@@ -25,6 +25,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from . import budget
+from .records import ContributionMap
 
 ATTENTION_IMPLEMENTATION = "lens"
 ROW_CHUNK = 256  # query rows computed at once: bounds transient memory at ROW_CHUNK × N per head
@@ -56,10 +57,15 @@ class LambdaOverride:
 
 def lens_attention(module, query, key, value, attention_mask, lens_capture=None, lens_lambda=None, **kwargs):
     """SDPA, plus the two per-request hooks the trace engine needs. ``query`` [B, H, N, d] and ``key``
-    [B, KV, N, d] arrive post-RoPE (and post qk-LayerNorm for Persimmon)."""
+    [B, KV, N, d] arrive post-RoPE (and post qk-LayerNorm for Persimmon), ``value`` [B, KV, N, d] as
+    the layer hands it over. ``lens_capture(query, key, value)`` returns True once it has what it needs
+    and stops the layer; False lets the layer go on to its next attention call (DiffLlama makes two),
+    with zeros as this call's output, since nothing after the capture is used."""
     if lens_capture is not None:
-        lens_capture(query, key)
-        raise _Captured
+        if lens_capture(query, key, value):
+            raise _Captured
+        batch, heads, n, _ = query.shape
+        return query.new_zeros(batch, n, heads, value.shape[-1]), None  # SDPA's output layout [B, N, H, d]
     output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if lens_lambda is not None:
         output = lens_lambda.apply(module.layer_idx, output)
@@ -212,16 +218,13 @@ class Trace:
         return (heads + kv_heads) * head_dim * self.seq_len * 4
 
     @torch.no_grad()
-    def _compute_qk(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run_attention(self, layer: int, capture: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], bool]) -> None:
+        """Run a layer's own ``input_layernorm`` and ``self_attn`` on its stored input until ``capture``
+        (see ``lens_attention``) has what it needs."""
         base = self._model.base_model
         decoder_layer = base.layers[layer]
         hidden = self.hidden_states[layer]  # [1, N, D]
         position_ids = torch.arange(hidden.shape[1], device=hidden.device)[None]
-        captured = {}
-
-        def capture(query, key):
-            captured["q"], captured["k"] = query[0], key[0]
-
         try:
             decoder_layer.self_attn(
                 hidden_states=decoder_layer.input_layernorm(hidden),
@@ -232,6 +235,15 @@ class Trace:
             )
         except _Captured:
             pass
+
+    def _compute_qk(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        captured = {}
+
+        def capture(query, key, value):
+            captured["q"], captured["k"] = query[0], key[0]
+            return True
+
+        self._run_attention(layer, capture)
         # keys transposed once here, so every block's logits are one plain matrix product
         return captured["q"].float().contiguous(), captured["k"].float().transpose(1, 2).contiguous()  # [H, N, d], [KV, d, N]
 
@@ -240,6 +252,25 @@ class Trace:
         computed once per trace while the cache holds them."""
         self._check_layer(layer)
         return self.cache.get(("qk", layer), lambda: self._compute_qk(layer), lambda qk: _tensor_bytes(*qk))
+
+    def _compute_values(self, layer: int) -> torch.Tensor:
+        calls = []
+
+        def capture(query, key, value):
+            calls.append(value[0])  # [KV, N, d]
+            return len(calls) == (2 if self.arch == "diffllama" else 1)
+
+        self._run_attention(layer, capture)
+        return torch.cat(calls, dim=-1).float().contiguous()  # [KV, N, w]
+
+    def _values(self, layer: int) -> torch.Tensor:
+        """Value vectors ``[KV, N, w]`` (float32) of a layer, as the layer hands them to its attention
+        function, computed once per trace while the cache holds them. DiffLlama calls that function
+        twice, with V's two halves of KV heads (each repeated over both halves), and concatenates the
+        outputs along the last axis: so KV head g's value vector is both calls' vectors side by side,
+        w = 2·head_dim. Otherwise w = head_dim."""
+        self._check_layer(layer)
+        return self.cache.get(("v", layer), lambda: self._compute_values(layer), _tensor_bytes)
 
     def queries_keys(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Post-RoPE queries ``[H, N, d]`` and keys expanded to query heads ``[H, N, d]`` of a layer."""
@@ -377,6 +408,58 @@ class Trace:
             if end > c:
                 out[block.span, :end - c] = block.values[0, :, c:end].cpu()
         return out
+
+    def contributions(self, layer: int, head: int, rows=None) -> ContributionMap:
+        """What each key adds to the residual stream through one head (see the "contribution" measure),
+        for the query positions ``rows`` (all by default), computed a block of rows at a time.
+
+        Key k's contribution vector to query i's output is ``c_ik = w_ik · W_h v_k``: ``v_k`` its value
+        vector (``_values``), ``W_h`` the head's slice of the output projection, and ``w_ik`` the weight the
+        head really gives it: ``(1 − λ_init)·s_i·D_ik`` for a differential head, ``s_i`` the sub-layer
+        RMSNorm's scale of row i, and ``A_ik`` otherwise. ``Σ_k c_ik`` is the head's part of the attention
+        output. The output projection's bias (Persimmon's ``dense`` has one) is added once per token
+        whatever the keys are, so it is no key's contribution and is left out."""
+        kind = "diff" if self.arch == "diffllama" else "softmax"
+        self.check(layer, head, kind)
+        positions = self._rows(rows)
+        budget.check(2 * budget.map_bytes(len(positions), self.seq_len), f"contributions of {len(positions)} rows",
+                     "ask for fewer rows")
+        norms = torch.zeros(len(positions), self.seq_len)
+        projections = torch.zeros(len(positions), self.seq_len)
+        output_norms = torch.zeros(len(positions))
+        for block, weights, vectors, outputs in self._contribution_blocks(layer, head, positions):
+            size = outputs.norm(dim=-1)  # [r]
+            direction = outputs / size.clamp_min(torch.finfo(size.dtype).tiny)[:, None]  # [r, D]; a zero output has none
+            end = weights.shape[1]
+            norms[block.span, :end] = (weights.abs() * vectors.norm(dim=-1)).cpu()  # ‖w_ik·u_k‖ = |w_ik|·‖u_k‖
+            projections[block.span, :end] = (weights * (direction @ vectors.T)).cpu()  # [r, e]
+            output_norms[block.span] = size.cpu()
+        return ContributionMap(layer=layer, head=head, kind=kind, rows=positions, norms=norms.numpy(),
+                               projections=projections.numpy(), output_norms=output_norms.numpy())
+
+    @torch.no_grad()
+    def _contribution_blocks(self, layer: int, head: int, rows: list[int]) -> Iterator[tuple["Block", torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per block of query rows: the block, the weights ``w`` [r, e], the keys' value vectors through
+        the head's output projection ``u`` [e, D] (so ``c_ik = w_ik·u_k``) and the head's outputs
+        ``Σ_k c_ik`` [r, D]."""
+        attn = self._model.base_model.layers[layer].self_attn
+        projection = attn.o_proj if hasattr(attn, "o_proj") else attn.dense  # Persimmon names it dense
+        values = self._values(layer)  # [KV, N, w]
+        width = values.shape[2]
+        groups = self._model.config.num_attention_heads // values.shape[0]  # GQA: query head h reads KV head h // groups
+        # a differential head's A2 (softmax head j + H/2) reads KV head j // groups + KV/2, whose value
+        # vectors equal KV head j // groups' (the layer repeats V's halves): so D applies to one v per key
+        value = values[head // groups]  # [N, w]
+        vectors = value @ projection.weight[:, head * width:(head + 1) * width].float().T  # [N, D]
+        for block in self.map_blocks(layer, "diff" if self.arch == "diffllama" else "softmax", [head], rows):
+            weights = block.values[0]  # [r, e]
+            end = weights.shape[1]
+            if self.arch == "diffllama":  # the sub-layer RMSNorm (no learned weight) scales each row of D·V
+                mixed = weights @ value[:end]  # [r, w]
+                eps = attn.groupnorm.eps if attn.groupnorm.eps is not None else torch.finfo(mixed.dtype).eps
+                scale = (1 - self.lambda_inits[layer]) * torch.rsqrt(mixed.pow(2).mean(-1, keepdim=True) + eps)  # [r, 1]
+                weights = weights * scale
+            yield block, weights, vectors[:end], weights @ vectors[:end]
 
     def pooled(self, layer: int, head: int, kind: str, max_size: int = 512, qk=None) -> "PooledMap":
         """A display-sized map of at most ``max_size`` × ``max_size`` blocks (see ``PooledMap``).

@@ -50,6 +50,14 @@ MEASURES = {measure.name: measure for measure in (
             "D for DiffLlama, the softmax map otherwise), as in Gu et al., ICLR 2025."),
     Measure("sink share", "share of layer × head maps with α > ε, ε = 0.3",
             "How many heads are attention sinks, with Gu et al.'s threshold."),
+    Measure("contribution", "c_ik = w_ik·W_h v_k; shown ‖c_ik‖ and c_ik·o_i/‖o_i‖",
+            "What key k actually adds to query i's output through head h, not only its weight (Kobayashi et al., "
+            "2020): v_k is k's value vector (both halves, width 2·head_dim, for DiffLlama), W_h the head's slice of "
+            "the output projection, and w_ik = (1 − λ_init)·s_i·D[i, k] for a differential head, s_i = 1/rms(Σ_k "
+            "D[i, k]·v_k) the sub-layer RMSNorm's scale, or A[i, k] for a softmax head. Σ_k c_ik = o_i is exactly "
+            "the head's output (the output projection's bias, which Persimmon has, belongs to no key). The norm "
+            "says how much k adds; the signed projection on o_i's direction says whether it pushes along the "
+            "output or against it, and a row of projections sums to ‖o_i‖."),
     Measure("attention-logit outliers", "|q·k|·scale",
             "The scaled pre-softmax logits of every layer, softmax head (both maps of a differential head) and "
             "causal (query, key) pair: top-1/2/3/10/100 and median, exact (paper's Table 5)."),
