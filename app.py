@@ -6,6 +6,7 @@ import gradio as gr
 
 from components import classification_tab, generation_tab, qa_tab, tagging_tab
 from components.common import MODEL_CONCURRENCY
+from components.run_store import forget_session
 
 ASSETS = Path(__file__).parent / "assets"
 INTRO = """# DiffLlama Lens
@@ -21,6 +22,7 @@ def build() -> gr.Blocks:
             for tab in (generation_tab, classification_tab, qa_tab, tagging_tab):
                 sources, infos, fill = tab.build()
                 demo.load(fill, list(sources), list(infos), api_visibility="private")
+        demo.unload(forget_session)
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY)
     return demo
 

@@ -1,6 +1,5 @@
-"""The attention views every tab shares, for the input of the tab's last run (held in a gr.State
-``run`` dict: ``{"A": Trace, "B": Trace, "models": {"A": source, "B": source}, "task": str,
-"span": (char_start, char_end) | None, "span_sequence": 0 | 1}``)."""
+"""The attention views every tab shares, for the input of the tab's last run in this session (a
+``run_store.Run``, looked up by the tab's key, which each view gets from a ``gr.State`` input)."""
 
 from __future__ import annotations
 
@@ -11,21 +10,23 @@ import gradio as gr
 from diffllama import analysis
 
 from . import figures
+from .run_store import current
 from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, export_csv, export_json, gpu, plain, user_errors
 
 MAX_INDEX = 127  # slider bound before a run sets the model's own
 
 
-def _trace(run: dict | None, slot: str):
-    if not run or run.get(slot) is None:
-        raise ValueError("run the tab first: the attention views show the input of the tab's last run")
-    return run[slot]
+def _trace(run, slot: str):
+    if slot not in run.traces:
+        raise ValueError(f"there is no model {slot!r}; choose A or B")
+    return run.traces[slot]
 
 
 @user_errors
 @gpu
-def show_map(run, slot, layer, head, kind, size):
+def show_map(tab: str, slot, layer, head, kind, size, request: gr.Request = None):
     """Heatmap, DiffLlama decomposition, λ per layer, and the map's numbers as CSV."""
+    run = current(request, tab)
     trace = _trace(run, slot)
     layer, head, size = int(layer), int(head), int(size)
     view = analysis.attention_map(trace, layer, head, kind, size)
@@ -34,8 +35,8 @@ def show_map(run, slot, layer, head, kind, size):
     if trace.lambdas is not None:
         views = {k: analysis.attention_map(trace, layer, head, k, size) for k in ("a1", "a2", "diff")}
         decomposition = figures.decomposition(views["a1"], views["a2"], views["diff"], f"Model {slot} · ")
-    lambdas = {s: (run[s].lambdas, run[s].lambda_inits) for s in ("A", "B") if run.get(s) is not None and run[s].lambdas}
-    profile = figures.lambda_profile({f"{s} ({run['models'][s]})": v for s, v in lambdas.items()}) if lambdas else None
+    lambdas = {s: (t.lambdas, t.lambda_inits) for s, t in run.traces.items() if t.lambdas}
+    profile = figures.lambda_profile({f"{s} ({run.models[s]})": v for s, v in lambdas.items()}) if lambdas else None
     rows = [[view.labels[i], view.labels[j], float(view.values[i, j])]
             for i in range(len(view.labels)) for j in range(len(view.labels)) if view.values[i, j] != 0]
     csv = export_csv(f"attention-{slot}-L{layer}-H{head}-{kind}", ["query", "key", "value"], rows)
@@ -49,8 +50,8 @@ def show_map(run, slot, layer, head, kind, size):
 
 @user_errors
 @gpu
-def show_overview(run, slot, kind):
-    trace = _trace(run, slot)
+def show_overview(tab: str, slot, kind, request: gr.Request = None):
+    trace = _trace(current(request, tab), slot)
     return figures.overview_grid(analysis.overview(trace, kind, size=24), f"Model {slot} · ")
 
 
@@ -60,11 +61,10 @@ def _primary_kind(trace) -> str:
 
 @user_errors
 @gpu
-def compare(run, span_text):
+def compare(tab: str, span_text, request: gr.Request = None):
     """A vs B: head statistics, attention to a span vs the rest (the paper's allocation) and outliers."""
-    traces = {s: run[s] for s in ("A", "B") if run and run.get(s) is not None}
-    if not traces:
-        raise ValueError("run the tab first: the comparison uses the input of the tab's last run")
+    run = current(request, tab)
+    traces = run.traces
     stats = {f"{s}": analysis.head_stats(t, _primary_kind(t)) for s, t in traces.items()}
     rows, allocation = [], {}
     for slot, trace in traces.items():
@@ -75,7 +75,7 @@ def compare(run, span_text):
                                                          ("top-1", "top-2", "top-3", "top-10", "top-100", "median")])
         if span is not None:
             start, end, sequence = span
-            answer = analysis.token_spans(trace, start, end, sequence)
+            answer = _span_tokens(trace, slot, start, end, sequence)
             context_tokens = [i for i, s in enumerate(trace.sequence_ids) if s == sequence]
             result = analysis.span_allocation(trace, [trace.seq_len - 1], answer, (context_tokens[0], context_tokens[-1] + 1))
             allocation[slot] = result
@@ -92,21 +92,33 @@ def compare(run, span_text):
 
 def _span(run, slot: str, span_text: str):
     """The character span to measure in ``slot``'s input: the typed text found there, else the tab's
-    own span (e.g. the QA answer). Generation inputs differ per model (prompt + own continuation)."""
-    text, sequence = run.get(f"text_{slot}", run.get("text", "")), run.get("span_sequence", 0)
+    own span (e.g. each model's own QA answer). Generation inputs differ per model (prompt + own continuation)."""
+    text, sequence = run.texts[slot], run.span_sequence
     if span_text and span_text.strip():
         where = text.find(span_text.strip())
         if where < 0:
             raise ValueError(f"{span_text.strip()!r} does not occur in the input")
         return where, where + len(span_text.strip()), sequence
-    return (*run["span"], sequence) if run.get("span") else None
+    return (*run.spans[slot], sequence) if slot in run.spans else None
+
+
+def _span_tokens(trace, slot: str, start: int, end: int, sequence: int) -> tuple[int, int]:
+    """The span's tokens in the part of the input model ``slot`` read (a QA window, or the first
+    tokens of an input longer than the model's positions)."""
+    try:
+        return analysis.token_spans(trace, start, end, sequence)
+    except ValueError:
+        raise ValueError(f"characters {start}..{end} lie outside the part of the input model {slot} read "
+                         "(a long input is cut to the model's positions, or read in windows); "
+                         "pick a span inside it") from None
 
 
 @user_errors
 @gpu
-def ablate(run, value):
+def ablate(tab: str, value, request: gr.Request = None):
+    run = current(request, tab)
     trace = _trace(run, "A")
-    model = CACHE.get(run["models"]["A"], run["task"])
+    model = CACHE.get(run.models["A"], run.task)
     result = analysis.lambda_ablation(model, trace, float(value))
     title = "subtraction switched off (λ = 0)" if float(value) == 0 else f"λ set to {float(value):.2f} in every layer"
     changed = [[i, result.tokens[i], result.original[i], result.ablated[i], round(result.kl[i], 4)]
@@ -123,26 +135,28 @@ class Panel:
     head: gr.Slider
     kind: gr.Dropdown
 
-    def run_on(self, button: gr.Button, fn, inputs: list, outputs: list, run: gr.State, api_name: str):
+    def run_on(self, button: gr.Button, fn, inputs: list, outputs: list, run_key: gr.State, api_name: str):
         """Wire a tab's main action (an API endpoint, queued with the other model runs); after it,
         fit the panel's sliders to the model."""
         event = button.click(fn, inputs, outputs, api_name=api_name, concurrency_id=MODEL_QUEUE,
                              concurrency_limit=MODEL_CONCURRENCY)
-        event.then(self.refresh, [run], [self.layer, self.head, self.kind], api_visibility="private")
+        event.then(self.refresh, [run_key, self.slot], [self.layer, self.head, self.kind], api_visibility="private")
         return event
 
-    def refresh(self, run, slot="A"):
+    def refresh(self, tab: str, slot: str, request: gr.Request = None):
         """Slider ranges and kinds for the model now shown."""
-        if not run or run.get(slot) is None:
+        try:
+            trace = _trace(current(request, tab), slot)
+        except ValueError:  # no run (or it failed): leave the sliders as they are
             return gr.update(), gr.update(), gr.update()
-        trace = run[slot]
         return (gr.update(maximum=trace.num_layers - 1, value=min(trace.num_layers - 1, trace.num_layers // 2)),
                 gr.update(maximum=trace.num_heads - 1, value=0),
                 gr.update(choices=list(trace.kinds), value=trace.kinds[0]))
 
 
 def build(run: gr.State, name: str) -> Panel:
-    """The shared attention views, wired to the tab's ``run`` state."""
+    """The shared attention views, wired to the tab's ``run`` key (a ``gr.State`` holding the tab's
+    name in the run store)."""
     limits = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
     with gr.Accordion("Attention: maps, decomposition, λ", open=True):
         with gr.Row():

@@ -6,7 +6,7 @@ import gradio as gr
 
 from diffllama import analysis
 
-from . import attention_panel
+from . import attention_panel, run_store
 from .common import CACHE, gpu, model_slots, plain, slot_info, token_heat, user_errors
 
 TASK = "classification"
@@ -17,19 +17,21 @@ EXAMPLES = ["The film was not bad at all. We were in Lyon. I would recommend it.
 
 @user_errors
 @gpu
-def classify(text: str, source_a: str, source_b: str):
-    run = {"task": TASK, "text": text, "models": {"A": source_a, "B": source_b}, "span": None, "span_sequence": 0}
-    labels, heats, records = [], [], {}
-    for slot, source in (("A", source_a), ("B", source_b)):
-        model = CACHE.get(source, TASK)
-        result = model.classify(text)
-        trace = run[slot] = result.trace
-        # what the pooled token (the one the head reads) attended to: the last layer, mean over heads
-        row = analysis.attention_row(trace, trace.num_layers - 1, None, trace.kinds[0], result.pooled_index)
-        labels.append({s.label: s.probability for s in result.labels})
-        heats.append(token_heat(text, trace.offsets, row))
-        records[slot] = plain(result)
-    return labels[0], labels[1], heats[0], heats[1], records, run
+def classify(text: str, source_a: str, source_b: str, request: gr.Request = None):
+    models = {"A": source_a, "B": source_b}
+    labels, heats, records, traces = [], [], {}, {}
+    with run_store.recording(request, TASK) as keep:
+        for slot, source in models.items():
+            model = CACHE.get(source, TASK)
+            result = model.classify(text)
+            trace = traces[slot] = result.trace
+            # what the pooled token (the one the head reads) attended to: the last layer, mean over heads
+            row = analysis.attention_row(trace, trace.num_layers - 1, None, trace.kinds[0], result.pooled_index)
+            labels.append({s.label: s.probability for s in result.labels})
+            heats.append(token_heat(text, trace.offsets, row))
+            records[slot] = plain(result)
+        keep(run_store.Run(TASK, models, traces, texts={"A": text, "B": text}))
+    return labels[0], labels[1], heats[0], heats[1], records
 
 
 def build():
@@ -45,9 +47,9 @@ def build():
                 label_b = gr.Label(label="B: label probabilities")
                 heat_b = gr.HighlightedText(label="B: attention of the pooled (last) token, last layer, mean over heads")
         raw = gr.JSON(label="records", visible=False)
-        run = gr.State()
+        run = gr.State(TASK)  # the key of this tab's last run in the run store
         panel = attention_panel.build(run, "classify")
         gr.Examples(EXAMPLES, [text])
         panel.run_on(button, classify, [text, source_a, source_b],
-                     [label_a, label_b, heat_a, heat_b, raw, run], run, "classify")
+                     [label_a, label_b, heat_a, heat_b, raw], run, "classify")
     return (source_a, source_b), (info_a, info_b), slot_info(TASK)

@@ -7,7 +7,7 @@ import gradio as gr
 
 from diffllama import analysis
 
-from . import attention_panel
+from . import attention_panel, run_store
 from .common import CACHE, gpu, model_slots, plain, slot_info, token_heat, user_errors
 
 TASK = "generation"
@@ -20,33 +20,32 @@ EXAMPLES = [["The magic number of Lyon is 4821. A bus passed by slowly. The magi
 @user_errors
 @gpu
 def generate(prompt: str, max_new_tokens: int, greedy: bool, temperature: float, top_p: float, seed: int,
-             source_a: str, source_b: str):
-    """Streams (text A, text B) while generating, then the run state with both traces."""
-    run = {"task": TASK, "models": {"A": source_a, "B": source_b}, "span": None, "span_sequence": 0}
-    texts = {"A": "", "B": ""}
-    records = {}
-    for slot, source in (("A", source_a), ("B", source_b)):
-        stream = CACHE.get(source, TASK).generate(prompt, max_new_tokens=int(max_new_tokens), temperature=temperature,
-                                                  top_p=top_p, greedy=greedy, seed=int(seed))
-        for piece in stream:
-            texts[slot] += piece
-            yield texts["A"], texts["B"], gr.update(), run, gr.update()
-        run[slot] = stream.result.trace
-        run[f"text_{slot}"] = prompt + stream.result.text
-        records[slot] = plain(stream.result)
-    last = run["A"].seq_len - 1
-    yield texts["A"], texts["B"], records, run, gr.update(maximum=last, value=last)
+             source_a: str, source_b: str, request: gr.Request = None):
+    """Streams (text A, text B) while generating, then the records; the run (both traces) goes to the run store."""
+    models = {"A": source_a, "B": source_b}
+    texts, records, traces = {"A": "", "B": ""}, {}, {}
+    with run_store.recording(request, TASK) as keep:
+        for slot, source in models.items():
+            stream = CACHE.get(source, TASK).generate(prompt, max_new_tokens=int(max_new_tokens), temperature=temperature,
+                                                      top_p=top_p, greedy=greedy, seed=int(seed))
+            for piece in stream:
+                texts[slot] += piece
+                yield texts["A"], texts["B"], gr.update(), gr.update()
+            traces[slot] = stream.result.trace
+            records[slot] = plain(stream.result)
+        keep(run_store.Run(TASK, models, traces, texts={s: prompt + r["text"] for s, r in records.items()}))
+    last = traces["A"].seq_len - 1
+    yield texts["A"], texts["B"], records, gr.update(maximum=last, value=last)
 
 
 @user_errors
-def token_row(run, slot: str, position: int, layer: int):
+def token_row(tab: str, slot: str, position: int, layer: int, request: gr.Request = None):
     """The chosen token's attention over the tokens up to it (mean over heads), as heat."""
-    trace = run.get(slot) if run else None
-    if trace is None:
-        raise ValueError("generate first, then pick a token")
+    run = run_store.current(request, tab)
+    trace = run.traces[slot]
     position, layer = int(position), int(layer)
     row = analysis.attention_row(trace, layer, None, trace.kinds[0], position)
-    heat = token_heat(run[f"text_{slot}"], trace.offsets[: position + 1], row[: position + 1])
+    heat = token_heat(run.texts[slot], trace.offsets[: position + 1], row[: position + 1])
     token = trace.tokens[position]
     return heat, f"Model {slot}: token {position} {token!r}, layer {layer}, mean over heads ({trace.kinds[0]} maps)"
 
@@ -66,7 +65,7 @@ def build():
             out_a = gr.Textbox(label="A continues", lines=4)
             out_b = gr.Textbox(label="B continues", lines=4)
         raw = gr.JSON(visible=False)
-        run = gr.State()
+        run = gr.State(TASK)  # the key of this tab's last run in the run store
         with gr.Accordion("Attention of one token over the tokens before it", open=True):
             with gr.Row():
                 slot = gr.Radio(["A", "B"], value="A", label="model")
@@ -77,7 +76,7 @@ def build():
         panel = attention_panel.build(run, "generation")
         gr.Examples(EXAMPLES, [prompt, max_new, greedy])
         event = panel.run_on(button, generate, [prompt, max_new, greedy, temperature, top_p, seed, source_a, source_b],
-                             [out_a, out_b, raw, run, position], run, "generate")
+                             [out_a, out_b, raw, position], run, "generate")
         event.then(token_row, [run, slot, position, layer], [heat, caption], api_visibility="private")
         row_inputs = [run, slot, position, layer]
         slot.change(token_row, row_inputs, [heat, caption], api_visibility="private")

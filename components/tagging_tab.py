@@ -7,7 +7,7 @@ import gradio as gr
 
 from diffllama import analysis
 
-from . import attention_panel
+from . import attention_panel, run_store
 from .common import CACHE, gpu, model_slots, plain, slot_info, user_errors
 
 TASK = "tagging"
@@ -27,18 +27,18 @@ def entity_pieces(text: str, entities) -> list:
 
 @user_errors
 @gpu
-def tag(text: str, source_a: str, source_b: str):
-    run = {"task": TASK, "text": text, "models": {"A": source_a, "B": source_b}, "span": None, "span_sequence": 0}
-    results = {}
-    for slot, source in (("A", source_a), ("B", source_b)):
-        results[slot] = CACHE.get(source, TASK).tag(text)
-        run[slot] = results[slot].trace
+def tag(text: str, source_a: str, source_b: str, request: gr.Request = None):
+    models = {"A": source_a, "B": source_b}
+    with run_store.recording(request, TASK) as keep:
+        results = {slot: CACHE.get(source, TASK).tag(text) for slot, source in models.items()}
+        traces = {slot: result.trace for slot, result in results.items()}
+        keep(run_store.Run(TASK, models, traces, texts={"A": text, "B": text}))
     # per-token disagreement, with tokens of the two tokenisations matched by characters
-    alignment = analysis.align_tokens(run["A"], run["B"])
+    alignment = analysis.align_tokens(traces["A"], traces["B"])
     labels_b = {(t.start, t.end): t.label for t in results["B"].tokens}
-    b_by_position = {i: labels_b.get(tuple(o)) for i, o in enumerate(run["B"].offsets)}
+    b_by_position = {i: labels_b.get(tuple(o)) for i, o in enumerate(traces["B"].offsets)}
     rows, disagreements = [], []
-    token_index = [i for i, s in enumerate(run["A"].sequence_ids) if s is not None]
+    token_index = [i for i, s in enumerate(traces["A"].sequence_ids) if s is not None]
     for token, position in zip(results["A"].tokens, token_index):
         others = sorted({b_by_position[j] for j in alignment.a_to_b[position] if b_by_position.get(j)})
         differs = others != [token.label]
@@ -46,7 +46,7 @@ def tag(text: str, source_a: str, source_b: str):
         disagreements.append((token.token, "disagree" if differs else None))
     records = {slot: plain(result) for slot, result in results.items()}
     return (entity_pieces(text, results["A"].entities), entity_pieces(text, results["B"].entities), rows,
-            disagreements, records, run)
+            disagreements, records)
 
 
 def build():
@@ -61,9 +61,9 @@ def build():
         table = gr.Dataframe(headers=["token", "A label", "A confidence", "B label", "disagree"],
                              label="per-token labels (B's tokens matched to A's by characters)")
         raw = gr.JSON(visible=False)
-        run = gr.State()
+        run = gr.State(TASK)  # the key of this tab's last run in the run store
         panel = attention_panel.build(run, "tag")
         gr.Examples(EXAMPLES, [text])
         panel.run_on(button, tag, [text, source_a, source_b],
-                     [entities_a, entities_b, table, disagreement, raw, run], run, "tag")
+                     [entities_a, entities_b, table, disagreement, raw], run, "tag")
     return (source_a, source_b), (info_a, info_b), slot_info(TASK)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from components import classification_tab, common, figures, qa_tab, tagging_tab
+from components import classification_tab, common, figures, qa_tab, run_store, tagging_tab
 from diffllama.records import (AnswerSpan, AttentionMap, ClassificationResult, Entity, HeadStats, LabelScore,
                                Overview, TaggingResult, TokenAlignment, TokenTag)
 
@@ -60,7 +60,7 @@ def test_entity_and_answer_highlighting_cover_the_text():
 
 
 class FakeTrace:
-    num_layers, num_heads, kinds, lambdas = 2, 2, ("softmax",), None
+    num_layers, num_heads, kinds, lambdas, nbytes = 2, 2, ("softmax",), None, 0
 
     def __init__(self, text):
         self.offsets = [(0, 0)] + [(i, i + 1) for i in range(len(text))]
@@ -89,15 +89,15 @@ def fake_models(monkeypatch):
 
 
 def test_classification_callback_renders_canned_records(fake_models):
-    label_a, label_b, heat_a, _, records, run = classification_tab.classify("abc", "fake-a", "fake-b")
+    label_a, label_b, heat_a, _, records = classification_tab.classify("abc", "fake-a", "fake-b")
     assert label_a == {"positive": 0.75, "negative": 0.25} and label_b == label_a
     assert "".join(p for p, _ in heat_a) == "abc" and heat_a[-1][1] == 1.0
     assert records["A"]["pooled_index"] == 3 and "trace" not in records["A"]
-    assert run["models"] == {"A": "fake-a", "B": "fake-b"}
+    assert run_store.current(None, "classification").models == {"A": "fake-a", "B": "fake-b"}
 
 
 def test_tagging_callback_marks_agreement(fake_models):
-    entities_a, _, rows, disagreements, _, _ = tagging_tab.tag("Ab", "fake-a", "fake-b")
+    entities_a, _, rows, disagreements, _ = tagging_tab.tag("Ab", "fake-a", "fake-b")
     assert ("A", "PER") in entities_a
     assert [row[1] for row in rows] == ["B-PER", "O"] and all(row[4] == "" for row in rows)
     assert all(label is None for _, label in disagreements)
