@@ -49,6 +49,17 @@ def build_model(model_type: str, overrides: dict, task: str, vocab_size: int, se
     return model.eval()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_dirs(tmp_path_factory):
+    """The app may load checkpoints from the tests' temporary folders (its default depends on whether
+    it runs in a container, which must not decide what the tests see)."""
+    import os
+
+    from diffllama.registry import MODEL_DIRS_ENV
+
+    os.environ[MODEL_DIRS_ENV] = str(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()

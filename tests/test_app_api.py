@@ -79,6 +79,6 @@ def test_errors_come_back_as_messages_and_the_app_keeps_serving(client):
     with pytest.raises(Exception, match="layer 9 is out of range"):
         client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")
         client.predict("A", 9, 0, "diff", 64, api_name="/classify_attention")
-    with pytest.raises(Exception, match="no such directory"):
+    with pytest.raises(Exception, match="'/no/such/model' is not a model this server loads"):
         client.predict("Bob met Clara.", "/no/such/model", "llama-cls", api_name="/classify")
     assert client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")[0]["label"]

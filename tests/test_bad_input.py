@@ -56,7 +56,7 @@ BAD_REQUESTS = [  # (what, api_name, args, message)
     ("empty context", "/answer", ("Who?", "", 3, "diffllama-qa", "llama-qa"), "the context is empty"),
     ("question longer than the model takes", "/answer", ("why " * 400, "Bob met Clara.", 3, "diffllama-qa", "llama-qa"),
      "keep it under"),
-    ("missing model directory", "/tag", ("Bob", "/no/such/dir", "llama-tag"), "no such directory"),
+    ("model outside the allowed directories", "/tag", ("Bob", "/no/such/dir", "llama-tag"), "is not a model this server loads"),
     ("model of the wrong task", "/tag", ("Bob", "diffllama-lm", "llama-tag"), "missing or mis-shaped"),
     ("sampling settings out of range", "/generate", ("Hi", 4, False, 0.0, 1.0, 0, "diffllama-lm", "llama-lm"),
      "less than minimum value 0.1"),  # gradio validates slider ranges itself
