@@ -1,10 +1,11 @@
 """DiffLlama Lens: assembles the four tabs and launches (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)."""
 
+import logging
 from pathlib import Path
 
 import gradio as gr
 
-from components import classification_tab, generation_tab, qa_tab, tagging_tab
+from components import api, classification_tab, generation_tab, qa_tab, server, tagging_tab
 from components.common import MODEL_CONCURRENCY
 from components.run_store import forget_session
 
@@ -13,19 +14,25 @@ INTRO = """# DiffLlama Lens
 Look inside **DiffLlama** (Differential Transformer attention: each head's map is `A1 − λ·A2`) and
 compare it with standard attention. Model **A** defaults to the bundled DiffLlama, **B** to the bundled
 Llama trained on the same data; either slot takes any bundled model, a local checkpoint directory or a hub id."""
+LAUNCH_SETTINGS = dict(server.LAUNCH_SETTINGS, css=(ASSETS / "style.css").read_text(), theme=gr.themes.Soft())
 
 
 def build() -> gr.Blocks:
-    with gr.Blocks(title="DiffLlama Lens") as demo:
+    # exports gradio copied into its cache are deleted an hour after they were made (checked every
+    # 10 minutes), and all of them when the server stops
+    with gr.Blocks(title="DiffLlama Lens", delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
             for tab in (generation_tab, classification_tab, qa_tab, tagging_tab):
                 sources, infos, fill = tab.build()
                 demo.load(fill, list(sources), list(infos), api_visibility="private")
+        api.build()  # stateless endpoints: map numbers for any text, no session needed
         demo.unload(forget_session)
-    demo.queue(default_concurrency_limit=MODEL_CONCURRENCY)
+    demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=server.QUEUE_SIZE)
     return demo
 
 
 if __name__ == "__main__":
-    build().launch(css=(ASSETS / "style.css").read_text(), theme=gr.themes.Soft())
+    # user errors as one line each; unexpected ones with their traceback and request id
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    build().launch(**LAUNCH_SETTINGS)

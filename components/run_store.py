@@ -47,6 +47,10 @@ class Run:
     texts: dict[str, str]  # slot -> the text the trace's character offsets point into
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # slot -> characters the tab measures (QA: own answer)
     span_sequence: int = 0  # which text of a pair ``spans`` and ``texts`` refer to (1 = QA context)
+    question: str | None = None  # QA: the first text of the pair (sequence 0), for windows and token heat
+    segments: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # slot -> (token position, name)
+    # where a new part of the input starts (QA: the context; generation: the continuation), marked on maps
+    windows: dict[str, tuple[int, int]] = field(default_factory=dict)  # QA slot -> (window shown, windows in all)
 
     @property
     def nbytes(self) -> int:
@@ -86,7 +90,9 @@ class RunStore:
             self._note((session, tab), RUNNING)
 
     def fail(self, session: str, tab: str) -> None:
+        """The tab's run failed (or was refused before it began): its views have no run to show."""
         with self._lock:
+            self._entries.pop((session, tab), None)
             self._note((session, tab), FAILED)
 
     def keep(self, session: str, tab: str, run: Run) -> None:

@@ -9,30 +9,47 @@ import math
 import numpy as np
 import torch
 
-from .records import (AblationResult, AttentionMap, HeadStats, OutlierStats, Overview, SpanAllocation,
-                      TokenAlignment)
+from .records import (AblationResult, AttentionMap, AttentionRegion, HeadStats, OutlierStats, Overview,
+                      SpanAllocation, TokenAlignment)
+from .tasks import MAX_ANSWER_TOKENS, answer_tokens, best_spans
+from .tokens import display_token, display_tokens
 from .tracing import LambdaOverride, Trace, block_edges, task_logits
 
 OUTLIER_RANKS = (1, 2, 3, 10, 100)
+MAX_REGION = 256  # tokens per side of a full-resolution region: 256 × 256 cells stay a light figure
 
 
 # --- maps for display --------------------------------------------------------------------------
-def block_labels(tokens: list[str], edges: list[int]) -> list[str]:
-    """One axis label per block: the token itself, or its first and last tokens with positions."""
-    labels = []
-    for start, end in zip(edges, edges[1:]):
-        if end - start == 1:
-            labels.append(f"{tokens[start]!r} ({start})")
-        else:
-            labels.append(f"{tokens[start]!r}…{tokens[end - 1]!r} ({start}–{end - 1})")
-    return labels
+def block_labels(trace: Trace, edges: list[int]) -> list[str]:
+    """One axis label per block, unique by its position: "12 ␣Lyon", or "8–11 ␣the…␣of" for a block
+    of several tokens (see ``diffllama.tokens`` for how tokens are written)."""
+    shown = display_tokens(trace.tokens, trace.sequence_ids)
+    return [f"{start} {shown[start]}" if end - start == 1 else f"{start}–{end - 1} {shown[start]}…{shown[end - 1]}"
+            for start, end in zip(edges, edges[1:])]
 
 
 def attention_map(trace: Trace, layer: int, head: int, kind: str, max_size: int = 512) -> AttentionMap:
     pooled = trace.pooled(layer, head, kind, max_size)
     return AttentionMap(layer=layer, head=head, kind=kind, values=pooled.values.numpy(), edges=pooled.edges,
-                        labels=block_labels(trace.tokens, pooled.edges),
+                        labels=block_labels(trace, pooled.edges),
                         lambda_=trace.lambdas[layer] if trace.lambdas and kind == "diff" else None)
+
+
+def attention_region(trace: Trace, layer: int, head: int, kind: str, rows: tuple[int, int],
+                     cols: tuple[int, int]) -> AttentionRegion:
+    """Query tokens ``rows`` × key tokens ``cols`` (``[start, end)``) of one head's map at full
+    resolution, however long the input: only those query rows are computed."""
+    for name, (start, end) in (("query", rows), ("key", cols)):
+        if not 0 <= start < end <= trace.seq_len:
+            raise ValueError(f"the {name} range {start}..{end} must satisfy 0 ≤ start < end ≤ {trace.seq_len} (the input's length)")
+        if end - start > MAX_REGION:
+            raise ValueError(f"the {name} range covers {end - start} tokens; a full-resolution region shows at most "
+                             f"{MAX_REGION} per side: narrow it (the pooled map shows the whole input)")
+    values = trace.rows(layer, head, kind, torch.arange(*rows))[:, cols[0]:cols[1]]  # [r, c]
+    labels = block_labels(trace, list(range(trace.seq_len + 1)))
+    return AttentionRegion(layer=layer, head=head, kind=kind, values=values.numpy(), rows=tuple(rows), cols=tuple(cols),
+                           row_labels=labels[rows[0]:rows[1]], col_labels=labels[cols[0]:cols[1]],
+                           lambda_=trace.lambdas[layer] if trace.lambdas and kind == "diff" else None)
 
 
 def attention_row(trace: Trace, layer: int, head: int | None, kind: str, query: int) -> np.ndarray:
@@ -123,13 +140,16 @@ def span_allocation(trace: Trace, query_positions: list[int], answer: tuple[int,
 
 
 # --- λ ablation ----------------------------------------------------------------------------------
-def _predictions(model, logits: torch.Tensor) -> list[str]:
-    ids = (logits.argmax(0) if model.task == "qa" else logits.argmax(-1)).reshape(-1).tolist()
+def _predictions(model, trace: Trace, top: torch.Tensor) -> list[str]:
+    """Readable names of the predicted classes ``top`` [positions]: labels, next tokens, or for QA's
+    start and end the token at the predicted position."""
+    ids = top.tolist()
     if model.task in ("classification", "tagging"):
         return [model.config.id2label[i] for i in ids]
-    if model.task == "qa":  # the most likely start and end positions
-        return [str(i) for i in ids]
-    return [model.tokenizer.decode([i]) for i in ids]
+    if model.task == "qa":
+        return block_labels(trace, [e for i in ids for e in (i, i + 1)])[::2]
+    special = set(model.tokenizer.all_special_ids)
+    return [display_token(model.tokenizer.decode([i]), i in special) for i in ids]
 
 
 def _distributions(model, logits: torch.Tensor) -> torch.Tensor:
@@ -138,6 +158,12 @@ def _distributions(model, logits: torch.Tensor) -> torch.Tensor:
     if model.task == "qa":
         return torch.log_softmax(logits.T, dim=-1)  # [2, N]
     return torch.log_softmax(logits.reshape(-1, logits.shape[-1]), dim=-1)
+
+
+def _best_answer(trace: Trace, logits: torch.Tensor) -> tuple[int, int, float] | None:
+    """The best span (context characters ``[start, end)``, score) decoded as ``answer`` decodes it."""
+    spans = best_spans(logits[:, 0], logits[:, 1], answer_tokens(trace), 1, MAX_ANSWER_TOKENS)
+    return (trace.offsets[spans[0][0]][0], trace.offsets[spans[0][1]][1], spans[0][2]) if spans else None
 
 
 def lambda_ablation(model, trace: Trace, value: float = 0.0) -> AblationResult:
@@ -153,11 +179,19 @@ def lambda_ablation(model, trace: Trace, value: float = 0.0) -> AblationResult:
         output = model.model(input_ids=torch.tensor([trace.input_ids], device=model.device), lens_lambda=override)
     ablated = task_logits(output)
     original_logp, ablated_logp = _distributions(model, trace.logits), _distributions(model, ablated)
-    kl = (original_logp.exp() * (original_logp - ablated_logp)).sum(-1)  # [positions]
-    original, changed_to = _predictions(model, trace.logits), _predictions(model, ablated)
-    tokens = trace.tokens if len(kl) == trace.seq_len else (["start", "end"] if model.task == "qa" else ["label"])
-    return AblationResult(value=value, tokens=tokens, kl=kl.tolist(), original=original, ablated=changed_to,
-                          changed=[a != b for a, b in zip(original, changed_to)])
+    original_p, ablated_p = original_logp.exp(), ablated_logp.exp()
+    # KL is ≥ 0; float32 rounding can dip a hair below 0, which is no change at all
+    kl = (original_p * (original_logp - ablated_logp)).sum(-1).clamp_min(0.0)  # [positions]
+    before, after = original_logp.argmax(-1), ablated_logp.argmax(-1)  # [positions]
+    probability = lambda p, top: p.gather(-1, top[:, None])[:, 0].tolist()  # noqa: E731 - P(top) per position
+    qa = model.task == "qa"
+    tokens = (display_tokens(trace.tokens, trace.sequence_ids) if len(kl) == trace.seq_len
+              else ["start", "end"] if qa else ["label"])
+    return AblationResult(value=value, tokens=tokens, kl=kl.tolist(), original=_predictions(model, trace, before),
+                          ablated=_predictions(model, trace, after), changed=(before != after).tolist(),
+                          original_prob=probability(original_p, before), original_prob_after=probability(ablated_p, before),
+                          ablated_prob=probability(ablated_p, after),
+                          answers=(_best_answer(trace, trace.logits), _best_answer(trace, ablated)) if qa else None)
 
 
 # --- activation outliers (paper, Table 5) -------------------------------------------------------
