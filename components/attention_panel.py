@@ -53,7 +53,7 @@ def shown_slots(run, slot: str) -> list[str]:
 def window_note(run, slot: str, trace) -> str:
     """Which part of a long input the trace holds (QA window, or the first tokens of a cut input)."""
     notes = []
-    if slot in run.windows:
+    if run.windows.get(slot, (0, 1))[1] > 1:
         shown, total = run.windows[slot]
         chars = [o for o, s in zip(trace.offsets, trace.sequence_ids) if s == 1]
         notes.append(f"QA window {shown + 1} of {total} (context characters {chars[0][0]}–{chars[-1][1]})")
@@ -103,8 +103,8 @@ def show_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int, r
         maps[s] = figures.attention_heatmap(views[matched], f"Model {s} ({trace.arch}) · ", segments)
         if trace.lambdas:
             softmax_max = float(max(views["a1"].values.max(), views["a2"].values.max()))
-            parts[s] = [figures.attention_heatmap(views[k], f"{s} · ", segments, zmax=None if k == "diff" else softmax_max)
-                        for k in ("a1", "a2", "diff")]
+            parts[s] = [figures.attention_heatmap(views[k], f"{s} · ", segments, zmax=None if k == "diff" else softmax_max,
+                                                  height=440) for k in ("a1", "a2", "diff")]  # a third of the page wide
     lambdas = {s: (t.lambdas, t.lambda_inits) for s, t in run.traces.items() if t.lambdas}
     profile = figures.lambda_profile({f"{s} ({run.models[s]})": v for s, v in lambdas.items()}) if lambdas else None
     return ("  \n".join(notes), maps.get("A"), maps.get("B"), *parts["A"], *parts["B"], profile)
@@ -361,7 +361,7 @@ def build(run: gr.State, name: str) -> Panel:
                 with gr.Row():
                     parts += [gr.Plot(label=f"{s}: {figures.KIND_TITLES[k]}", visible=False) for k in ("a1", "a2", "diff")]
         profile = gr.Plot(label="λ per layer", visible=False)
-        csv = gr.File(label="numbers behind the maps (CSV)")
+        csv = gr.File(label="numbers behind the maps (CSV)", height=90)
         map_outputs = [note, map_a, map_b, *parts, profile]
         map_inputs = [run, slot, layer, head, kind, size]
         shown = show.click(show_map, map_inputs, map_outputs, api_name=f"{name}_attention", **limits)

@@ -69,9 +69,11 @@ def _token_axis(labels: list[str], categories: list[str]) -> dict:
 
 
 def attention_figure(values: np.ndarray, row_edges: list[int], col_edges: list[int], row_labels: list[str],
-                     col_labels: list[str], kind: str, title: str, segments=(), zmax: float | None = None) -> go.Figure:
+                     col_labels: list[str], kind: str, title: str, segments=(), zmax: float | None = None,
+                     height: int = 600) -> go.Figure:
     """A (block of a) map with square cells, a colour bar, masked future cells in grey and lines
-    where a new segment of the input starts (``segments``: ``(token position, name)``)."""
+    where a new segment of the input starts (``segments``: ``(token position, name)``). ``height``
+    suits a map half the page wide: the square fills it without leaving the colour bar far taller."""
     shown = np.where(future_mask(row_edges, col_edges), np.nan, values).astype(np.float32)  # NaN: drawn as MASKED
     limit = zmax if zmax is not None else float(np.nanmax(np.abs(shown), initial=0.0))
     rows = [plotly_text(label) for label in row_labels]
@@ -92,7 +94,7 @@ def attention_figure(values: np.ndarray, row_edges: list[int], col_edges: list[i
                                           xanchor="left", yanchor="bottom", font=dict(size=10))
     n = max(len(rows), len(cols))
     figure.update_layout(
-        title=dict(text=title, font=dict(size=13)), plot_bgcolor=MASKED, height=int(min(760, max(480, 200 + 20 * n))),
+        title=dict(text=title, font=dict(size=13)), plot_bgcolor=MASKED, height=height if n > 24 else height - 100,
         margin=dict(l=10, r=10, t=80 if segments else 60, b=10),
         xaxis=dict(**_token_axis(col_labels, cols), tickangle=-60, title_text="key", constrain="domain", showgrid=False),
         yaxis=dict(**_token_axis(row_labels, rows), autorange="reversed", title_text="query", scaleanchor="x",
@@ -106,12 +108,13 @@ def _map_title(prefix: str, layer: int, head: int, kind: str, lambda_: float | N
     return f"{prefix}layer {layer}, head {head}: {KIND_TITLES[kind]}{lam}"
 
 
-def attention_heatmap(view, title_prefix: str = "", segments=(), zmax: float | None = None) -> go.Figure:
+def attention_heatmap(view, title_prefix: str = "", segments=(), zmax: float | None = None, height: int = 600) -> go.Figure:
     """One head's map (an ``AttentionMap`` record), pooled to blocks for long inputs."""
     title = _map_title(title_prefix, view.layer, view.head, view.kind, view.lambda_)
     if view.pooled:
         title += f"<br><sup>{view.edges[-1]} tokens pooled to {len(view.labels)}×{len(view.labels)} blocks; zoom for full resolution</sup>"
-    return attention_figure(view.values, view.edges, view.edges, view.labels, view.labels, view.kind, title, segments, zmax)
+    return attention_figure(view.values, view.edges, view.edges, view.labels, view.labels, view.kind, title, segments,
+                            zmax, height)
 
 
 def region_heatmap(region, title_prefix: str = "", segments=()) -> go.Figure:

@@ -40,8 +40,9 @@ def span_rows(spans) -> list[list]:
 
 def windows_note(run) -> str:
     """Which window of the context every view of this run is drawn from."""
-    return "  \n".join(f"Views of **{slot}** read {attention_panel.window_note(run, slot, trace)}."
-                       for slot, trace in run.traces.items() if attention_panel.window_note(run, slot, trace))
+    notes = {slot: attention_panel.window_note(run, slot, trace) for slot, trace in run.traces.items()}
+    return "  \n".join(f"Views of **{slot}** read {note}." for slot, note in notes.items() if note) or \
+        "The whole context fits in one window: the views read all of it."
 
 
 @user_errors

@@ -4,7 +4,8 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from components import attention_panel, classification_tab, common, figures, qa_tab, run_store, tagging_tab, token_heat
+from components import (attention_panel, classification_tab, common, figures, generation_tab, qa_tab, run_store, tagging_tab,
+                        token_heat)
 from diffllama.records import (AblationResult, AnswerSpan, AttentionMap, AttentionRegion, ClassificationResult, Entity,
                                HeadStats, LabelScore, ModelInfo, Overview, TaggingResult, TokenAlignment, TokenTag)
 from diffllama.tokens import display_token, display_tokens
@@ -279,6 +280,18 @@ def test_entity_and_answer_highlighting_cover_the_text():
     spans = [AnswerSpan("Acme", 14, 18, 0.7, 5, 5, 0)]
     assert qa_tab.highlight(text, spans)[1] == ("Acme", "answer")
     assert qa_tab.span_rows(spans) == [["Acme", 0.7, "14–18"]]
+
+
+def test_generation_warns_before_running_past_the_trained_length(monkeypatch):
+    class Model:
+        config = type("Config", (), {"max_position_embeddings": 10})
+        tokenizer = staticmethod(lambda text: {"input_ids": text.split()})
+
+    monkeypatch.setattr(common.CACHE, "get", lambda source, task: Model())
+    assert generation_tab.length_notice("a b c", 7, "a", "b") == ""
+    notice = generation_tab.length_notice("a b c", 8, "a", "b")
+    assert "**A** was trained on 10 positions" in notice and "at most 7 new tokens, not 8" in notice
+    assert "will refuse it" in generation_tab.length_notice("a " * 10, 1, "a", "b")
 
 
 # --- ablation ---------------------------------------------------------------------------------------------------
