@@ -1,12 +1,13 @@
 """DiffLlama Lens: assembles the four tabs and launches (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)."""
 
 import logging
+import signal
 from pathlib import Path
 
 import gradio as gr
 
 from components import api, classification_tab, generation_tab, qa_tab, server, tagging_tab
-from components.common import MODEL_CONCURRENCY
+from components.common import MODEL_CONCURRENCY, check_every_model_event
 from components.run_store import forget_session
 
 ASSETS = Path(__file__).parent / "assets"
@@ -28,6 +29,7 @@ def build() -> gr.Blocks:
                 demo.load(fill, list(sources), list(infos), api_visibility="private")
         api.build()  # stateless endpoints: map numbers for any text, no session needed
         demo.unload(forget_session)
+    check_every_model_event(demo)
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=server.QUEUE_SIZE)
     return demo
 
@@ -35,4 +37,10 @@ def build() -> gr.Blocks:
 if __name__ == "__main__":
     # user errors as one line each; unexpected ones with their traceback and request id
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    build().launch(**LAUNCH_SETTINGS)
+    # docker stop and Space restarts send SIGTERM: close like Ctrl-C, so gradio deletes its cache (delete_cache)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    demo = build()
+    try:
+        demo.launch(**LAUNCH_SETTINGS)  # blocks until Ctrl-C or SIGTERM
+    finally:
+        server.remove_files(demo)

@@ -204,7 +204,22 @@ def open_head(order: list, event: gr.SelectData):
 @gpu
 def compare(tab: str, span_text, request: gr.Request = None):
     """A vs B: head statistics, attention to a span vs the rest (the paper's allocation) and outliers."""
-    run = current(request, tab)
+    stats, _, rows, allocation_table = _comparison(current(request, tab), span_text)
+    return figures.head_stats_comparison(stats), allocation_table, rows
+
+
+@user_errors
+@gpu
+def export_comparison(tab: str, span_text, request: gr.Request = None) -> str:
+    """The numbers behind the comparison as JSON, written only when asked for."""
+    stats, allocation, rows, _ = _comparison(current(request, tab), span_text)
+    return export_json("comparison", {"head_stats": {s: plain(r) for s, r in stats.items()},
+                                      "span_allocation": {s: plain(r) for s, r in allocation.items()},
+                                      "outliers": rows})
+
+
+def _comparison(run, span_text):
+    """Head statistics, span allocation and outlier rows of both models, and the allocation table."""
     traces = run.traces
     stats = {f"{s}": analysis.head_stats(t, t.kinds[0]) for s, t in traces.items()}
     rows, allocation = [], {}
@@ -225,10 +240,7 @@ def compare(tab: str, span_text, request: gr.Request = None):
     layers = max(t.num_layers for t in traces.values())
     allocation_table = {"headers": ["model", "attention to span", "attention noise"] + [f"L{l} span" for l in range(layers)],
                         "data": allocation_rows}
-    export = export_json("comparison", {"head_stats": {s: plain(r) for s, r in stats.items()},
-                                        "span_allocation": {s: plain(r) for s, r in allocation.items()},
-                                        "outliers": rows})
-    return figures.head_stats_comparison(stats), allocation_table, rows, export
+    return stats, allocation, rows, allocation_table
 
 
 def _span(run, slot: str, span_text: str):
@@ -401,15 +413,17 @@ def build(run: gr.State, name: str) -> Panel:
             show_map, map_inputs, map_outputs, **private, **limits) for gallery, heads in ((gallery_a, order_a), (gallery_b, order_b))]
     with gr.Accordion("A vs B: entropy, sparsity, sink, negative mass, span allocation, outliers", open=False):
         span = gr.Textbox(label="span to measure (text from the input; empty = the tab's own span, e.g. the answer)")
-        compare_button = gr.Button("Compare A and B")
+        with gr.Row():
+            compare_button = gr.Button("Compare A and B")
+            export_button = gr.Button("Export the comparison's numbers (JSON)", size="sm")
         stats = gr.Plot()
         allocation = gr.Dataframe(label="attention from the last token to the span vs the rest of the input "
                                         "(DiffLlama rows divided by 1 − λ), mean over heads", wrap=True)
         outliers = gr.Dataframe(headers=["model", "values", "top-1", "top-2", "top-3", "top-10", "top-100", "median"],
                                 label="activation outliers: |pre-softmax attention logits| and |hidden states|")
         comparison_file = gr.File(label="numbers behind the comparison (JSON)")
-        compare_button.click(compare, [run, span], [stats, allocation, outliers, comparison_file],
-                             api_name=f"{name}_compare", **limits)
+        compare_button.click(compare, [run, span], [stats, allocation, outliers], api_name=f"{name}_compare", **limits)
+        export_button.click(export_comparison, [run, span], comparison_file, api_name=f"{name}_compare_export", **limits)
     with gr.Accordion("λ ablation (a DiffLlama): what changes when the subtraction is switched off", open=False):
         with gr.Row():
             ablated = gr.Radio(["A", "B"], value="A", label="model (must be a DiffLlama)")

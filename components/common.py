@@ -107,10 +107,18 @@ def model_queue(inputs: list = (), task: str | None = None) -> dict:
     return dict(concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY, validator=_admission(list(inputs), task))
 
 
+def check_every_model_event(demo: gr.Blocks) -> None:
+    """Give the admission check to model-queue events made without ``model_queue`` (``gr.api``
+    endpoints take no validator), so none of them bypasses a session's cap."""
+    for event in demo.fns.values():
+        if event.concurrency_id == MODEL_QUEUE and event.validator is None:
+            event.validator = _admission([], None)
+
+
 def _admission(inputs: list, task: str | None):
     # gradio calls a validator with the event's inputs; the request goes first (found by its annotation)
     def check_request(request: gr.Request, *values):
-        answers = [gr.validate(True, "") for _ in values] or [gr.validate(True, "")]
+        answers = [gr.validate(True, "") for _ in values]  # one per input (every model event has some)
 
         def refuse(index: int, error: Exception):
             answers[index] = gr.validate(False, message(error, "admission"))
@@ -121,11 +129,11 @@ def _admission(inputs: list, task: str | None):
             busy = queued_jobs(request)
         except Exception as error:  # noqa: BLE001 - gradio would answer anything raised here with a bare 400
             refuse(0, error)
-            return answers[0]
+            return answers
         if busy >= MAX_QUEUED_PER_SESSION:
             refuse(0, ValueError(f"you already have {busy} requests waiting or running (at most "
                                  f"{MAX_QUEUED_PER_SESSION}); wait for them to finish"))
-            return answers[0]
+            return answers
         for index, value in enumerate(values):
             component = inputs[index] if index < len(inputs) else None
             try:

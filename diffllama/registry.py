@@ -2,15 +2,17 @@
 
 A visitor types a bundled name, a local directory or a hub id. ``resolve_source`` decides by the
 allow-lists alone (never by telling a visitor whether a path exists outside them) and normalises it
-to one cache key. Loads run in their own small pool, with a time limit and a size check, so a slow
-or huge checkpoint never holds the model queue other requests wait on.
+to one cache key. Loads run in their own small pools (one for local directories, one for the hub, so
+a hanging hub never delays a local load), with a time limit and a size check, so a slow or huge
+checkpoint never holds the model queue other requests wait on.
 
     DIFFLLAMA_LENS_MODEL_DIRS    os.pathsep-separated directories local checkpoints may come from;
                                  unset: the bundled models on a Space or in a container, else any
     DIFFLLAMA_LENS_HUB_MODELS    comma-separated hub ids (shell patterns such as ``kajuma/*``) that
                                  may be loaded; unset: none where local loading is limited, else any
     DIFFLLAMA_LENS_MAX_MODEL_GB  largest checkpoint loaded, by its config and its files (default 6)
-    DIFFLLAMA_LENS_LOAD_SECONDS  how long a request waits for a load (default 30; the load goes on)
+    DIFFLLAMA_LENS_LOAD_SECONDS  how long a request waits for a load (default 4, within an HTTP client's
+                                 usual 5 s; the load goes on and the model is then ready)
     DIFFLLAMA_LENS_CACHE_MODELS, DIFFLLAMA_LENS_CACHE_GB   bounds of the cache (default 12 models, 8 GB)
 """
 
@@ -31,7 +33,7 @@ BUNDLED_ENV = "DIFFLLAMA_LENS_BUNDLED"  # where bundled checkpoints live; assets
 MODEL_DIRS_ENV, HUB_MODELS_ENV = "DIFFLLAMA_LENS_MODEL_DIRS", "DIFFLLAMA_LENS_HUB_MODELS"
 MAX_MODEL_GB_ENV, LOAD_SECONDS_ENV = "DIFFLLAMA_LENS_MAX_MODEL_GB", "DIFFLLAMA_LENS_LOAD_SECONDS"
 CACHE_MODELS_ENV, CACHE_GB_ENV = "DIFFLLAMA_LENS_CACHE_MODELS", "DIFFLLAMA_LENS_CACHE_GB"
-LOAD_WORKERS, MAX_PENDING_LOADS = 1, 4  # one load at a time; a few more wait, later ones are turned away
+MAX_PENDING_LOADS = 4  # per pool: one load at a time, a few more wait, later ones are turned away
 
 
 def bundled_root() -> Path:
@@ -122,7 +124,7 @@ def resolve_source(typed: str, task: str) -> Source:
 
 class ModelCache:
     """Loaded models by (source key, task), least recently used evicted beyond ``max_models`` or
-    ``max_bytes`` of parameters. Loads run in their own pool: a request waits for one at most
+    ``max_bytes`` of parameters. Loads run in their own pools: a request waits for one at most
     ``load_seconds`` (the load goes on and lands in the cache), two requests for the same model share
     one load, and beyond a few pending loads new ones are turned away."""
 
@@ -130,11 +132,12 @@ class ModelCache:
                  load_seconds: float | None = None, max_model_bytes: float | None = None):
         self.max_models = max_models or int(os.environ.get(CACHE_MODELS_ENV, 12))  # the 11 bundled fit
         self.max_bytes = max_bytes or float(os.environ.get(CACHE_GB_ENV, 8)) * 1e9
-        self.load_seconds = load_seconds or float(os.environ.get(LOAD_SECONDS_ENV, 30))
+        self.load_seconds = load_seconds or float(os.environ.get(LOAD_SECONDS_ENV, 4))
         self.max_model_bytes = max_model_bytes or float(os.environ.get(MAX_MODEL_GB_ENV, 6)) * 1e9
         self._models: OrderedDict[tuple, LensModel] = OrderedDict()
         self._loading: dict[tuple, Future] = {}
-        self._pool = ThreadPoolExecutor(LOAD_WORKERS, thread_name_prefix="model-load")
+        self._loading_from: dict[tuple, bool] = {}  # key -> whether the load is from the hub
+        self._pools = {hub: ThreadPoolExecutor(1, thread_name_prefix="model-load") for hub in (False, True)}
         self._lock = threading.Lock()
 
     def get(self, typed: str, task: str) -> LensModel:
@@ -146,9 +149,10 @@ class ModelCache:
                 return self._models[key]
             future = self._loading.get(key)
             if future is None:
-                if len(self._loading) >= MAX_PENDING_LOADS:
+                if sum(hub == source.hub for hub in self._loading_from.values()) >= MAX_PENDING_LOADS:
                     raise LoadError("the server is busy loading other models; try again in a minute")
-                future = self._loading[key] = self._pool.submit(self._load, source, task, key)
+                future = self._loading[key] = self._pools[source.hub].submit(self._load, source, task, key)
+                self._loading_from[key] = source.hub
         try:
             return future.result(timeout=self.load_seconds)
         except FutureTimeout:
@@ -160,10 +164,10 @@ class ModelCache:
             model = load(source.spec, task=task, name=source.name, max_bytes=self.max_model_bytes)
         except BaseException:
             with self._lock:
-                del self._loading[key]
+                del self._loading[key], self._loading_from[key]
             raise
         with self._lock:
-            del self._loading[key]
+            del self._loading[key], self._loading_from[key]
             self._models[key] = model
             self._models.move_to_end(key)
             while len(self._models) > 1 and (len(self._models) > self.max_models or self.nbytes > self.max_bytes):

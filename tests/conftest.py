@@ -98,7 +98,7 @@ def bundle(checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def app_url(bundle):
+def app_demo(bundle):
     """The app launched on a free local port with the tiny bundle as its bundled models."""
     import os
 
@@ -106,6 +106,11 @@ def app_url(bundle):
     import app
 
     demo = app.build()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    yield demo.local_url
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **app.LAUNCH_SETTINGS)
+    yield demo
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_demo):
+    return app_demo.local_url

@@ -69,7 +69,8 @@ def test_attention_views_use_the_last_run_of_the_session(client):
     note, map_a, map_b, a1_a, a2_a, diff_a, *_, profile = client.predict("A", 1, 1, "diff", 64, api_name="/classify_attention")
     assert map_a and a1_a and a2_a and diff_a and profile and not map_b
     assert client.predict("A", 1, 1, "diff", 64, api_name="/classify_export").endswith(".csv")
-    stats, allocation, outliers, exported = client.predict("Clara", api_name="/classify_compare")
+    stats, allocation, outliers = client.predict("Clara", api_name="/classify_compare")
+    assert client.predict("Clara", api_name="/classify_compare_export").endswith("comparison.json")
     assert [row[1] for row in outliers["data"]] == ["attention logits", "hidden states"] * 2
     assert len(allocation["data"]) == 2
     plot, changed, summary = client.predict("A", 0.0, api_name="/classify_ablation")
