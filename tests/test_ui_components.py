@@ -11,6 +11,14 @@ from diffllama.records import (AblationResult, AnswerSpan, AttentionMap, Attenti
 from diffllama.tokens import display_token, display_tokens
 
 
+@pytest.fixture(autouse=True)
+def no_runs_left_behind():
+    """Callbacks called directly keep their runs under the session "local" of the app-wide store:
+    forget them, so later tests (in the same process) see only their own."""
+    yield
+    run_store.STORE.end_session("local")
+
+
 def attention_map(kind="diff", n=4, lam=0.3, layer=1, head=0):
     values = np.tril(np.full((n, n), 0.2, dtype=np.float32))
     values[2, 1] = -0.1
