@@ -1,30 +1,47 @@
 """DiffLlama Lens: assembles the four task tabs and the study tab, and launches (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)."""
 
+import logging
+import signal
 from pathlib import Path
 
 import gradio as gr
 
-from components import classification_tab, generation_tab, qa_tab, study_tab, tagging_tab
-from components.common import MODEL_CONCURRENCY
+from components import api, classification_tab, generation_tab, qa_tab, server, study_tab, tagging_tab
+from components.common import MODEL_CONCURRENCY, check_every_model_event
+from components.run_store import forget_session
 
 ASSETS = Path(__file__).parent / "assets"
 INTRO = """# DiffLlama Lens
 Look inside **DiffLlama** (Differential Transformer attention: each head's map is `A1 − λ·A2`) and
 compare it with standard attention. Model **A** defaults to the bundled DiffLlama, **B** to the bundled
 Llama trained on the same data; either slot takes any bundled model, a local checkpoint directory or a hub id."""
+LAUNCH_SETTINGS = dict(server.LAUNCH_SETTINGS, css=(ASSETS / "style.css").read_text(), theme=gr.themes.Soft())
 
 
 def build() -> gr.Blocks:
-    with gr.Blocks(title="DiffLlama Lens") as demo:
+    # exports gradio copied into its cache are deleted an hour after they were made (checked every
+    # 10 minutes), and all of them when the server stops
+    with gr.Blocks(title="DiffLlama Lens", delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
             for tab in (generation_tab, classification_tab, qa_tab, tagging_tab):
                 sources, infos, fill = tab.build()
                 demo.load(fill, list(sources), list(infos), api_visibility="private")
             study_tab.build()
-    demo.queue(default_concurrency_limit=MODEL_CONCURRENCY)
+        api.build()  # stateless endpoints: map numbers for any text, no session needed
+        demo.unload(forget_session)
+    check_every_model_event(demo)
+    demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=server.QUEUE_SIZE)
     return demo
 
 
 if __name__ == "__main__":
-    build().launch(css=(ASSETS / "style.css").read_text(), theme=gr.themes.Soft())
+    # user errors as one line each; unexpected ones with their traceback and request id
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # docker stop and Space restarts send SIGTERM: close like Ctrl-C, so gradio deletes its cache (delete_cache)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    demo = build()
+    try:
+        demo.launch(**LAUNCH_SETTINGS)  # blocks until Ctrl-C or SIGTERM
+    finally:
+        server.remove_files(demo)

@@ -1,7 +1,12 @@
 """Load test: launch the app, drive it with concurrent gradio_client clients sending a mix of every
-endpoint (λ ablations included), and check each response equals what the same request gets alone.
+endpoint (each tab's run, then its views in the same session, λ ablations included) while a few
+hostile clients flood the queue and send huge inputs; check each well-behaved response equals what
+the same request gets alone, and sample the app's memory through the run and after the clients leave.
 
-    python benchmarks/load_test.py --clients 16 --requests 6
+    python benchmarks/load_test.py --clients 16 32 64 --requests 5 --out load.json
+
+Each launch gets its own temporary folder for gradio's cache and the app's exports, so the disk the
+app uses is measured too: after ``--views`` attention views (and a few exports), and after shutdown.
 """
 
 from __future__ import annotations
@@ -10,13 +15,19 @@ import argparse
 import json
 import os
 import random
+import re
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
+import psutil
 from gradio_client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from diffllama.family import corpus  # noqa: E402
 
+VIEWS = {"classify": ("classify", ("diffllama-cls", "llama-cls")), "tag": ("tag", ("diffllama-tag", "llama-tag"))}
+
 
 def request_pool(seed: int = 3) -> list[tuple]:
-    """Varied requests: (name, [(api_name, args), ...]); a request with two calls runs them in one session."""
+    """Varied requests: (name, [(api_name, args), ...]); a request with several calls runs them in one session."""
     rng = random.Random(seed)
     reviews = corpus.generate("review", seed, 6)
     tagged = corpus.generate("tagged", seed, 6)
@@ -44,24 +57,25 @@ def request_pool(seed: int = 3) -> list[tuple]:
         pool.append(("generate", [("/generate", (prompt, 12, rng.random() < 0.5, 0.9, 0.95, rng.randint(0, 99),
                                                  "diffllama-lm", "llama-lm"))]))
     for r, value in zip(reviews[:4], (0.0, 0.3, 0.6, 1.2)):  # per-request λ overrides must not leak into others
-        pool.append(("ablation", [("/classify", (r.text, "diffllama-cls", "llama-cls")), ("/classify_ablation", (value,))]))
+        pool.append(("ablation", [("/classify", (r.text, "diffllama-cls", "llama-cls")),
+                                  ("/classify_ablation", ("A", value))]))
+    for (tab, (api, models)), text in zip(VIEWS.items(), (reviews[4].text, tagged[4].text)):
+        pool.append(("views", [(f"/{api}", (text, *models)), (f"/{tab}_attention", ("A and B", 1, 0, "diff", 64)),
+                               (f"/{tab}_overview", ("A", "diff", "entropy", "layer × head")),
+                               (f"/{tab}_compare", ("",))]))
+    q = retrievals[5]
+    pool.append(("views", [("/answer", (q.question, q.context, 3, "diffllama-qa", "llama-qa")),
+                           ("/qa_attention", ("B", 0, 1, "softmax", 64))]))
     pool.append(("bad input", [("/classify", ("   ", "diffllama-cls", "llama-cls"))]))
     return pool
 
 
-def comparable(api_name: str, result) -> str:
-    """The deterministic part of a response: the records JSON (figures and file paths vary)."""
-    if api_name == "/classify":
-        return json.dumps(result[4], sort_keys=True)
-    if api_name == "/tag":
-        return json.dumps(result[4], sort_keys=True)
-    if api_name == "/answer":
-        return json.dumps(result[7], sort_keys=True)
-    if api_name == "/generate":
-        return json.dumps(result[2], sort_keys=True)
-    if api_name == "/classify_ablation":
-        return json.dumps([result[1], result[2]], sort_keys=True)
-    return json.dumps(result, sort_keys=True, default=str)
+def comparable(result) -> str:
+    """A response as text to compare with the same request alone: file paths (fresh per call) and
+    plotly's generated ids left out."""
+    text = json.dumps(result, sort_keys=True, default=str)
+    text = re.sub(r'"[^"]*/(gradio|diffllama-lens-exports)/[^"]*"', '"<file>"', text)
+    return re.sub(r'\\"uid\\": \\"[^"\\]*\\"', "", text)
 
 
 def run_request(url: str, request) -> tuple[str, float, str | None]:
@@ -69,19 +83,89 @@ def run_request(url: str, request) -> tuple[str, float, str | None]:
     _, calls = request
     client = Client(url, verbose=False)
     start = time.perf_counter()
-    outcome = []
-    error = None
+    outcome, error = [], None
     for api_name, args in calls:
         try:
-            outcome.append(comparable(api_name, client.predict(*args, api_name=api_name)))
+            outcome.append(comparable(client.predict(*args, api_name=api_name)))
         except Exception as exc:  # noqa: BLE001 - a clear error message is a valid (and compared) response
             error = str(exc)
             outcome.append(f"error: {error}")
     return "\n".join(outcome), time.perf_counter() - start, error
 
 
-def launch(port: int) -> subprocess.Popen:
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+# --- hostile clients -----------------------------------------------------------------------------
+def flood_session(url: str, jobs: int = 40) -> dict:
+    """One session submits many long generations and never reads them."""
+    client = Client(url, verbose=False)
+    submitted = [client.submit("Anna walked to", 200, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm", api_name="/generate")
+                 for _ in range(jobs)]
+    refused = 0
+    for job in submitted:
+        try:
+            job.result(timeout=600)
+        except Exception as error:  # noqa: BLE001
+            refused += "requests waiting or running" in str(error)
+    return {"jobs": jobs, "refused": refused}
+
+
+def flood_rest(url: str, calls: int = 40) -> dict:
+    """Plain HTTP calls with no session, never read back."""
+    body = {"data": ["Anna walked to", 200, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm"]}
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: httpx.post(url + "gradio_api/call/generate", json=body, timeout=60).status_code,
+                              range(calls)))
+    return {"calls": calls, "accepted": codes.count(200), "refused": codes.count(422)}
+
+
+def huge_inputs(url: str) -> dict:
+    """5 MB and 50 MB texts to /answer, /classify and /tag: the answer, and how fast."""
+    seconds = {}
+    for megabytes in (5, 50):
+        text = "word " * (megabytes * 200_000)
+        for api, data in (("answer", ["What?", text, 3, "diffllama-qa", "llama-qa"]), ("classify", [text, "diffllama-cls", "llama-cls"]),
+                          ("tag", [text, "diffllama-tag", "llama-tag"])):
+            body = json.dumps({"data": data})
+            start = time.perf_counter()
+            status = httpx.post(url + f"gradio_api/call/{api}", content=body, timeout=60,
+                                headers={"Content-Type": "application/json"}).status_code
+            seconds[f"{megabytes} MB /{api}"] = (status, round(time.perf_counter() - start, 3))
+    return seconds
+
+
+def hostile(url: str) -> dict:
+    with ThreadPoolExecutor(3) as pool:
+        session, rest, huge = pool.submit(flood_session, url), pool.submit(flood_rest, url), pool.submit(huge_inputs, url)
+        return {"flooding session": session.result(), "flooding API calls": rest.result(), "huge inputs": huge.result()}
+
+
+# --- the app process -----------------------------------------------------------------------------
+class RSS:
+    """The app process's resident memory, sampled in the background."""
+
+    def __init__(self, pid: int, every: float = 0.25):
+        self.process, self.samples, self.every = psutil.Process(pid), [], every
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.samples.append(self.process.memory_info().rss)
+            time.sleep(self.every)
+
+    def mark(self) -> int:
+        return len(self.samples)
+
+    def peak_since(self, mark: int) -> float:
+        return max(self.samples[mark:], default=0) / 1e9
+
+    def now(self) -> float:
+        return self.process.memory_info().rss / 1e9
+
+
+def launch(port: int, folder: Path, session_ttl_min: float) -> subprocess.Popen:
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_TEMP_DIR": str(folder / "gradio"), "DIFFLLAMA_LENS_EXPORT_DIR": str(folder / "exports"),
+           "DIFFLLAMA_LENS_SESSION_TTL_MIN": str(session_ttl_min)}
     process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(120):
@@ -94,42 +178,78 @@ def launch(port: int) -> subprocess.Popen:
     raise SystemExit("the app did not start within 2 minutes")
 
 
+def disk_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def views_on_disk(url: str, folder: Path, views: int) -> dict:
+    """Disk used by ``views`` attention views of one session, and by 10 exports after them."""
+    client = Client(url, verbose=False)
+    client.predict("The film was not bad at all.", "diffllama-cls", "llama-cls", api_name="/classify")
+    for i in range(views):
+        client.predict("A and B", i % 3, i % 2, "diff", 64, api_name="/classify_attention")
+    after_views = disk_bytes(folder)
+    for i in range(10):
+        client.predict("A and B", i % 3, 0, "diff", 64, api_name="/classify_export")
+    return {"views": views, "bytes after views": after_views, "bytes after 10 exports": disk_bytes(folder)}
+
+
+def load(url: str, pool: list, alone: dict, clients: int, requests: int, rss: RSS, with_hostile: bool) -> dict:
+    rng = random.Random(clients)
+    plan = [rng.randrange(len(pool)) for _ in range(clients * requests)]
+    mark = rss.mark()
+    with ThreadPoolExecutor(clients + 1) as executor:
+        attacks = executor.submit(hostile, url) if with_hostile else None
+        results = list(executor.map(lambda i: (i, *run_request(url, pool[i])), plan))
+        attacked = attacks.result() if attacks else None
+    mismatches = [(pool[i][0], outcome[:300], alone[i][:300]) for i, outcome, _, _ in results if outcome != alone[i]]
+    unexpected = [(pool[i][0], e) for i, _, _, e in results if e and pool[i][0] != "bad input"]
+    latencies = sorted(seconds for _, _, seconds, _ in results)
+    report = {"clients": clients, "requests": len(results), "failures": len(unexpected), "mismatches": len(mismatches),
+              "p50_s": round(statistics.median(latencies), 2),
+              "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2), "max_s": round(latencies[-1], 2),
+              "peak_rss_gb": round(rss.peak_since(mark), 2), "rss_at_end_gb": round(rss.now(), 2),
+              "kinds": sorted({pool[i][0] for i in plan}), "hostile": attacked}
+    for mismatch in mismatches[:3]:
+        print("MISMATCH", mismatch, file=sys.stderr)
+    for failure in unexpected[:3]:
+        print("FAILURE", failure, file=sys.stderr)
+    return report
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=6, help="requests per client")
+    parser.add_argument("--clients", type=int, nargs="+", default=[16])
+    parser.add_argument("--requests", type=int, default=5, help="requests per client")
+    parser.add_argument("--no-hostile", action="store_true", help="well-behaved clients only")
+    parser.add_argument("--views", type=int, default=100, help="attention views for the disk measurement")
+    parser.add_argument("--session-ttl-min", type=float, default=0.5,
+                        help="idle time-to-live of runs for this launch, so memory after the clients leave is seen freed")
     parser.add_argument("--port", type=int, default=7870)
-    parser.add_argument("--url", help="test a running app instead of launching one")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
-    process = None if args.url else launch(args.port)
-    url = args.url or f"http://127.0.0.1:{args.port}/"
+    folder = Path(tempfile.mkdtemp(prefix="lens-load-"))
+    process = launch(args.port, folder, args.session_ttl_min)
+    url = f"http://127.0.0.1:{args.port}/"
+    rss = RSS(process.pid)
+    report = {"rss_idle_gb": round(rss.now(), 2), "runs": []}
     try:
         pool = request_pool()
         alone = {i: run_request(url, request)[0] for i, request in enumerate(pool)}  # each request by itself
-        rng = random.Random(0)
-        plan = [rng.randrange(len(pool)) for _ in range(args.clients * args.requests)]
-        with ThreadPoolExecutor(args.clients) as executor:
-            results = list(executor.map(lambda i: (i, *run_request(url, pool[i])), plan))
-        mismatches = [(pool[i][0], outcome[:200], alone[i][:200]) for i, outcome, _, _ in results if outcome != alone[i]]
-        expected_errors = sum(pool[i][0] == "bad input" for i in plan)
-        unexpected = [(pool[i][0], e) for i, _, _, e in results if e and pool[i][0] != "bad input"]
-        latencies = sorted(seconds for _, _, seconds, _ in results)
-        report = {"clients": args.clients, "requests": len(results), "mismatches": len(mismatches),
-                  "failures": len(unexpected), "bad-input requests answered with a message": expected_errors,
-                  "p50_s": statistics.median(latencies), "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
-                  "max_s": latencies[-1], "kinds": sorted({pool[i][0] for i in plan})}
-        print(json.dumps(report, indent=2))
-        for mismatch in mismatches[:5]:
-            print("MISMATCH", mismatch)
-        for failure in unexpected[:5]:
-            print("FAILURE", failure)
-        if args.out:
-            Path(args.out).write_text(json.dumps(report, indent=2))
-        sys.exit(1 if mismatches or unexpected else 0)
+        for clients in args.clients:
+            report["runs"].append(load(url, pool, alone, clients, args.requests, rss, not args.no_hostile))
+            print(json.dumps(report["runs"][-1]), flush=True)
+        time.sleep(args.session_ttl_min * 60 + 5)  # the clients have left: their runs expire
+        report["rss_after_clients_left_gb"] = round(rss.now(), 2)
+        report["disk"] = views_on_disk(url, folder, args.views)
     finally:
-        if process:
-            process.terminate()
+        process.send_signal(signal.SIGTERM)  # as docker stop / a Space restart does
+        process.wait(timeout=60)
+    report["disk"] = {**report.get("disk", {}), "bytes after shutdown": disk_bytes(folder)}
+    print(json.dumps(report, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    sys.exit(1 if any(run["mismatches"] or run["failures"] for run in report["runs"]) else 0)
 
 
 if __name__ == "__main__":

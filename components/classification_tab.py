@@ -4,50 +4,48 @@ from __future__ import annotations
 
 import gradio as gr
 
-from diffllama import analysis
-
-from . import attention_panel
-from .common import CACHE, gpu, model_slots, plain, slot_info, token_heat, user_errors
+from . import attention_panel, run_store, token_heat
+from .common import CACHE, gpu, model_slots, plain, slot_info, user_errors
 
 TASK = "classification"
 EXAMPLES = ["The film was not bad at all. We were in Lyon. I would recommend it.",
-            "It was April. The hotel was disappointing. I would not recommend it.",
-            "I went with Anna. The coffee was not great."]
+            "The staff were friendly. Sadly the beds were awful.",  # the bundled A and B disagree on these two
+            "We waited an hour. The pizza was cold. Still, the dessert was excellent.",
+            "It was April. The hotel was disappointing. I would not recommend it."]
 
 
 @user_errors
 @gpu
-def classify(text: str, source_a: str, source_b: str):
-    run = {"task": TASK, "text": text, "models": {"A": source_a, "B": source_b}, "span": None, "span_sequence": 0}
-    labels, heats, records = [], [], {}
-    for slot, source in (("A", source_a), ("B", source_b)):
-        model = CACHE.get(source, TASK)
-        result = model.classify(text)
-        trace = run[slot] = result.trace
-        # what the pooled token (the one the head reads) attended to: the last layer, mean over heads
-        row = analysis.attention_row(trace, trace.num_layers - 1, None, trace.kinds[0], result.pooled_index)
-        labels.append({s.label: s.probability for s in result.labels})
-        heats.append(token_heat(text, trace.offsets, row))
-        records[slot] = plain(result)
-    return labels[0], labels[1], heats[0], heats[1], records, run
+def classify(text: str, source_a: str, source_b: str, request: gr.Request = None):
+    """Label probabilities of A and B, and both records; the run (both traces) goes to the run store."""
+    models = {"A": source_a, "B": source_b}
+    labels, records, traces = [], {}, {}
+    with run_store.recording(request, TASK) as keep:
+        for slot, source in models.items():
+            result = CACHE.get(source, TASK).classify(text)
+            traces[slot] = result.trace
+            labels.append({s.label: s.probability for s in result.labels})
+            records[slot] = plain(result)
+        keep(run_store.Run(TASK, models, traces, texts={"A": text, "B": text}))
+    return labels[0], labels[1], records
 
 
 def build():
     with gr.Tab("Classification"):
+        text = gr.Textbox(label="text", lines=3, value=EXAMPLES[0], render=False)
+        gr.Examples(EXAMPLES, [text], label="Examples (the 2nd and 3rd: the bundled A and B disagree)")
         (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
-        text = gr.Textbox(label="text", lines=3, value=EXAMPLES[0])
+        text.render()
         button = gr.Button("Classify with A and B", variant="primary")
         with gr.Row():
-            with gr.Column():
-                label_a = gr.Label(label="A: label probabilities")
-                heat_a = gr.HighlightedText(label="A: attention of the pooled (last) token, last layer, mean over heads")
-            with gr.Column():
-                label_b = gr.Label(label="B: label probabilities")
-                heat_b = gr.HighlightedText(label="B: attention of the pooled (last) token, last layer, mean over heads")
+            label_a = gr.Label(label="A: label probabilities")
+            label_b = gr.Label(label="B: label probabilities")
+        with gr.Accordion("What the pooled token (the one the head reads) attended to", open=True):
+            heat = token_heat.build("the pooled token the head reads")
         raw = gr.JSON(label="records", visible=False)
-        run = gr.State()
+        run = gr.State(TASK)  # the key of this tab's last run in the run store
         panel = attention_panel.build(run, "classify")
-        gr.Examples(EXAMPLES, [text])
-        panel.run_on(button, classify, [text, source_a, source_b],
-                     [label_a, label_b, heat_a, heat_b, raw, run], run, "classify")
+        event = panel.run_on(button, classify, [text, source_a, source_b], [label_a, label_b, raw], run, "classify")
+        heat.wire(run, event)
+        panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b], [heat.layer])
     return (source_a, source_b), (info_a, info_b), slot_info(TASK)

@@ -1,26 +1,42 @@
-"""Pieces every tab shares: model slots A/B, error translation, token heat, exports, GPU wrapping."""
+"""Pieces every tab shares: model slots A/B, the model queue and its admission checks, error
+translation, exports, GPU wrapping.
+
+    DIFFLLAMA_LENS_CONCURRENCY              requests that may run a model at once (default 2)
+    DIFFLLAMA_LENS_MAX_QUEUED_PER_SESSION   model requests one session may have waiting or running (default 4);
+                                            API calls without a session count per client address
+    DIFFLLAMA_LENS_EXPORT_DIR               where on-request exports are written (default: a folder in the temp dir)
+"""
 
 from __future__ import annotations
 
+import atexit
 import csv
 import functools
 import inspect
 import json
 import logging
 import os
+import shutil
 import tempfile
+import time
+import uuid
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from diffllama import LoadError
+from diffllama import LoadError, limits
 from diffllama.registry import ModelCache, bundled_models
 
+from . import run_store
+
 log = logging.getLogger("diffllama_lens")
-CACHE = ModelCache()  # loaded models are read-only; every per-request value lives in gr.State or locals
+CACHE = ModelCache()  # loaded models are read-only; a visitor's runs live in run_store, nothing else per visitor
 MODEL_QUEUE = "model"  # one concurrency group for every event that runs a model
 MODEL_CONCURRENCY = int(os.environ.get("DIFFLLAMA_LENS_CONCURRENCY", 2))  # 2 CPU cores; raise on a GPU
+MAX_QUEUED_PER_SESSION = int(os.environ.get("DIFFLLAMA_LENS_MAX_QUEUED_PER_SESSION", 4))
+LOAD_QUEUE, LOAD_CONCURRENCY = "load", 4  # model-slot loads: their own lane, never the model queue
 
 try:  # on a ZeroGPU Space, functions that run models get a GPU for their duration; elsewhere a no-op
     import spaces
@@ -31,35 +47,119 @@ except ImportError:
         return fn
 
 
+def message(error: Exception, where: str) -> str:
+    """What a visitor is told: a user error (the backend's ``ValueError``s) is its own message and one
+    log line; anything else a message with a request id, logged with its traceback under that id."""
+    if isinstance(error, ValueError):  # LoadError, RunMissing, TimeLimitError, bad values
+        log.info("%s: %s", where, error)
+        return str(error)
+    request_id = uuid.uuid4().hex[:8]
+    log.error("unexpected error in %s, request %s", where, request_id, exc_info=error)
+    return (f"Something went wrong on the server (request {request_id}); the app keeps running. "
+            "Try another input, and quote the request id if you report it.")
+
+
 def user_errors(fn):
-    """Show what went wrong as a message in the UI / API error, never a stack trace."""
+    """The edge of every callback: it runs under the per-request time limit, and what goes wrong
+    reaches the visitor as a ``message``, never a stack trace."""
 
     def translate(error: Exception):
-        if isinstance(error, (ValueError, LoadError, IndexError, KeyError, TypeError)):
-            return gr.Error(str(error))
-        log.exception("unexpected error in %s", fn.__name__)
-        return gr.Error(f"Something went wrong ({type(error).__name__}); the app keeps running. Try another input.")
+        return gr.Error(message(error, fn.__name__))
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except Exception as error:  # noqa: BLE001 - the edge where errors become messages
-                raise translate(error) from None
+            # gradio runs each step of a generator in its own worker call, so every step resumes the deadline
+            with limits.time_limit():
+                deadline, steps = limits.deadline(), fn(*args, **kwargs)
+            while True:
+                try:
+                    with limits.until(deadline):
+                        item = next(steps)
+                except StopIteration:
+                    return
+                except gr.Error:
+                    raise
+                except Exception as error:  # noqa: BLE001 - the edge where errors become messages
+                    raise translate(error) from None
+                yield item
         return generator
 
     @functools.wraps(fn)
     def plain(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with limits.time_limit():
+                return fn(*args, **kwargs)
         except gr.Error:
             raise
         except Exception as error:  # noqa: BLE001
             raise translate(error) from None
     return plain
+
+
+# --- the model queue -------------------------------------------------------------------------
+def model_queue(inputs: list = (), task: str | None = None) -> dict:
+    """Event settings for anything that runs a model: the shared queue, and a validator gradio runs
+    before the event is queued (so a refusal is immediate, however long the queue): text within the
+    length limit, the session's queued jobs under its cap, and — given the event's ``inputs`` and
+    ``task`` — the tab's model slots loaded, in the load lane, so a slow or failing load never holds a
+    model-queue slot."""
+    return dict(concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY, validator=_admission(list(inputs), task))
+
+
+def check_every_model_event(demo: gr.Blocks) -> None:
+    """Give the admission check to model-queue events made without ``model_queue`` (``gr.api``
+    endpoints take no validator), so none of them bypasses a session's cap."""
+    for event in demo.fns.values():
+        if event.concurrency_id == MODEL_QUEUE and event.validator is None:
+            event.validator = _admission([], None)
+
+
+def _admission(inputs: list, task: str | None):
+    # gradio calls a validator with the event's inputs; the request goes first (found by its annotation)
+    def check_request(request: gr.Request, *values):
+        answers = [gr.validate(True, "") for _ in values]  # one per input (every model event has some)
+
+        def refuse(index: int, error: Exception):
+            answers[index] = gr.validate(False, message(error, "admission"))
+            if task is not None:  # a tab's refused run is a failed run: its views must not show the one before
+                run_store.STORE.fail(run_store.session_of(request), task)
+
+        try:
+            busy = queued_jobs(request)
+        except Exception as error:  # noqa: BLE001 - gradio would answer anything raised here with a bare 400
+            refuse(0, error)
+            return answers
+        if busy >= MAX_QUEUED_PER_SESSION:
+            refuse(0, ValueError(f"you already have {busy} requests waiting or running (at most "
+                                 f"{MAX_QUEUED_PER_SESSION}); wait for them to finish"))
+            return answers
+        for index, value in enumerate(values):
+            component = inputs[index] if index < len(inputs) else None
+            try:
+                if isinstance(value, str):
+                    limits.check_length(value, getattr(component, "label", None) or "text")
+                if component is not None and component._id in _SLOTS and task is not None:
+                    CACHE.get(value, task)
+            except Exception as error:  # noqa: BLE001
+                refuse(index, error)
+        return answers
+
+    return check_request
+
+
+def queued_jobs(request: gr.Request) -> int:
+    """Model-queue jobs (waiting or running) of the request's session; API calls that bring no session
+    of their own (each would get a fresh one) are counted together per client address. Gradio keeps
+    no such count, so this reads its queue."""
+    queue = request.request.app.get_blocks()._queue
+    waiting = queue.event_queue_per_concurrency_id.get(MODEL_QUEUE)
+    events = [*(waiting.queue if waiting else []), *(e for job in queue.active_jobs if job for e in job)]
+    events = [e for e in events if e.concurrency_id == MODEL_QUEUE]
+    if request.session_hash:
+        return sum(e.session_hash == request.session_hash for e in events)
+    host = request.client.host if request.client else None
+    return sum(e.session_hash == e._id and e.request.client is not None and e.request.client.host == host for e in events)
 
 
 # --- model slots -----------------------------------------------------------------------------
@@ -78,9 +178,13 @@ def describe(model) -> str:
             f"{lam} · {info.device} / {info.dtype}")
 
 
+_SLOTS: dict[int, tuple[str, gr.Markdown, gr.State]] = {}  # slot dropdown id -> (task, info line, source loaded)
+
+
 def model_slots(task: str):
     """Two model pickers (bundled names or any path / hub id) with an info line under each.
-    Returns (dropdown A, dropdown B) whose values are the sources each run uses."""
+    Returns (dropdown A, dropdown B) whose values are the sources each run uses; ``Panel.run_on``
+    wires their loading to the tab's main button."""
     choices = list(bundled_models(task))
     default_a, default_b = default_sources(task)
     dropdowns = []
@@ -91,23 +195,35 @@ def model_slots(task: str):
                                        label=f"Model {slot} (bundled, or a local directory / hub id)")
                 info = gr.Markdown(elem_classes=["model-info"])
                 previous = gr.State(default)
-                dropdown.change(load_slot(task), [dropdown, previous], [dropdown, previous, info],
-                                concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY, api_visibility="private")
+                _SLOTS[dropdown._id] = (task, info, previous)
                 dropdowns.append((dropdown, info, previous))
     return dropdowns
 
 
+def load_slots(button: gr.Button, inputs: list) -> None:
+    """A model typed into one of the slots among ``inputs`` loads at once, in the load lane (not the
+    model queue); ``button`` stays disabled until it is ready."""
+    for dropdown in inputs:
+        if dropdown._id in _SLOTS:
+            task, info, previous = _SLOTS[dropdown._id]
+            dropdown.change(lambda: gr.update(interactive=False), None, button, queue=False, api_visibility="private") \
+                .then(load_slot(task), [dropdown, previous], [dropdown, previous, info, button],
+                      concurrency_id=LOAD_QUEUE, concurrency_limit=LOAD_CONCURRENCY, api_visibility="private")
+
+
 def load_slot(task: str):
     def load(source: str, previous: str, progress=gr.Progress()):
+        ready = gr.update(interactive=True)
         if not source:
-            return previous, previous, gr.update()
+            return previous, previous, gr.update(), ready
         progress(0.1, desc=f"loading {source}")
         try:
             model = CACHE.get(source, task)
-        except Exception as error:  # noqa: BLE001 - keep the previous model, say why
-            gr.Warning(f"Could not load {source}: {error}. Keeping {previous}.")
-            return previous, previous, gr.update()
-        return source, source, describe(model)
+        except ValueError as error:  # keep the previous model, say why
+            log.info("slot load refused: %s", error)
+            gr.Warning(f"{error}. Keeping {previous}.")
+            return previous, previous, gr.update(), ready
+        return source, source, describe(model), ready
     return load
 
 
@@ -119,22 +235,10 @@ def slot_info(task: str):
 
 
 # --- display helpers --------------------------------------------------------------------------
-def token_heat(text: str, offsets: list[tuple[int, int]], values, sequence_ids=None, sequence: int = 0) -> list:
-    """``gr.HighlightedText`` value: the text with each token's value in [-1, 1] (scaled by the
-    largest magnitude), gaps between tokens unmarked."""
-    values = np.asarray(values, dtype=float)
-    scale = float(np.abs(values).max()) or 1.0
-    pieces, cursor = [], 0
-    for i, (start, end) in enumerate(offsets):
-        if end <= start or (sequence_ids is not None and sequence_ids[i] != sequence) or start < cursor:
-            continue
-        if start > cursor:
-            pieces.append((text[cursor:start], None))
-        pieces.append((text[start:end], round(float(values[i]) / scale, 4)))
-        cursor = end
-    if cursor < len(text):
-        pieces.append((text[cursor:], None))
-    return pieces
+def markdown_code(text: str) -> str:
+    """Plain text (a token's display form) as a Markdown code span, so nothing in it is read as markup."""
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
 
 
 def plain(record) -> dict:
@@ -150,17 +254,44 @@ def plain(record) -> dict:
     return convert({k: v for k, v in asdict(record).items() if k != "trace"} if is_dataclass(record) else record)
 
 
+# --- exports ----------------------------------------------------------------------------------
+# Written only when a visitor asks (an export button), into one folder the app owns. Gradio copies a
+# returned file into its own cache (cleaned by the Blocks' delete_cache, and on shutdown), so the
+# folder's files are needed only for moments: older ones go at each export, all of them at exit.
+EXPORTS = Path(os.environ.get("DIFFLLAMA_LENS_EXPORT_DIR", Path(tempfile.gettempdir()) / "diffllama-lens-exports"))
+EXPORT_KEEP_SECONDS = 60
+
+
+def _export_path(name: str, suffix: str) -> Path:
+    EXPORTS.mkdir(parents=True, exist_ok=True)
+    for old in EXPORTS.iterdir():
+        try:
+            if time.time() - old.stat().st_mtime > EXPORT_KEEP_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another request cleaned it first
+            pass
+    folder = EXPORTS / uuid.uuid4().hex[:12]  # one folder per export: the file keeps its readable name
+    folder.mkdir()
+    return folder / f"{name}{suffix}"
+
+
+def remove_exports() -> None:
+    shutil.rmtree(EXPORTS, ignore_errors=True)
+
+
+atexit.register(remove_exports)
+
+
 def export_json(name: str, data) -> str:
-    path = os.path.join(tempfile.mkdtemp(prefix="lens-"), f"{name}.json")
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
-    return path
+    path = _export_path(name, ".json")
+    path.write_text(json.dumps(data, indent=1))
+    return str(path)
 
 
 def export_csv(name: str, header: list[str], rows: list[list]) -> str:
-    path = os.path.join(tempfile.mkdtemp(prefix="lens-"), f"{name}.csv")
+    path = _export_path(name, ".csv")
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    return path
+    return str(path)

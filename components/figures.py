@@ -1,91 +1,173 @@
-"""Plotly figure builders: plain records and arrays in, figures out (no model, no torch)."""
+"""Figures for the views: plotly figures, overview thumbnails and colour legends, built from plain
+records and arrays (no model, no torch).
+
+Token labels arrive as plain text (``diffllama.tokens``); plotly reads ``<``, ``>`` and ``&`` in
+labels and hover text as markup, so they are escaped here, at plotly's edge. Hover text is built by
+``hovertemplate`` from the axis categories and the values, never one string per cell, so a 512 × 512
+map stays a figure of about 1.5 MB."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"  # differential maps go negative: blue below 0, red above, white at 0
+MASKED = "#c4c4c4"  # a masked (future) key: nothing can attend there, which is not the same as attending 0
 KIND_TITLES = {"diff": "A1 − λ·A2 (differential)", "a1": "A1 (first softmax)", "a2": "A2 (second softmax)",
                "softmax": "softmax"}
 MODEL_COLOURS = {"A": "#4c6ef5", "B": "#f76707"}
+ALL_LABELS = 64  # up to this many tokens on an axis, every one gets its tick label
+THUMBNAIL_PIXELS = 96  # overview thumbnails are upscaled (nearest) to about this many pixels a side
+NOISE_KL = 1e-5  # nats; a KL below this is float32 rounding of identical distributions, drawn as no bar
+
+
+def plotly_text(text: str) -> str:
+    """Plain text as plotly shows it literally (its labels and hover text read <, > and & as markup)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _short(label: str, width: int = 18) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
-def _heatmap_trace(values: np.ndarray, labels: list[str], kind: str, showscale: bool = True, zmax: float | None = None) -> go.Heatmap:
-    diverging = kind == "diff"
-    limit = zmax if zmax is not None else float(np.abs(values).max() or 1.0)
-    hover = [[f"query {labels[i]}<br>key {labels[j]}" for j in range(len(labels))] for i in range(len(labels))]
-    return go.Heatmap(
-        z=values, x=list(range(len(labels))), y=list(range(len(labels))), text=hover,
-        hovertemplate="%{text}<br>value %{z:.4f}<extra></extra>",
-        colorscale=DIVERGING if diverging else SEQUENTIAL, zmid=0 if diverging else None,
-        zmin=-limit if diverging else 0, zmax=limit, showscale=showscale)
+def colour_range(kind: str, limit: float) -> dict:
+    """Heatmap colour settings: differential maps on a diverging scale centred at 0, softmax maps
+    (never negative) on a sequential one from 0."""
+    limit = float(limit) or 1.0
+    if kind == "diff":
+        return dict(colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit)
+    return dict(colorscale=SEQUENTIAL, zmin=0, zmax=limit)
 
 
-def _token_axes(figure: go.Figure, labels: list[str], row=None, col=None, most: int = 30, y_labels: bool = True) -> None:
-    step = max(1, -(-len(labels) // most))  # at most `most` tick labels stay readable; hover names every cell
+def future_mask(row_edges: list[int], col_edges: list[int]) -> np.ndarray:
+    """[rows, cols] True where every key of the column block comes after every query of the row block."""
+    last_query = np.asarray(row_edges[1:]) - 1
+    first_key = np.asarray(col_edges[:-1])
+    return first_key[None, :] > last_query[:, None]
+
+
+def axis_position(edges: list[int], position: int) -> float:
+    """Where the boundary before token ``position`` falls on a category axis whose cell i holds the
+    tokens ``edges[i]:edges[i+1]`` (cells are centred on integers)."""
+    block = int(np.searchsorted(edges, position, side="right")) - 1
+    block = min(max(block, 0), len(edges) - 2)
+    return block + (position - edges[block]) / (edges[block + 1] - edges[block]) - 0.5
+
+
+def _token_axis(labels: list[str], categories: list[str]) -> dict:
+    """Tick labels: every token up to ``ALL_LABELS`` of them, evenly spaced ones beyond (hover names every cell)."""
+    step = 1 if len(labels) <= ALL_LABELS else math.ceil(len(labels) / 40)
     ticks = list(range(0, len(labels), step))
-    names = [_short(labels[i]) for i in ticks]
-    font = dict(size=9 if len(ticks) > 15 else 11)
-    figure.update_xaxes(tickvals=ticks, ticktext=names, tickangle=-60, tickfont=font, title_text="key", row=row, col=col)
-    figure.update_yaxes(tickvals=ticks, ticktext=names if y_labels else [""] * len(ticks), tickfont=font,
-                        autorange="reversed", title_text="query" if y_labels else None, row=row, col=col)
+    size = 11 if len(ticks) <= 24 else 9 if len(ticks) <= 40 else 7
+    return dict(type="category", tickvals=[categories[i] for i in ticks],
+                ticktext=[plotly_text(_short(labels[i])) for i in ticks], tickfont=dict(size=size))
 
 
-def attention_heatmap(view, title_prefix: str = "") -> go.Figure:
-    """One head's map (an ``AttentionMap`` record) with token labels and query → key hover."""
-    figure = go.Figure(_heatmap_trace(view.values, view.labels, view.kind))
-    lam = f", λ = {view.lambda_:.3f}" if view.lambda_ is not None else ""
-    pooled = f" — pooled to {len(view.labels)}×{len(view.labels)} blocks of {view.edges[-1]} tokens" if view.pooled else ""
-    figure.update_layout(title=f"{title_prefix}layer {view.layer}, head {view.head}: {KIND_TITLES[view.kind]}{lam}{pooled}",
-                         height=560, margin=dict(l=10, r=10, t=50, b=10))
-    _token_axes(figure, view.labels)
+def attention_figure(values: np.ndarray, row_edges: list[int], col_edges: list[int], row_labels: list[str],
+                     col_labels: list[str], kind: str, title: str, segments=(), zmax: float | None = None,
+                     height: int = 600) -> go.Figure:
+    """A (block of a) map with square cells, a colour bar, masked future cells in grey and lines
+    where a new segment of the input starts (``segments``: ``(token position, name)``). ``height``
+    suits a map half the page wide: the square fills it without leaving the colour bar far taller."""
+    shown = np.where(future_mask(row_edges, col_edges), np.nan, values).astype(np.float32)  # NaN: drawn as MASKED
+    limit = zmax if zmax is not None else float(np.nanmax(np.abs(shown), initial=0.0))
+    rows = [plotly_text(label) for label in row_labels]
+    cols = [plotly_text(label) for label in col_labels]
+    figure = go.Figure(go.Heatmap(
+        z=shown, x=cols, y=rows, hoverongaps=False, **colour_range(kind, limit),
+        hovertemplate="query %{y}<br>key %{x}<br>value %{z:.4f}<extra></extra>",
+        colorbar=dict(title=dict(text="A1 − λ·A2" if kind == "diff" else "attention", side="right"), thickness=12)))
+    for position, name in segments:
+        for axis, edges in (("x", col_edges), ("y", row_edges)):
+            if edges[0] < position < edges[-1]:
+                at = axis_position(edges, position)
+                line = dict(x0=at, x1=at, y0=-0.5, y1=len(rows) - 0.5) if axis == "x" else dict(
+                    y0=at, y1=at, x0=-0.5, x1=len(cols) - 0.5)
+                figure.add_shape(type="line", line=dict(color="black", width=1.5, dash="dash"), **line)
+                if axis == "x":  # named just above the map's top edge (the y axis runs downwards)
+                    figure.add_annotation(x=at, y=-0.5, text=f"▸ {plotly_text(name)}", showarrow=False,
+                                          xanchor="left", yanchor="bottom", font=dict(size=10))
+    n = max(len(rows), len(cols))
+    figure.update_layout(
+        title=dict(text=title, font=dict(size=13)), plot_bgcolor=MASKED, height=height if n > 24 else height - 100,
+        margin=dict(l=10, r=10, t=80 if segments else 60, b=10),
+        xaxis=dict(**_token_axis(col_labels, cols), tickangle=-60, title_text="key", constrain="domain", showgrid=False),
+        yaxis=dict(**_token_axis(row_labels, rows), autorange="reversed", title_text="query", scaleanchor="x",
+                   scaleratio=1, constrain="domain", showgrid=False),
+        meta=dict(row_edges=list(row_edges), col_edges=list(col_edges)))  # read by the zoom button's script
     return figure
 
 
-def decomposition(a1, a2, diff, title_prefix: str = "") -> go.Figure:
-    """DiffLlama's two softmax maps and their difference side by side, one shared token axis."""
-    figure = make_subplots(rows=1, cols=3, subplot_titles=(KIND_TITLES["a1"], KIND_TITLES["a2"],
-                                                           f"A1 − λ·A2, λ = {diff.lambda_:.3f}"),
-                           horizontal_spacing=0.06)
-    softmax_max = float(max(a1.values.max(), a2.values.max()) or 1.0)
-    for col, view in enumerate((a1, a2, diff), start=1):
-        figure.add_trace(_heatmap_trace(view.values, view.labels, view.kind, showscale=col == 3,
-                                        zmax=None if view.kind == "diff" else softmax_max), row=1, col=col)
-        _token_axes(figure, view.labels, row=1, col=col, most=12, y_labels=col == 1)
-    figure.update_layout(title=f"{title_prefix}layer {diff.layer}, differential head {diff.head}", height=470,
-                         margin=dict(l=10, r=10, t=70, b=10))
-    return figure
+def _map_title(prefix: str, layer: int, head: int, kind: str, lambda_: float | None) -> str:
+    lam = f", λ = {lambda_:.3f}" if lambda_ is not None else ""
+    return f"{prefix}layer {layer}, head {head}: {KIND_TITLES[kind]}{lam}"
 
 
-def overview_grid(overview, title_prefix: str = "") -> go.Figure:
-    """Small multiples: one thumbnail per layer (rows) × head (columns)."""
-    layers, heads = len(overview.maps), len(overview.maps[0])
-    figure = make_subplots(rows=layers, cols=heads, horizontal_spacing=0.01, vertical_spacing=0.01,
-                           row_titles=[f"L{l}" for l in range(layers)], column_titles=[f"H{h}" for h in range(heads)])
-    limit = float(max(np.abs(m).max() for row in overview.maps for m in row) or 1.0)
-    for layer, row in enumerate(overview.maps):
-        for head, values in enumerate(row):
-            figure.add_trace(go.Heatmap(z=values, colorscale=DIVERGING if overview.kind == "diff" else SEQUENTIAL,
-                                        zmid=0 if overview.kind == "diff" else None, zmin=-limit if overview.kind == "diff" else 0,
-                                        zmax=limit, showscale=False,
-                                        hovertemplate=f"layer {layer} head {head}<br>%{{z:.3f}}<extra></extra>"),
-                             row=layer + 1, col=head + 1)
-    figure.update_xaxes(showticklabels=False)
-    figure.update_yaxes(showticklabels=False, autorange="reversed")
-    note = (f" — each pooled to {len(overview.edges) - 1}×{len(overview.edges) - 1} blocks of {overview.seq_len} tokens"
-            if overview.pooled else "")
-    figure.update_layout(title=f"{title_prefix}all layers × heads, {KIND_TITLES[overview.kind]}{note}",
-                         height=max(260, 95 * layers), margin=dict(l=30, r=10, t=60, b=10))
-    return figure
+def attention_heatmap(view, title_prefix: str = "", segments=(), zmax: float | None = None, height: int = 600) -> go.Figure:
+    """One head's map (an ``AttentionMap`` record), pooled to blocks for long inputs."""
+    title = _map_title(title_prefix, view.layer, view.head, view.kind, view.lambda_)
+    if view.pooled:
+        title += f"<br><sup>{view.edges[-1]} tokens pooled to {len(view.labels)}×{len(view.labels)} blocks; zoom for full resolution</sup>"
+    return attention_figure(view.values, view.edges, view.edges, view.labels, view.labels, view.kind, title, segments,
+                            zmax, height)
 
 
+def region_heatmap(region, title_prefix: str = "", segments=()) -> go.Figure:
+    """A full-resolution rectangle of one head's map (an ``AttentionRegion`` record)."""
+    (r0, r1), (c0, c1) = region.rows, region.cols
+    title = (_map_title(title_prefix, region.layer, region.head, region.kind, region.lambda_)
+             + f"<br><sup>full resolution: queries {r0}–{r1 - 1} × keys {c0}–{c1 - 1}</sup>")
+    return attention_figure(region.values, list(range(r0, r1 + 1)), list(range(c0, c1 + 1)), region.row_labels,
+                            region.col_labels, region.kind, title, segments)
+
+
+# --- overview: thumbnails, one colour scale -----------------------------------------------------------
+def _colour_table(kind: str) -> np.ndarray:
+    """[256, 3] uint8 colours of the kind's colour scale, low to high."""
+    samples = plotly.colors.sample_colorscale(DIVERGING if kind == "diff" else SEQUENTIAL, np.linspace(0, 1, 256))
+    return np.array([plotly.colors.unlabel_rgb(c) for c in samples]).round().astype(np.uint8)
+
+
+def thumbnail(values: np.ndarray, kind: str, limit: float) -> np.ndarray:
+    """A pooled map [b, b] as a square RGB image on the shared scale (``colour_range``), future cells grey."""
+    scale = colour_range(kind, limit)
+    index = np.clip((values - scale["zmin"]) / (scale["zmax"] - scale["zmin"]) * 255, 0, 255).round().astype(int)
+    image = _colour_table(kind)[index]  # [b, b, 3]
+    edges = list(range(values.shape[0] + 1))
+    image[future_mask(edges, edges)] = plotly.colors.hex_to_rgb(MASKED)
+    factor = max(1, math.ceil(THUMBNAIL_PIXELS / values.shape[0]))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def overview_limit(maps) -> float:
+    """The one colour-scale limit shared by every thumbnail: the largest |value| of any head."""
+    return float(max(np.abs(m).max() for row in maps for m in row) or 1.0)
+
+
+def colour_legend(colours: list[str], low: float, high: float, title: str, masked: bool = False) -> str:
+    """A horizontal colour bar as HTML (numbers only, no user text): ``colours`` from ``low`` to ``high``."""
+    swatch = (f'<span style="display:inline-block;width:14px;height:12px;background:{MASKED};margin:0 4px 0 14px;'
+              'vertical-align:middle"></span>masked (future)' if masked else "")
+    return (f'<div class="lens-legend" style="font-size:0.85em;display:flex;align-items:center;gap:6px;flex-wrap:wrap">'
+            f'<span>{title}</span><span>{low:.3g}</span>'
+            f'<span style="display:inline-block;width:220px;height:12px;border:1px solid #999;'
+            f'background:linear-gradient(to right, {", ".join(colours)})"></span>'
+            f'<span>{high:.3g}</span>{swatch}</div>')
+
+
+def scale_legend(kind: str, limit: float, title: str) -> str:
+    """The legend of ``colour_range(kind, limit)``."""
+    scale = colour_range(kind, limit)
+    colours = plotly.colors.sample_colorscale(scale["colorscale"], np.linspace(0, 1, 9))
+    return colour_legend(colours, scale["zmin"], scale["zmax"], title, masked=True)
+
+
+# --- comparisons and per-layer values ---------------------------------------------------------------
 def lambda_profile(lambdas: dict[str, tuple[list[float], list[float]]]) -> go.Figure:
     """Learned λ per layer against λ_init, for every model that has one."""
     figure = go.Figure()
@@ -95,16 +177,6 @@ def lambda_profile(lambdas: dict[str, tuple[list[float], list[float]]]) -> go.Fi
         figure.add_trace(go.Scatter(x=layers, y=init, mode="lines", line=dict(dash="dot"), name=f"{name}: λ_init"))
     figure.update_layout(title="λ per layer (one scalar per layer): learned vs λ_init = 0.8 − 0.6·exp(−0.3·layer)",
                          xaxis=dict(title="layer", dtick=1), yaxis_title="λ", height=360, margin=dict(l=10, r=10, t=50, b=10))
-    return figure
-
-
-def per_layer_bars(series: dict[str, np.ndarray], title: str, yaxis: str) -> go.Figure:
-    """Grouped bars per layer (values averaged over heads), one colour per model."""
-    figure = go.Figure()
-    for name, values in series.items():
-        figure.add_trace(go.Bar(x=[f"L{l}" for l in range(len(values))], y=values, name=name,
-                                marker_color=MODEL_COLOURS.get(name[:1])))
-    figure.update_layout(title=title, yaxis_title=yaxis, barmode="group", height=320, margin=dict(l=10, r=10, t=50, b=10))
     return figure
 
 
@@ -123,23 +195,39 @@ def head_stats_comparison(stats: dict[str, object]) -> go.Figure:
     return figure
 
 
+def _position_axis(figure: go.Figure, labels: list[str]) -> None:
+    """Token positions on x, labelled with (some of) their tokens."""
+    step = max(1, math.ceil(len(labels) / 40))
+    figure.update_xaxes(tickvals=list(range(0, len(labels), step)), tickangle=-60,
+                        ticktext=[plotly_text(_short(t, 12)) for t in labels[::step]])
+
+
 def qa_logits(tokens: list[str], start: list[float], end: list[float], title: str) -> go.Figure:
+    """Start and end logits along the context; ``tokens`` are display labels."""
     positions = list(range(len(tokens)))
-    figure = go.Figure([go.Scatter(x=positions, y=start, mode="lines+markers", name="start logit", text=tokens),
-                        go.Scatter(x=positions, y=end, mode="lines+markers", name="end logit", text=tokens)])
+    text = [plotly_text(t) for t in tokens]
+    figure = go.Figure([go.Scatter(x=positions, y=start, mode="lines+markers", name="start logit", text=text),
+                        go.Scatter(x=positions, y=end, mode="lines+markers", name="end logit", text=text)])
     figure.update_traces(hovertemplate="%{text}<br>%{y:.3f}<extra></extra>")
-    step = max(1, len(tokens) // 40)
-    figure.update_xaxes(tickvals=positions[::step], ticktext=[_short(t, 12) for t in tokens[::step]], tickangle=-60)
+    _position_axis(figure, tokens)
     figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=50, b=10))
     return figure
 
 
-def ablation_kl(tokens: list[str], kl: list[float], changed: list[bool], title: str) -> go.Figure:
-    colours = ["#e03131" if c else "#868e96" for c in changed]
-    figure = go.Figure(go.Bar(x=list(range(len(kl))), y=kl, marker_color=colours, text=tokens,
-                              hovertemplate="%{text}<br>KL %{y:.4f}<extra></extra>"))
-    step = max(1, len(tokens) // 40)
-    figure.update_xaxes(tickvals=list(range(0, len(tokens), step)), ticktext=[_short(t, 12) for t in tokens[::step]], tickangle=-60)
-    figure.update_layout(title=title + " (red: prediction changed)", yaxis_title="KL(original ‖ ablated)", height=320,
-                         margin=dict(l=10, r=10, t=50, b=10))
+def ablation_kl(result, title: str) -> go.Figure:
+    """KL(original ‖ ablated) per position of an ``AblationResult``: red where the top prediction
+    changed; a KL below ``NOISE_KL`` is rounding, drawn as no bar, and the axis never stretches
+    a tiny KL to full height."""
+    kl = np.where(np.asarray(result.kl) < NOISE_KL, 0.0, result.kl)
+    labels = [plotly_text(t) for t in result.tokens]
+    hover = [plotly_text(f"{b} ({p:.3f}) → {a} ({q:.3f})") for b, p, a, q in
+             zip(result.original, result.original_prob, result.ablated, result.ablated_prob)]
+    figure = go.Figure(go.Bar(x=list(range(len(kl))), y=kl, marker_color=["#e03131" if c else "#868e96" for c in result.changed],
+                              customdata=np.array([labels, hover], dtype=object).T,
+                              hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>KL %{y:.2e}<extra></extra>"))
+    _position_axis(figure, list(result.tokens))
+    figure.update_layout(title=f"{title}<br><sup>red: top prediction changed · KL below {NOISE_KL:g} nats (float32 rounding) "
+                               "drawn as no bar</sup>", yaxis=dict(title="KL(original ‖ ablated), nats",
+                                                                    range=[0, max(0.05, float(kl.max()) * 1.1)]),
+                         height=340, margin=dict(l=10, r=10, t=70, b=10))
     return figure

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from diffllama import analysis
+from diffllama import limits
 
-from . import attention_panel
-from .common import CACHE, gpu, model_slots, plain, slot_info, token_heat, user_errors
+from . import attention_panel, run_store, token_heat
+from .common import CACHE, gpu, markdown_code, model_slots, plain, slot_info, user_errors
 
 TASK = "generation"
 EXAMPLES = [["The magic number of Lyon is 4821. A bus passed by slowly. The magic number of Oslo is 7310. "
@@ -20,67 +20,74 @@ EXAMPLES = [["The magic number of Lyon is 4821. A bus passed by slowly. The magi
 @user_errors
 @gpu
 def generate(prompt: str, max_new_tokens: int, greedy: bool, temperature: float, top_p: float, seed: int,
-             source_a: str, source_b: str):
-    """Streams (text A, text B) while generating, then the run state with both traces."""
-    run = {"task": TASK, "models": {"A": source_a, "B": source_b}, "span": None, "span_sequence": 0}
-    texts = {"A": "", "B": ""}
-    records = {}
-    for slot, source in (("A", source_a), ("B", source_b)):
-        stream = CACHE.get(source, TASK).generate(prompt, max_new_tokens=int(max_new_tokens), temperature=temperature,
-                                                  top_p=top_p, greedy=greedy, seed=int(seed))
-        for piece in stream:
-            texts[slot] += piece
-            yield texts["A"], texts["B"], gr.update(), run, gr.update()
-        run[slot] = stream.result.trace
-        run[f"text_{slot}"] = prompt + stream.result.text
-        records[slot] = plain(stream.result)
-    last = run["A"].seq_len - 1
-    yield texts["A"], texts["B"], records, run, gr.update(maximum=last, value=last)
+             source_a: str, source_b: str, request: gr.Request = None):
+    """Streams (text A, text B) while generating, then the records; the run (both traces) goes to the run store."""
+    models = {"A": source_a, "B": source_b}
+    texts, records, traces = {"A": "", "B": ""}, {}, {}
+    with run_store.recording(request, TASK) as keep:
+        for slot, source in models.items():
+            stream = CACHE.get(source, TASK).generate(prompt, max_new_tokens=int(max_new_tokens), temperature=temperature,
+                                                      top_p=top_p, greedy=greedy, seed=int(seed))
+            for piece in stream:
+                texts[slot] += piece
+                yield texts["A"], texts["B"], gr.update()
+            traces[slot] = stream.result.trace
+            records[slot] = plain(stream.result)
+        keep(run_store.Run(TASK, models, traces, texts={s: prompt + r["text"] for s, r in records.items()},
+                           segments={s: [(r["prompt_length"], "generated")] for s, r in records.items()}))
+    yield texts["A"], texts["B"], records
 
 
-@user_errors
-def token_row(run, slot: str, position: int, layer: int):
-    """The chosen token's attention over the tokens up to it (mean over heads), as heat."""
-    trace = run.get(slot) if run else None
-    if trace is None:
-        raise ValueError("generate first, then pick a token")
-    position, layer = int(position), int(layer)
-    row = analysis.attention_row(trace, layer, None, trace.kinds[0], position)
-    heat = token_heat(run[f"text_{slot}"], trace.offsets[: position + 1], row[: position + 1])
-    token = trace.tokens[position]
-    return heat, f"Model {slot}: token {position} {token!r}, layer {layer}, mean over heads ({trace.kinds[0]} maps)"
+def length_notice(prompt: str, max_new_tokens: int, source_a: str, source_b: str) -> str:
+    """Said before running: which model the request would take past its trained length, and what
+    happens then (a prompt past it is refused; a continuation stops where the positions end)."""
+    notes = []
+    try:
+        limits.check_length(prompt, "prompt")
+        for slot, source in (("A", source_a), ("B", source_b)):
+            model = CACHE.get(source, TASK)
+            trained = model.config.max_position_embeddings
+            tokens = len(model.tokenizer(prompt)["input_ids"])
+            if tokens >= trained:
+                notes.append(f"⚠ **{slot}** was trained on {trained} positions and the prompt is {tokens} tokens: "
+                             "generation will refuse it — shorten the prompt.")
+            elif tokens + int(max_new_tokens) > trained:
+                notes.append(f"⚠ **{slot}** was trained on {trained} positions: after this {tokens}-token prompt it "
+                             f"will generate at most {trained - tokens} new tokens, not {int(max_new_tokens)}.")
+    except ValueError as error:  # an overlong prompt or a slot that did not load: the run itself will say so
+        notes.append(f"⚠ {markdown_code(str(error))}")
+    return "  \n".join(notes)
 
 
 def build():
     with gr.Tab("Generation"):
+        prompt = gr.Textbox(label="prompt", lines=3, value=EXAMPLES[0][0], render=False)
+        max_new = gr.Slider(1, 256, value=EXAMPLES[0][1], step=1, label="max new tokens", render=False)
+        greedy = gr.Checkbox(value=True, label="greedy", render=False)
+        gr.Examples(EXAMPLES, [prompt, max_new, greedy], label="Examples")
         (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
-        prompt = gr.Textbox(label="prompt", lines=3, value=EXAMPLES[0][0])
+        prompt.render()
         with gr.Row():
-            max_new = gr.Slider(1, 256, value=EXAMPLES[0][1], step=1, label="max new tokens")
-            greedy = gr.Checkbox(value=True, label="greedy")
+            max_new.render()
+            greedy.render()
             temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.05, label="temperature")
             top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
             seed = gr.Number(value=0, precision=0, label="seed")
+        notice = gr.Markdown(elem_classes=["length-notice"])
         button = gr.Button("Generate with A and B", variant="primary")
         with gr.Row():
             out_a = gr.Textbox(label="A continues", lines=4)
             out_b = gr.Textbox(label="B continues", lines=4)
         raw = gr.JSON(visible=False)
-        run = gr.State()
+        run = gr.State(TASK)  # the key of this tab's last run in the run store
         with gr.Accordion("Attention of one token over the tokens before it", open=True):
-            with gr.Row():
-                slot = gr.Radio(["A", "B"], value="A", label="model")
-                position = gr.Slider(0, 8192, value=0, step=1, label="token position (prompt + generation)")
-                layer = gr.Slider(0, 127, value=0, step=1, label="layer")
-            caption = gr.Markdown()
-            heat = gr.HighlightedText(label="attention row as token heat (red: more, blue: negative)")
+            heat = token_heat.build("each model's last token")
         panel = attention_panel.build(run, "generation")
-        gr.Examples(EXAMPLES, [prompt, max_new, greedy])
         event = panel.run_on(button, generate, [prompt, max_new, greedy, temperature, top_p, seed, source_a, source_b],
-                             [out_a, out_b, raw, run, position], run, "generate")
-        event.then(token_row, [run, slot, position, layer], [heat, caption], api_visibility="private")
-        row_inputs = [run, slot, position, layer]
-        slot.change(token_row, row_inputs, [heat, caption], api_visibility="private")
-        position.release(token_row, row_inputs, [heat, caption], api_visibility="private")
-        layer.release(token_row, row_inputs, [heat, caption], api_visibility="private")
+                             [out_a, out_b, raw], run, "generate")
+        heat.wire(run, event)
+        panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b], [heat.layer])
+        notice_inputs = [prompt, max_new, source_a, source_b]
+        for trigger in (prompt.change, max_new.change, info_a.change, info_b.change):
+            trigger(length_notice, notice_inputs, notice, trigger_mode="always_last", api_visibility="private")
     return (source_a, source_b), (info_a, info_b), slot_info(TASK)

@@ -1,33 +1,51 @@
-"""QA spans tab: the best answer highlighted in the context, top-k spans, start/end logits, and the
-paper's attention to answer vs attention noise for A and B, measured on the gold answer (or on a
-model's prediction when picked, labelled so)."""
+"""QA spans tab: the best answer highlighted in the context, top-k spans, start/end logits, the
+paper's attention to answer vs attention noise for A and B measured on the gold answer (or on a
+model's prediction when picked, labelled so), and — for a context read in windows — which window
+the views show, with the choice of another."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import gradio as gr
 
 from diffllama import analysis
 from diffllama.records import ReferenceSpan
+from diffllama.tokens import display_tokens
 
-from . import attention_panel, figures
-from .common import CACHE, gpu, model_slots, plain, slot_info, user_errors
+from . import attention_panel, figures, run_store, token_heat
+from .common import CACHE, gpu, model_queue, model_slots, plain, slot_info, user_errors
 
 TASK = "qa"
+LONG_CONTEXT = " ".join(f"The magic number of City{i} is {1000 + 37 * i}. A bus passed by slowly." for i in range(60)) + \
+    " The magic number of Lyon is 6087. Children played near the fountain."
 EXAMPLES = [["What is the magic number of Lyon?",
              "The magic number of Paris is 4341. A light wind came from the sea. The magic number of Lyon is 6087. "
              "Children played near the fountain. The magic number of Oslo is 5912. A bus passed by slowly.", "6087"],
-            ["What is the magic number of Rome?",
-             "The magic number of Rome is 1234. The shops opened early in the morning. The magic number of Porto is 9876.",
-             "1234"]]
+            ["What is the magic number of Oslo?",
+             "The magic number of Oslo is 7310. The magic number of Lyon is 4821. The magic number of Rome is 5555.", "7310"],
+            ["What is the magic number of Lyon?", LONG_CONTEXT, "6087"]]  # longer than the models' positions: windows
+BEST = "each model's best-answer window"
 REFERENCES = ["gold answer", "A's prediction", "B's prediction"]  # predictions only when picked, and labelled so
 
 
 def highlight(context: str, spans) -> list:
-    """The context with the best span marked "answer" and the other top spans "candidate"."""
+    """The context with the best span marked "answer"."""
     if not spans:
         return [(context, None)]
     best = spans[0]
     return [(context[: best.start], None), (context[best.start: best.end], "answer"), (context[best.end:], None)]
+
+
+def span_rows(spans) -> list[list]:
+    return [[s.text, round(s.score, 4), f"{s.start}–{s.end}"] for s in spans]
+
+
+def windows_note(run) -> str:
+    """Which window of the context every view of this run is drawn from."""
+    notes = {slot: attention_panel.window_note(run, slot, trace) for slot, trace in run.traces.items()}
+    return "  \n".join(f"Views of **{slot}** read {note}." for slot, note in notes.items() if note) or \
+        "The whole context fits in one window: the views read all of it."
 
 
 def reference(context: str, gold: str, choice: str, results: dict) -> tuple[ReferenceSpan | None, str | None]:
@@ -44,62 +62,120 @@ def reference(context: str, gold: str, choice: str, results: dict) -> tuple[Refe
     return (ReferenceSpan(best[0].start, best[0].end, 1, choice), None) if best else (None, f"{choice[0]} found no span")
 
 
+def allocations(traces: dict, span: ReferenceSpan | None) -> tuple[dict, str | None]:
+    """Allocation on ``span`` in each model's trace; a long context's window may not hold it (said why)."""
+    found, problem = {}, None
+    for slot, trace in traces.items() if span else ():
+        try:
+            found[slot] = analysis.reference_allocation(trace, span)
+        except ValueError as error:
+            problem = f"model {slot}: {error}"
+    return found, problem
+
+
 @user_errors
 @gpu
 def answer(question: str, context: str, top_k: int, source_a: str, source_b: str, gold: str = "",
-           measure_on: str = REFERENCES[0]):
-    run = {"task": TASK, "text": context, "models": {"A": source_a, "B": source_b}, "span_sequence": 1}
-    marked, tables, plots, results, records = [], [], [], {}, {}
-    for slot, source in (("A", source_a), ("B", source_b)):
-        result = results[slot] = CACHE.get(source, TASK).answer(question, context, top_k=int(top_k))
-        trace = run[slot] = result.trace
-        records[slot] = plain(result)
-        marked.append(highlight(context, result.spans))
-        tables.append([[s.text, round(s.score, 4), s.start, s.end] for s in result.spans])
-        tokens = [trace.tokens[p] for p in result.context_positions]
-        plots.append(figures.qa_logits(tokens, result.start_logits, result.end_logits, f"{slot}: start / end logits along the context"))
-    span, problem = reference(context, gold, measure_on, results)
-    run["span"] = span
-    allocations = {}
-    for slot in results if span else ():
-        try:
-            allocations[slot] = analysis.reference_allocation(run[slot], span)
-        except ValueError as error:  # a long context's best window may not hold the gold answer
-            problem = f"model {slot}: {error}"
-    table = attention_panel.allocation_table(allocations, {slot: run[slot].arch for slot in results})
-    label = problem or attention_panel.allocation_label(allocations, span, context)
-    allocation = gr.update(value=table, label=label)
-    return (marked[0], marked[1], tables[0], tables[1], plots[0], plots[1], allocation, records, run)
+           measure_on: str = REFERENCES[0], request: gr.Request = None):
+    models = {"A": source_a, "B": source_b}
+    marked, tables, plots, records, traces, windows, results = [], [], [], {}, {}, {}, {}
+    with run_store.recording(request, TASK) as keep:
+        for slot, source in models.items():
+            result = results[slot] = CACHE.get(source, TASK).answer(question, context, top_k=int(top_k))
+            trace = traces[slot] = result.trace  # the window holding this model's own best answer
+            windows[slot] = (result.spans[0].window if result.spans else 0, result.num_windows)
+            records[slot] = plain(result)
+            marked.append(highlight(context, result.spans))
+            tables.append(span_rows(result.spans))
+            tokens = display_tokens([trace.tokens[p] for p in result.context_positions], [1] * len(result.context_positions))
+            plots.append(figures.qa_logits(tokens, result.start_logits, result.end_logits, f"{slot}: start / end logits along the context"))
+        span, problem = reference(context, gold, measure_on, results)
+        measured, missing = allocations(traces, span)
+        keep(run_store.Run(TASK, models, traces, texts={"A": context, "B": context}, reference=span, span_sequence=1,
+                           question=question, segments={s: context_start(t) for s, t in traces.items()}, windows=windows))
+    table = attention_panel.allocation_table(measured, {slot: trace.arch for slot, trace in traces.items()})
+    label = problem or missing or attention_panel.allocation_label(measured, span, context)
+    return (marked[0], marked[1], tables[0], tables[1], plots[0], plots[1], gr.update(value=table, label=label), records)
+
+
+def context_start(trace) -> list[tuple[int, str]]:
+    """Where the context begins in a question + context trace: the segment boundary maps mark."""
+    return [(trace.sequence_ids.index(1), "context")] if 1 in trace.sequence_ids else []
+
+
+def after_run(tab: str, request: gr.Request = None):
+    """The window note, and the window choices sized to the context's windows."""
+    run = run_store.current(request, tab)
+    total = max(windows for _, windows in run.windows.values())
+    return windows_note(run), gr.update(choices=[BEST] + [str(w) for w in range(1, total + 1)], value=BEST)
+
+
+@user_errors
+@gpu
+def choose_window(tab: str, choice: str, request: gr.Request = None) -> str:
+    """Views of window ``choice`` (1-based, clamped to each model's windows; or each best one): both
+    models' traces are replaced by those windows' in the session's run."""
+    run = run_store.current(request, tab)
+    traces, windows = {}, {}
+    for slot, source in run.models.items():
+        total = run.windows[slot][1]
+        window = None if choice == BEST else min(int(choice), total) - 1
+        result = CACHE.get(source, TASK).answer(run.question, run.texts[slot], window=window)
+        traces[slot] = result.trace
+        windows[slot] = (window if window is not None else result.spans[0].window if result.spans else 0, total)
+    chosen = dataclasses.replace(run, traces=traces, windows=windows,
+                                 segments={s: context_start(t) for s, t in traces.items()})
+    run_store.STORE.keep(run_store.session_of(request), tab, chosen)
+    return windows_note(chosen)
+
+
+def answer_column(slot: str, colour: str):
+    """A model's best answer in the context, its top spans and its start/end logits."""
+    with gr.Column(min_width=0):
+        marked = gr.HighlightedText(label=f"{slot}: best answer in the context", color_map={"answer": colour})
+        table = gr.Dataframe(headers=["answer", "score", "characters"], label=f"{slot}: top spans", wrap=True,
+                             column_widths=["62%", "18%", "20%"], elem_classes=["span-table"])
+        return marked, table, gr.Plot()
 
 
 def build():
     with gr.Tab("QA spans"):
+        question = gr.Textbox(label="question", value=EXAMPLES[0][0], render=False)
+        context = gr.Textbox(label="context", lines=4, max_lines=8, value=EXAMPLES[0][1], render=False)
+        gold = gr.Textbox(label="gold answer (optional; text of the context that allocation is measured on)",
+                          value=EXAMPLES[0][2], render=False)
+        gr.Examples(EXAMPLES, [question, context, gold],
+                    label="Examples (the first two: the bundled A and B answer differently; the last is read in windows)")
         (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
-        question = gr.Textbox(label="question", value=EXAMPLES[0][0])
-        context = gr.Textbox(label="context", lines=4, value=EXAMPLES[0][1])
+        question.render()
+        context.render()
         with gr.Row():
-            gold = gr.Textbox(label="gold answer (optional; text of the context that allocation is measured on)",
-                              value=EXAMPLES[0][2])
+            gold.render()
             measure_on = gr.Radio(REFERENCES, value=REFERENCES[0], label="measure attention to answer on")
         top_k = gr.Slider(1, 10, value=5, step=1, label="top-k spans")
         button = gr.Button("Answer with A and B", variant="primary")
         with gr.Row():
-            with gr.Column():
-                marked_a = gr.HighlightedText(label="A: best answer in the context", color_map={"answer": "#4c6ef5"})
-                table_a = gr.Dataframe(headers=["span", "score", "start", "end"], label="A: top spans")
-                plot_a = gr.Plot()
-            with gr.Column():
-                marked_b = gr.HighlightedText(label="B: best answer in the context", color_map={"answer": "#f76707"})
-                table_b = gr.Dataframe(headers=["span", "score", "start", "end"], label="B: top spans")
-                plot_b = gr.Plot()
+            marked_a, table_a, plot_a = answer_column("A", "#4c6ef5")
+            marked_b, table_b, plot_b = answer_column("B", "#f76707")
         allocation = gr.Dataframe(headers=["model", "reading", "attention to answer ↑", "attention noise ↓"],
                                   label="attention from the last token to the gold answer vs the rest of the context "
                                         "(the Differential Transformer paper's Table 3 measure; mean over layers and heads)")
         gr.Markdown(attention_panel.ALLOCATION_NOTE)
+        with gr.Row():
+            window = gr.Dropdown([BEST], value=BEST, label="context window the views read (a long context is read in windows)")
+            window_note = gr.Markdown()
+        with gr.Accordion("What the last token attended to (token heat over question and context)", open=True):
+            heat = token_heat.build("the context's last token")
         raw = gr.JSON(visible=False)
-        run = gr.State()
+        run = gr.State(TASK)  # the key of this tab's last run in the run store
         panel = attention_panel.build(run, "qa")
-        gr.Examples(EXAMPLES, [question, context, gold])
-        panel.run_on(button, answer, [question, context, top_k, source_a, source_b, gold, measure_on],
-                     [marked_a, marked_b, table_a, table_b, plot_a, plot_b, allocation, raw, run], run, "answer")
+        event = panel.run_on(button, answer, [question, context, top_k, source_a, source_b, gold, measure_on],
+                             [marked_a, marked_b, table_a, table_b, plot_a, plot_b, allocation, raw], run, "answer")
+        event.success(after_run, [run], [window_note, window], api_visibility="private")
+        heat.wire(run, event)
+        picked = window.input(choose_window, [run, window], window_note, api_name="qa_window",
+                              **model_queue())
+        panel.clear_on(picked)
+        heat.wire(run, picked)
+        panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b], [heat.layer])
     return (source_a, source_b), (info_a, info_b), slot_info(TASK)

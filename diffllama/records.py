@@ -33,6 +33,7 @@ class GenerationResult:
     prompt_length: int  # number of prompt tokens in token_ids
     finished_by_eos: bool
     trace: object = field(repr=False)  # diffllama.Trace of prompt + generation
+    positions_limit: int | None = None  # the model's trained length, when it cut the new tokens short
 
 
 @dataclass
@@ -125,6 +126,22 @@ class ContributionMap:
     norms: np.ndarray  # [r, N] float32: ‖c_ik‖ ≥ 0; 0 for keys after the query
     projections: np.ndarray  # [r, N] float32: c_ik · o_i / ‖o_i‖, negative where key k pushes against the output
     output_norms: np.ndarray  # [r] float32: ‖o_i‖ = Σ_k projections[i, k]
+
+
+@dataclass
+class AttentionRegion:
+    """A rectangle of one head's map at full resolution: ``values[i, j]`` is the attention query token
+    ``rows[0] + i`` gives key token ``cols[0] + j`` (0 where the key is in the query's future)."""
+
+    layer: int
+    head: int
+    kind: str
+    values: np.ndarray  # [rows, cols] float32
+    rows: tuple[int, int]  # query token positions [start, end)
+    cols: tuple[int, int]  # key token positions [start, end)
+    row_labels: list[str]
+    col_labels: list[str]
+    lambda_: float | None
 
 
 @dataclass
@@ -225,11 +242,15 @@ class AblationResult:
     """How a DiffLlama's outputs change when λ is replaced (0 = subtraction off, only A1 drives V)."""
 
     value: float  # λ' used in every layer
-    tokens: list[str]
-    kl: list[float]  # KL(original ‖ ablated) of the output distribution at each position
-    original: list[str]  # predicted label / next token per position
+    tokens: list[str]  # what each compared distribution belongs to, for display: the token, "start"/"end" (QA), "label"
+    kl: list[float]  # KL(original ‖ ablated) ≥ 0 of the output distribution at each position
+    original: list[str]  # top prediction per position, for display: label, next token, or (QA) the token at the position
     ablated: list[str]
-    changed: list[bool]
+    changed: list[bool]  # the top prediction differs
+    original_prob: list[float]  # P(original top prediction) before the ablation
+    original_prob_after: list[float]  # P(original top prediction) after it
+    ablated_prob: list[float]  # P(new top prediction) after it
+    answers: tuple | None = None  # QA: best span (context chars start, end, score) before and after; None when no span
 
 
 @dataclass

@@ -3,6 +3,7 @@ the Trace of the very forward pass that produced its numbers."""
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import unicodedata
@@ -12,7 +13,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.generation.streamers import BaseStreamer
 
-from . import budget
+from . import budget, limits
 from .records import AnswerSpan, ClassificationResult, Entity, GenerationResult, LabelScore, QAResult, TaggingResult, TokenTag
 from .tracing import IncrementalDecoder, decoded_offsets, run_trace, trace_encoding, trace_ids
 
@@ -20,11 +21,6 @@ from .tracing import IncrementalDecoder, decoded_offsets, run_trace, trace_encod
 def _require(model, task: str) -> None:
     if model.task != task:
         raise ValueError(f"this is a {model.task} model ({model.source}); load a {task} checkpoint for this")
-
-
-def _require_text(text: str, what: str = "text") -> None:
-    if not text or not text.strip():
-        raise ValueError(f"the {what} is empty: type something to run the model on")
 
 
 # --- generation ------------------------------------------------------------------------------
@@ -69,8 +65,9 @@ class GenerationStream:
     on a complete character. Everything that arrived while a piece was decoded is taken at once, so
     the consumer wakes at most once per step and the generating thread never waits for it."""
 
-    def __init__(self, lens_model, prompt: str, generate_kwargs: dict):
+    def __init__(self, lens_model, prompt: str, generate_kwargs: dict, positions_limit: int | None = None):
         self._lens_model, self._prompt, self._kwargs = lens_model, prompt, generate_kwargs
+        self.positions_limit = positions_limit  # the model's trained length, when it cut max_new_tokens
         self.result: GenerationResult | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -86,7 +83,8 @@ class GenerationStream:
                 outcome["error"] = error
                 streamer.end()
 
-        worker = threading.Thread(target=run, daemon=True)
+        # with a copy of this context, so the request's time limit holds in the generating thread too
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
         worker.start()
         decoder, finished = IncrementalDecoder(tokenizer), False
         while not finished:
@@ -116,6 +114,7 @@ class GenerationStream:
             token_ids=ids,
             prompt_length=prompt_length,
             finished_by_eos=ids[-1] in _eos_ids(lens.model),
+            positions_limit=self.positions_limit,
             trace=trace_ids(lens.model, tokenizer, lens.arch, ids, offsets, [None if i in special else 0 for i in ids]),
         )
 
@@ -129,7 +128,7 @@ def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 1
              greedy: bool = False, seed: int | None = None) -> GenerationStream:
     """Stream a continuation of ``prompt`` (KV cache, SDPA); stops on EOS or ``max_new_tokens``."""
     _require(self, "generation")
-    _require_text(prompt, "prompt")
+    limits.check_text(prompt, "prompt")
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     processors = LogitsProcessorList()
@@ -140,12 +139,18 @@ def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 1
         generator.manual_seed(seed) if seed is not None else generator.seed()
         processors.extend([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), SeededSampler(generator)])
     prompt_tokens = len(self.tokenizer(prompt)["input_ids"])
+    positions = self.config.max_position_embeddings
+    if prompt_tokens >= positions:  # past its trained positions a model's continuation (and maps) mean little
+        raise ValueError(f"the prompt is {prompt_tokens} tokens long; {self.source} was trained on {positions} positions, "
+                         f"so it cannot continue it: shorten the prompt to fewer than {positions} tokens")
+    limited = prompt_tokens + max_new_tokens > positions
+    max_new_tokens = min(max_new_tokens, positions - prompt_tokens)
     budget.check(budget.generation_bytes(self.model, prompt_tokens, max_new_tokens),
                  f"generating {max_new_tokens} tokens after a {prompt_tokens}-token prompt", "ask for fewer new tokens or shorten the prompt")
     pad = self.config.pad_token_id if self.config.pad_token_id is not None else self.tokenizer.eos_token_id
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
                   pad_token_id=pad, eos_token_id=list(_eos_ids(self.model)) or None)
-    return GenerationStream(self, prompt, kwargs)
+    return GenerationStream(self, prompt, kwargs, positions if limited else None)
 
 
 # --- classification --------------------------------------------------------------------------
@@ -161,7 +166,7 @@ def pooled_position(input_ids: list[int], pad_token_id: int | None) -> int:
 def classify(self, text: str) -> ClassificationResult:
     """Label probabilities for ``text`` from ``config.id2label``, most probable first."""
     _require(self, "classification")
-    _require_text(text)
+    limits.check_text(text)
     trace = self.trace(text)
     probs = torch.softmax(trace.logits, dim=-1).tolist()  # [labels]
     labels = sorted((LabelScore(self.config.id2label[i], p) for i, p in enumerate(probs)), key=lambda s: -s.probability)
@@ -170,6 +175,7 @@ def classify(self, text: str) -> ClassificationResult:
 
 
 # --- extractive question answering ------------------------------------------------------------
+MAX_ANSWER_TOKENS = 30  # longest span considered, as the QA pipeline's max_answer_len
 def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, allowed: torch.Tensor,
                top_k: int, max_answer_tokens: int) -> list[tuple[int, int, float]]:
     """Top ``(start, end, score)`` spans of one window, as transformers' QA pipeline decodes them:
@@ -185,13 +191,19 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, allowed: to
     return [(int(i) // n, int(i) % n, float(flat[i])) for i in order if flat[i] > 0]
 
 
-def answer(self, question: str, context: str, top_k: int = 5, max_answer_tokens: int = 30,
-           max_length: int | None = None, stride: int | None = None) -> QAResult:
+def answer_tokens(trace) -> torch.Tensor:
+    """Which tokens an answer may use: the context's (text pair's) tokens that cover characters. [N] bool"""
+    return torch.tensor([s == 1 and b > a for s, (a, b) in zip(trace.sequence_ids, trace.offsets)])
+
+
+def answer(self, question: str, context: str, top_k: int = 5, max_answer_tokens: int = MAX_ANSWER_TOKENS,
+           max_length: int | None = None, stride: int | None = None, window: int | None = None) -> QAResult:
     """The best answer spans inside ``context`` for ``question``; a context longer than the model's
-    maximum is read in overlapping windows (``stride`` tokens shared), like the QA pipeline."""
+    maximum is read in overlapping windows (``stride`` tokens shared), like the QA pipeline. The
+    result's trace and logits are those of ``window`` (0-based), or of the window holding the best span."""
     _require(self, "qa")
-    _require_text(question, "question")
-    _require_text(context, "context")
+    limits.check_text(question, "question")
+    limits.check_text(context, "context")
     positions = min(self.config.max_position_embeddings, self.tokenizer.model_max_length)
     if max_length is not None and max_length > positions:
         # a longer window would be cut to the model's positions without its overlap: refuse, say why
@@ -204,21 +216,29 @@ def answer(self, question: str, context: str, top_k: int = 5, max_answer_tokens:
     stride = stride if stride is not None else min(128, (max_length - question_tokens) // 4)
     encoding = self.tokenizer(question, context, truncation="only_second", max_length=max_length, stride=stride,
                               return_overflowing_tokens=True, return_offsets_mapping=True)
-    candidates, traces = {}, []
-    for window in range(len(encoding["input_ids"])):
-        trace = trace_encoding(self.model, self.tokenizer, self.arch, encoding, window)
-        traces.append(trace)
-        allowed = torch.tensor([s == 1 and b > a for s, (a, b) in zip(trace.sequence_ids, trace.offsets)])  # context, non-empty
-        for s, e, score in best_spans(trace.logits[:, 0], trace.logits[:, 1], allowed, top_k, max_answer_tokens):
+    windows = len(encoding["input_ids"])
+    if windows > limits.max_qa_windows():
+        share = len(context) * limits.max_qa_windows() // windows
+        raise ValueError(f"the context needs {windows} windows of {max_length} tokens; this server reads at most "
+                         f"{limits.max_qa_windows()}: shorten it to about {share:,} characters")
+    if window is not None and not 0 <= window < windows:
+        raise ValueError(f"window {window} does not exist: this context is read in windows 0..{windows - 1}")
+    candidates, best = {}, None  # one window's trace is kept: the one asked for, else the best answer's so far
+    for index in range(windows):
+        trace = trace_encoding(self.model, self.tokenizer, self.arch, encoding, index)
+        for s, e, score in best_spans(trace.logits[:, 0], trace.logits[:, 1], answer_tokens(trace), top_k, max_answer_tokens):
             chars = (trace.offsets[s][0], trace.offsets[e][1])
             # the same characters found in two overlapping windows count once, with the best score
             if chars not in candidates or candidates[chars].score < score:
-                candidates[chars] = AnswerSpan(context[chars[0]:chars[1]], *chars, score, s, e, window)
+                candidates[chars] = AnswerSpan(context[chars[0]:chars[1]], *chars, score, s, e, index)
+        # the top span (first of the sort below) stays in its window or moves to this one, never to a dropped one
+        top = min(candidates.values(), key=lambda span: -span.score, default=None)
+        if index == (window if window is not None else top.window if top else 0):
+            best = trace
     spans = sorted(candidates.values(), key=lambda span: -span.score)[:top_k]
-    best = traces[spans[0].window if spans else 0]
     positions = [i for i, s in enumerate(best.sequence_ids) if s == 1]
     return QAResult(spans=spans, context_positions=positions, start_logits=best.logits[positions, 0].tolist(),
-                    end_logits=best.logits[positions, 1].tolist(), num_windows=len(traces), trace=best)
+                    end_logits=best.logits[positions, 1].tolist(), num_windows=windows, trace=best)
 
 
 # --- token tagging ---------------------------------------------------------------------------
@@ -266,7 +286,7 @@ def aggregate_entities(text: str, tags: list[TokenTag]) -> list[Entity]:
 def tag(self, text: str) -> TaggingResult:
     """Entities in ``text`` with labels, character spans and scores, plus every token's own label."""
     _require(self, "tagging")
-    _require_text(text)
+    limits.check_text(text)
     trace = run_trace(self.model, self.tokenizer, self.arch, text)
     probs = torch.softmax(trace.logits, dim=-1)  # [N, labels]
     scores, labels = probs.max(dim=-1)

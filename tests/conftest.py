@@ -49,6 +49,17 @@ def build_model(model_type: str, overrides: dict, task: str, vocab_size: int, se
     return model.eval()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_dirs(tmp_path_factory):
+    """The app may load checkpoints from the tests' temporary folders (its default depends on whether
+    it runs in a container, which must not decide what the tests see)."""
+    import os
+
+    from diffllama.registry import MODEL_DIRS_ENV
+
+    os.environ[MODEL_DIRS_ENV] = str(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()
@@ -87,7 +98,7 @@ def bundle(checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def app_url(bundle):
+def app_demo(bundle):
     """The app launched on a free local port with the tiny bundle as its bundled models."""
     import os
 
@@ -95,6 +106,11 @@ def app_url(bundle):
     import app
 
     demo = app.build()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    yield demo.local_url
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **app.LAUNCH_SETTINGS)
+    yield demo
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_demo):
+    return app_demo.local_url

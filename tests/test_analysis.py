@@ -282,3 +282,41 @@ def test_sink_scores_match_brute_force(checkpoint):
             assert sinks.scores[kind][layer, head] == pytest.approx(expected, abs=1e-6)
     llama = analysis.sink_scores(diffllama.load(checkpoint("llama-gqa")).trace(TEXT))
     assert list(llama.scores) == ["softmax"] and 0 <= llama.share_above("softmax") <= 1
+
+
+def test_labels_name_tokens_readably_and_uniquely(checkpoint):
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
+    labels = analysis.attention_map(trace, 0, 0, "diff", max_size=512).labels
+    assert labels[0] == "0 ⟨s⟩" and len(set(labels)) == len(labels) and not any("<" in label for label in labels)
+    assert any("␣" in label for label in labels)
+    pooled = analysis.attention_map(trace, 0, 0, "diff", max_size=4).labels
+    assert pooled[0].startswith("0–") and "…" in pooled[0]
+
+
+def test_a_region_at_full_resolution_equals_the_full_map(checkpoint):
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
+    region = analysis.attention_region(trace, 2, 1, "diff", (5, 20), (3, 9))
+    np.testing.assert_allclose(region.values, trace.attention(2, 1, "diff")[5:20, 3:9].numpy(), atol=1e-6)
+    assert region.row_labels[0].startswith("5 ") and len(region.col_labels) == 6 and region.lambda_ == trace.lambdas[2]
+    with pytest.raises(ValueError, match="must satisfy 0 ≤ start < end"):
+        analysis.attention_region(trace, 2, 1, "diff", (5, 5), (0, 3))
+    long = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT * 6)
+    with pytest.raises(ValueError, match="at most 256 per side"):
+        analysis.attention_region(long, 2, 1, "diff", (0, 3), (0, long.seq_len))
+
+
+def test_ablation_reports_probabilities_before_and_after(checkpoint):
+    lens = diffllama.load(checkpoint("diffllama-gqa", "classification"))
+    trace = lens.trace(TEXT)
+    result = analysis.lambda_ablation(lens, trace, 0.0)
+    before = torch.softmax(trace.logits, -1)
+    assert result.original == [lens.config.id2label[int(before.argmax())]]
+    assert result.original_prob[0] == pytest.approx(float(before.max()), abs=1e-6)
+    assert result.kl[0] >= 0 and result.answers is None
+    assert (result.original_prob_after[0] == pytest.approx(result.ablated_prob[0])) == (not result.changed[0])
+    qa = diffllama.load(checkpoint("diffllama-gqa", "qa"))
+    answered = qa.answer("What is the magic number of Lyon?", TEXT)
+    result = analysis.lambda_ablation(qa, answered.trace, 0.0)
+    assert result.tokens == ["start", "end"] and all(kl >= 0 for kl in result.kl)
+    best = answered.spans[0]
+    assert result.answers[0][:2] == (best.start, best.end) and result.answers[0][2] == pytest.approx(best.score, abs=1e-6)

@@ -1,7 +1,9 @@
 """Every endpoint of the launched app, through gradio_client, returns what the backend returns."""
 
+import base64
 import json
 
+import numpy as np
 import pytest
 from gradio_client import Client
 
@@ -23,14 +25,12 @@ def backend(bundle):
 
 
 def test_classify_matches_the_backend(client, backend):
-    label_a, label_b, heat_a, _, records, *_ = client.predict("It was not bad at all.", "diffllama-cls", "llama-cls",
-                                                              api_name="/classify")
+    label_a, label_b, records = client.predict("It was not bad at all.", "diffllama-cls", "llama-cls", api_name="/classify")
     expected = backend.get("diffllama-cls", "classification").classify("It was not bad at all.")
     assert label_a["label"] == expected.labels[0].label
     got = {c["label"]: c["confidence"] for c in label_a["confidences"]}
     assert got == pytest.approx({s.label: s.probability for s in expected.labels}, abs=1e-6)
     assert records["A"]["pooled_index"] == expected.pooled_index
-    assert "".join(piece["token"] for piece in heat_a) == "It was not bad at all."
     llama = backend.get("llama-cls", "classification").classify("It was not bad at all.")
     assert records["B"]["labels"][0]["probability"] == pytest.approx(llama.labels[0].probability, abs=1e-6)
 
@@ -81,17 +81,61 @@ def test_tag_matches_the_backend(client, backend):
 
 def test_attention_views_use_the_last_run_of_the_session(client):
     client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")
-    heatmap, decomposition, profile, csv, note = client.predict("A", 1, 1, "diff", 64, api_name="/classify_attention")
-    assert heatmap and decomposition and profile and csv.endswith(".csv")
-    stats, allocation, outliers, exported, sinks = client.predict("Clara", api_name="/classify_compare")
+    note, map_a, map_b, a1_a, a2_a, diff_a, *_, profile = client.predict("A", 1, 1, "diff", 64, api_name="/classify_attention")
+    assert map_a and a1_a and a2_a and diff_a and profile and not map_b
+    assert client.predict("A", 1, 1, "diff", 64, api_name="/classify_export").endswith(".csv")
+    stats, allocation, outliers, sinks = client.predict("Clara", api_name="/classify_compare")
+    assert client.predict("Clara", api_name="/classify_compare_export").endswith("comparison.json")
     assert [row[1] for row in outliers["data"]] == ["attention logits", "hidden states"] * 2
     assert [row[1] for row in allocation["value"]["data"]] == [*analysis.READINGS, "softmax: all readings equal"]
     assert "'Clara' (marked span)" in allocation["label"]
     assert [row[1] for row in sinks["data"]] == ["diff", "a1", "a2", "softmax"]
     assert all(0 <= row[2] <= 1 for row in sinks["data"])
-    plot, changed, summary = client.predict(0.0, api_name="/classify_ablation")
-    assert "predictions change" in summary
-    assert client.predict("A", "a1", api_name="/classify_overview")
+    plot, changed, summary = client.predict("A", 0.0, api_name="/classify_ablation")
+    assert "P(" in summary and "→" in summary
+    gallery_a, gallery_b, legend, note, *_ = client.predict("A", "a1", "sink mass", "measure, high first",
+                                                            api_name="/classify_overview")
+    assert len(gallery_a) == 3 * 4 and not gallery_b  # 3 layers × 4 differential heads of the tiny DiffLlama
+    zoom_a, zoom_b, note, *ranges = client.predict("A and B", 1, 0, "diff", 2, 6, 0, 6, api_name="/classify_zoom")
+    assert zoom_a and zoom_b and ranges == [2, 6, 0, 6]
+
+
+def test_slot_b_shows_a_llama_with_its_softmax_maps(client, backend):
+    client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")
+    note, map_a, map_b, *parts, profile = client.predict("B", 2, 3, "softmax", 512, api_name="/classify_attention")
+    assert map_b and not map_a and not any(parts)
+    figure = json.loads(map_b["plot"])
+    trace = backend.get("llama-cls", "classification").trace("Bob met Clara.")
+    expected = analysis.attention_map(trace, 2, 3, "softmax", 512).values
+    drawn = np.nan_to_num(decode(figure["data"][0]["z"]), nan=0.0)  # masked future cells are NaN (drawn grey)
+    np.testing.assert_allclose(drawn, expected, atol=1e-6)
+    assert client.predict("B", "softmax", "entropy", "layer × head", api_name="/classify_overview")[1]
+    # side by side, a kind the other model lacks is matched to its own (diff ↔ softmax)
+    note, map_a, map_b, *_ = client.predict("A and B", 1, 0, "softmax", 64, api_name="/classify_attention")
+    assert map_a and map_b and "showing its 'diff' map" in note
+
+
+def decode(array: dict) -> np.ndarray:
+    """A plotly typed array (base64 'bdata') as numpy."""
+    shape = [int(n) for n in str(array["shape"]).split(",")]
+    return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).reshape(shape)
+
+
+def test_stateless_endpoints_equal_the_backend(app_url, backend):
+    fresh = Client(app_url, verbose=False)  # no run in this session
+    result = fresh.predict("What is the magic number?", "The magic number of Lyon is 4821.", "diffllama-qa", "qa",
+                           1, 1, "a2", 512, api_name="/attention_map")
+    trace = backend.get("diffllama-qa", "qa").trace("What is the magic number?", "The magic number of Lyon is 4821.")
+    expected = analysis.attention_map(trace, 1, 1, "a2", 512)
+    np.testing.assert_allclose(np.array(result["values"]), expected.values, atol=1e-6)
+    assert result["labels"] == expected.labels and result["edges"] == expected.edges and result["kind"] == "a2"
+    region = fresh.predict("Anna walked to the old market in Paris.", "", "llama-lm", "generation", 2, 0, "softmax",
+                           3, 9, 1, 5, api_name="/attention_region")
+    trace = backend.get("llama-lm", "generation").trace("Anna walked to the old market in Paris.")
+    np.testing.assert_allclose(np.array(region["values"]), trace.attention(2, 0, "softmax")[3:9, 1:5].numpy(), atol=1e-6)
+    assert region["rows"] == [3, 9] and len(region["col_labels"]) == 4
+    with pytest.raises(Exception, match="not available for llama"):
+        fresh.predict("Bob", "", "llama-lm", "generation", 0, 0, "diff", 64, api_name="/attention_map")
 
 
 def test_errors_come_back_as_messages_and_the_app_keeps_serving(client):
@@ -100,7 +144,7 @@ def test_errors_come_back_as_messages_and_the_app_keeps_serving(client):
     with pytest.raises(Exception, match="layer 9 is out of range"):
         client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")
         client.predict("A", 9, 0, "diff", 64, api_name="/classify_attention")
-    with pytest.raises(Exception, match="no such directory"):
+    with pytest.raises(Exception, match="'/no/such/model' is not a model this server loads"):
         client.predict("Bob met Clara.", "/no/such/model", "llama-cls", api_name="/classify")
     assert client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")[0]["label"]
 

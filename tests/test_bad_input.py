@@ -56,7 +56,7 @@ BAD_REQUESTS = [  # (what, api_name, args, message)
     ("empty context", "/answer", ("Who?", "", 3, "diffllama-qa", "llama-qa"), "the context is empty"),
     ("question longer than the model takes", "/answer", ("why " * 400, "Bob met Clara.", 3, "diffllama-qa", "llama-qa"),
      "keep it under"),
-    ("missing model directory", "/tag", ("Bob", "/no/such/dir", "llama-tag"), "no such directory"),
+    ("model outside the allowed directories", "/tag", ("Bob", "/no/such/dir", "llama-tag"), "is not a model this server loads"),
     ("model of the wrong task", "/tag", ("Bob", "diffllama-lm", "llama-tag"), "missing or mis-shaped"),
     ("sampling settings out of range", "/generate", ("Hi", 4, False, 0.0, 1.0, 0, "diffllama-lm", "llama-lm"),
      "less than minimum value 0.1"),  # gradio validates slider ranges itself
@@ -77,11 +77,11 @@ def test_views_before_any_run_and_out_of_range_indices(app_url):
     fresh.predict("Bob met Clara.", "diffllama-tag", "llama-tag", api_name="/tag")
     with pytest.raises(Exception, match="head 7 is out of range"):
         fresh.predict("A", 0, 7, "diff", 64, api_name="/tag_attention")
-    with pytest.raises(Exception, match="kind 'diff' is not available for llama"):
-        fresh.predict("B", 0, 0, "diff", 64, api_name="/tag_attention")
+    with pytest.raises(Exception, match="λ ablation needs a DiffLlama; this is a llama model"):
+        fresh.predict("B", 0.0, api_name="/tag_ablation")
     with pytest.raises(Exception, match="λ ablation needs a DiffLlama"):
         fresh.predict("Bob met Clara.", "llama-tag", "llama-tag", api_name="/tag")
-        fresh.predict(0.0, api_name="/tag_ablation")
+        fresh.predict("A", 0.0, api_name="/tag_ablation")
     works(fresh)
 
 

@@ -2,11 +2,15 @@
 
 import json
 import shutil
+import threading
+import time
 
 import pytest
+import transformers
 
 import diffllama
 import diffllama.budget
+from diffllama import registry
 
 
 def copy_checkpoint(checkpoint, tmp_path, name="llama-gqa"):
@@ -68,15 +72,94 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path, checkpoint):
         diffllama.load(checkpoint("llama-gqa"), task="classification")
 
 
-def test_local_loading_is_limited_to_configured_directories(tmp_path, checkpoint, monkeypatch):
+def test_sources_outside_the_allow_lists_all_get_one_message(tmp_path, checkpoint, monkeypatch):
     inside = tmp_path / "models"
     inside.mkdir()
     shutil.copytree(checkpoint("llama-gqa"), inside / "llama")
-    monkeypatch.setenv(diffllama.loading.ALLOWED_DIRS_ENV, str(inside))
-    assert diffllama.load(inside / "llama").arch == "llama"
-    for probe in (checkpoint("llama-gqa"), "/etc", "/definitely/missing", str(inside / ".." / ".." )):
-        with pytest.raises(diffllama.LoadError, match="only be loaded from the configured model directories"):
-            diffllama.load(probe)
+    monkeypatch.setenv(registry.MODEL_DIRS_ENV, str(inside))
+    monkeypatch.delenv(registry.HUB_MODELS_ENV, raising=False)
+    assert registry.ModelCache().get(str(inside / "llama"), "generation").arch == "llama"
+    # existing and missing, absolute and short relative paths, hub-like names: nothing tells them apart
+    probes = [str(checkpoint("llama-gqa")), "/etc", "/proc/self", "/definitely/missing", str(inside / ".." / ".."),
+              "tests", "no-such-name", "owner/model", "../..", "~"]
+    messages = set()
+    for probe in probes:
+        with pytest.raises(diffllama.LoadError) as refused:
+            registry.resolve_source(probe, "generation")
+        messages.add(str(refused.value).replace(repr(probe), "SOURCE"))
+    assert messages == {"SOURCE is not a model this server loads: choose a bundled model"}
+
+
+def test_a_public_server_loads_only_bundled_models_unless_told_otherwise(tmp_path, checkpoint, bundle, monkeypatch):
+    monkeypatch.setenv(registry.BUNDLED_ENV, str(bundle))
+    monkeypatch.delenv(registry.MODEL_DIRS_ENV)
+    monkeypatch.delenv(registry.HUB_MODELS_ENV, raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/diffllama-lens")
+    assert registry.resolve_source("llama-lm", "generation").name == "llama-lm"
+    for probe in (str(checkpoint("llama-gqa")), "kajuma/DiffLlama-0.3B-handcut"):
+        with pytest.raises(diffllama.LoadError, match="is not a model this server loads"):
+            registry.resolve_source(probe, "generation")
+    monkeypatch.setenv(registry.HUB_MODELS_ENV, "kajuma/*")
+    source = registry.resolve_source("kajuma/DiffLlama-0.3B-handcut@v1", "generation")
+    assert source.hub and source.key == ("kajuma/DiffLlama-0.3B-handcut", "v1")
+    with pytest.raises(diffllama.LoadError, match="is not a model this server loads"):
+        registry.resolve_source("someone-else/model", "generation")
+
+
+def test_one_checkpoint_spelled_many_ways_loads_once(tmp_path, checkpoint):
+    directory = tmp_path / "llama"
+    shutil.copytree(checkpoint("llama-gqa"), directory)
+    (tmp_path / "alias").symlink_to(directory)
+    cache = registry.ModelCache()
+    spellings = [str(directory), f"{directory}/././.", f"{directory}/../llama", str(tmp_path / "alias")]
+    models = {id(cache.get(spelling, "generation")) for spelling in spellings * 5}
+    assert len(models) == 1 and len(cache) == 1
+    assert cache.get(str(directory), "generation").source == "llama"  # messages name it, never its server path
+
+
+def test_hub_ids_fail_fast_without_network(monkeypatch):
+    monkeypatch.setattr(diffllama.loading, "_PROBE", {"at": float("-inf"), "ok": False})
+    monkeypatch.setattr(diffllama.loading.hub_constants, "is_offline_mode", lambda: True)
+    start = time.perf_counter()
+    with pytest.raises(diffllama.LoadError, match="runs offline"):
+        diffllama.load("owner/model")
+    monkeypatch.setattr(diffllama.loading.hub_constants, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(diffllama.loading.hub_constants, "ENDPOINT", "http://no-such-host.invalid")
+    with pytest.raises(diffllama.LoadError, match="model hub cannot be reached"):
+        diffllama.load("owner/model")
+    assert time.perf_counter() - start < 1.5
+
+
+def test_loads_wait_a_bounded_time_share_one_load_and_land_in_the_cache(checkpoint, monkeypatch):
+    slow, calls = threading.Event(), []
+
+    def slow_load(spec, **kwargs):
+        calls.append(spec)
+        slow.wait(5)
+        return diffllama.load(spec, **kwargs)
+
+    monkeypatch.setattr(registry, "load", slow_load)
+    cache = registry.ModelCache(load_seconds=0.2)
+    source = str(checkpoint("llama-gqa"))
+    start = time.perf_counter()
+    for _ in range(3):
+        with pytest.raises(diffllama.LoadError, match="still loading after 0 s"):
+            cache.get(source, "generation")
+    assert time.perf_counter() - start < 1.5 and len(calls) == 1  # three requests, one load
+    slow.set()
+    deadline = time.time() + 10
+    while not len(cache) and time.time() < deadline:
+        time.sleep(0.05)
+    assert cache.get(source, "generation").arch == "llama"
+
+
+def test_a_checkpoint_above_the_size_limit_is_refused_before_its_weights_are_read(checkpoint, monkeypatch):
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights were read")
+
+    monkeypatch.setattr(transformers.LlamaForCausalLM, "from_pretrained", no_weights)
+    with pytest.raises(diffllama.LoadError, match="its parameters take about 0.0 GB, above this server's limit"):
+        registry.ModelCache(max_model_bytes=1000).get(str(checkpoint("llama-gqa")), "generation")
 
 
 def test_requests_above_the_memory_budget_get_a_message(checkpoint, monkeypatch):
@@ -101,15 +184,13 @@ def test_inputs_beyond_the_maximum_length_are_truncated_with_a_notice(checkpoint
 
 
 def test_model_cache_is_bounded_by_count_and_bytes(checkpoint):
-    from diffllama.registry import ModelCache
-
-    cache = ModelCache(max_models=2, max_bytes=1e9)
+    cache = registry.ModelCache(max_models=2, max_bytes=1e9)
     first = cache.get(str(checkpoint("llama-gqa")), "generation")
     assert cache.get(str(checkpoint("llama-gqa")), "generation") is first  # cached
     cache.get(str(checkpoint("diffllama-gqa")), "generation")
     cache.get(str(checkpoint("persimmon")), "generation")
     assert len(cache) == 2 and cache.get(str(checkpoint("llama-gqa")), "generation") is not first  # evicted, reloaded
-    tiny = ModelCache(max_models=5, max_bytes=1)  # smaller than any model: keeps only the newest
+    tiny = registry.ModelCache(max_models=5, max_bytes=1)  # smaller than any model: keeps only the newest
     tiny.get(str(checkpoint("llama-gqa")), "generation")
     tiny.get(str(checkpoint("persimmon")), "generation")
     assert len(tiny) == 1

@@ -7,26 +7,43 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..records import AttentionMap, Overview
+from ..records import AttentionMap, AttentionRegion, Overview
+from ..tokens import display_tokens
 from ..tracing import Trace, block_edges
 
+MAX_REGION = 256  # tokens per side of a full-resolution region: 256 × 256 cells stay a light figure
 
-def block_labels(tokens: list[str], edges: list[int]) -> list[str]:
-    """One axis label per block: the token itself, or its first and last tokens with positions."""
-    labels = []
-    for start, end in zip(edges, edges[1:]):
-        if end - start == 1:
-            labels.append(f"{tokens[start]!r} ({start})")
-        else:
-            labels.append(f"{tokens[start]!r}…{tokens[end - 1]!r} ({start}–{end - 1})")
-    return labels
+
+def block_labels(trace: Trace, edges: list[int]) -> list[str]:
+    """One axis label per block, unique by its position: "12 ␣Lyon", or "8–11 ␣the…␣of" for a block
+    of several tokens (see ``diffllama.tokens`` for how tokens are written)."""
+    shown = display_tokens(trace.tokens, trace.sequence_ids)
+    return [f"{start} {shown[start]}" if end - start == 1 else f"{start}–{end - 1} {shown[start]}…{shown[end - 1]}"
+            for start, end in zip(edges, edges[1:])]
 
 
 def attention_map(trace: Trace, layer: int, head: int, kind: str, max_size: int = 512) -> AttentionMap:
     pooled = trace.pooled(layer, head, kind, max_size)
     return AttentionMap(layer=layer, head=head, kind=kind, values=pooled.values.numpy(), edges=pooled.edges,
-                        labels=block_labels(trace.tokens, pooled.edges),
+                        labels=block_labels(trace, pooled.edges),
                         lambda_=trace.lambdas[layer] if trace.lambdas and kind == "diff" else None)
+
+
+def attention_region(trace: Trace, layer: int, head: int, kind: str, rows: tuple[int, int],
+                     cols: tuple[int, int]) -> AttentionRegion:
+    """Query tokens ``rows`` × key tokens ``cols`` (``[start, end)``) of one head's map at full
+    resolution, however long the input: only that region is computed."""
+    for name, (start, end) in (("query", rows), ("key", cols)):
+        if not 0 <= start < end <= trace.seq_len:
+            raise ValueError(f"the {name} range {start}..{end} must satisfy 0 ≤ start < end ≤ {trace.seq_len} (the input's length)")
+        if end - start > MAX_REGION:
+            raise ValueError(f"the {name} range covers {end - start} tokens; a full-resolution region shows at most "
+                             f"{MAX_REGION} per side: narrow it (the pooled map shows the whole input)")
+    values = trace.region(layer, head, kind, tuple(rows), tuple(cols))  # [r, c]
+    labels = block_labels(trace, list(range(trace.seq_len + 1)))
+    return AttentionRegion(layer=layer, head=head, kind=kind, values=values.numpy(), rows=tuple(rows), cols=tuple(cols),
+                           row_labels=labels[rows[0]:rows[1]], col_labels=labels[cols[0]:cols[1]],
+                           lambda_=trace.lambdas[layer] if trace.lambdas and kind == "diff" else None)
 
 
 def attention_row(trace: Trace, layer: int, head: int | None, kind: str, query: int) -> np.ndarray:

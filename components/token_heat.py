@@ -1,0 +1,161 @@
+"""Token heat: one query token's attention row drawn on the input text, A and B side by side, with a
+legend that says what full colour means.
+
+A row of a differential map can be negative, so the heat is signed: gradio's ``HighlightedText``
+colours a score s in [-1, 1] red (s > 0) or purple (s < 0) with opacity |s|. Scores are the row's
+values divided by the scale the legend names: each model's own largest |value|, or one scale for both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from diffllama import analysis
+from diffllama.tokens import display_token
+
+from . import figures, run_store
+from .common import markdown_code, user_errors
+
+NEGATIVE, POSITIVE = "rgb(128, 90, 213)", "rgb(239, 68, 60)"  # HighlightedText's colours for scores < 0 and > 0
+LAST = -1  # query position meaning "the last real (non-special) token of each model's input"
+
+
+def last_real_token(trace) -> int:
+    real = [i for i, sequence in enumerate(trace.sequence_ids) if sequence is not None]
+    return real[-1] if real else trace.seq_len - 1
+
+
+def heat_pieces(trace, texts: dict[int, str], values: np.ndarray, upto: int, scale: float) -> list:
+    """``gr.HighlightedText`` value: the input up to token ``upto``, each token scored value / scale
+    (clipped to [-1, 1]). Text between tokens stays unmarked; special tokens appear by name (⟨s⟩);
+    a sequence without its text in ``texts`` (a QA question) is drawn from its decoded tokens."""
+    pieces, cursor = [], {}
+    for i in range(upto + 1):
+        score = round(float(np.clip(values[i] / scale, -1, 1)), 4)
+        sequence, (start, end) = trace.sequence_ids[i], trace.offsets[i]
+        text = texts.get(sequence)
+        if sequence is None or text is None:
+            pieces.append((display_token(trace.tokens[i], True) if sequence is None else trace.tokens[i], score))
+            continue
+        if sequence not in cursor:  # a window of a long text starts inside it: say so, draw only the window
+            cursor[sequence] = start
+            if start > 0:
+                pieces.append(("… ", None))
+        at = cursor[sequence]
+        if end <= start or start < at:  # a token without characters of its own (or overlapping the previous)
+            continue
+        if start > at:
+            pieces.append((text[at:start], None))
+        pieces.append((text[start:end], score))
+        cursor[sequence] = end
+    return pieces
+
+
+@dataclass
+class HeatRow:
+    """One model's attention row: which token and layer it is, and its values over keys 0..query."""
+
+    slot: str
+    query: int
+    layer: int
+    values: np.ndarray  # [query + 1]
+
+
+def heat_rows(traces: dict, layer: int | None, position: int) -> dict[str, HeatRow]:
+    """Each model's row (mean over heads, the model's own map kind) at ``layer`` (None: its middle
+    layer) for the token at ``position`` (``LAST``: its last real token); both are clamped to the model."""
+    rows = {}
+    for slot, trace in traces.items():
+        query = last_real_token(trace) if position == LAST else min(max(int(position), 0), trace.seq_len - 1)
+        at = trace.num_layers // 2 if layer is None else min(int(layer), trace.num_layers - 1)
+        values = analysis.attention_row(trace, at, None, trace.kinds[0], query)[: query + 1]
+        rows[slot] = HeatRow(slot, query, at, values)
+    return rows
+
+
+def heat_scales(rows: dict[str, HeatRow], shared: bool) -> dict[str, float]:
+    """Full colour per model: its own largest |value|, or the largest of both when ``shared``."""
+    own = {slot: float(np.abs(row.values).max()) or 1.0 for slot, row in rows.items()}
+    return {slot: max(own.values()) for slot in own} if shared else own
+
+
+def legend(rows: dict[str, HeatRow], scales: dict[str, float]) -> str:
+    """The colour bar of the heat, with the value full colour stands for (one, or one per model)."""
+    signed = any((row.values < 0).any() for row in rows.values())
+    top = max(scales.values())
+    colours = [NEGATIVE, "rgba(255, 255, 255, 0)", POSITIVE] if signed else ["rgba(255, 255, 255, 0)", POSITIVE]
+    per_model = "" if len(set(scales.values())) == 1 else " · ".join(
+        f"{slot}: full colour = {scale:.3g}" for slot, scale in scales.items())
+    bar = figures.colour_legend(colours, -top if signed else 0.0, top, "attention")
+    return bar + (f'<div style="font-size:0.85em">each model on its own scale: {per_model}</div>' if per_model else "")
+
+
+def caption(trace, row: HeatRow, scale: float) -> str:
+    token = display_token(trace.tokens[row.query], trace.sequence_ids[row.query] is None)
+    maps = "A1 − λ·A2 rows (can be negative)" if trace.kinds[0] == "diff" else "softmax rows"
+    return (f"**{row.slot}** ({trace.arch}): query token {row.query} {markdown_code(token)} · layer {row.layer} of "
+            f"0–{trace.num_layers - 1} · mean over {trace.num_heads} heads of its {maps} · full colour = {scale:.3g}")
+
+
+def draw(traces: dict, texts: dict[str, dict[int, str]], layer: int | None, position: int, shared: bool):
+    """(heat A, heat B, legend, caption A, caption B) for ``traces`` by slot; ``texts[slot]`` maps a
+    sequence id to the text its offsets point into."""
+    rows = heat_rows(traces, layer, position)
+    scales = heat_scales(rows, shared)
+    heat = {s: heat_pieces(traces[s], texts[s], r.values, r.query, scales[s]) for s, r in rows.items()}
+    captions = {s: caption(traces[s], r, scales[s]) for s, r in rows.items()}
+    return heat.get("A"), heat.get("B"), legend(rows, scales), captions.get("A", ""), captions.get("B", "")
+
+
+def run_texts(run) -> dict[str, dict[int, str]]:
+    """For each slot, the texts its trace's offsets point into, by sequence id (QA: question and context)."""
+    question = {0: run.question} if run.question is not None else {}
+    return {slot: {**question, run.span_sequence: text} for slot, text in run.texts.items()}
+
+
+@dataclass
+class HeatView:
+    """The controls and outputs of a tab's token heat."""
+
+    layer: gr.Slider
+    position: gr.Slider
+    shared: gr.Checkbox
+    outputs: list
+
+    def wire(self, tab: gr.State, run_event) -> None:
+        """Redraw after the tab's run succeeds and whenever a control changes."""
+        inputs, private = [tab, self.layer, self.position, self.shared], dict(api_visibility="private")
+        run_event.success(refresh, inputs, self.outputs, **private)
+        for control in (self.layer, self.position):
+            control.release(refresh, inputs, self.outputs, **private)
+        self.shared.change(refresh, inputs, self.outputs, **private)
+
+
+@user_errors
+def refresh(tab: str, layer: int, position: int, shared: bool, request: gr.Request = None):
+    """The heat of the tab's last run, and the query slider sized to its longest input."""
+    run = run_store.current(request, tab)
+    longest = max(trace.seq_len for trace in run.traces.values())
+    return (*draw(run.traces, run_texts(run), int(layer), int(position), bool(shared)),
+            gr.update(maximum=longest - 1))
+
+
+def build(what: str) -> HeatView:
+    """Controls (layer, query token, shared scale), a legend, and A's and B's heat side by side.
+    ``what`` says whose row it is by default (e.g. "the pooled (last) token")."""
+    with gr.Row():
+        layer = gr.Slider(0, 127, value=0, step=1, label="layer (the middle one at first)")
+        position = gr.Slider(LAST, 8192, value=LAST, step=1,
+                             label=f"query token position (−1: the last real token — {what})")
+        shared = gr.Checkbox(value=True, label="one colour scale for A and B")
+    legend_html = gr.HTML()
+    with gr.Row():
+        with gr.Column():
+            caption_a = gr.Markdown()
+            heat_a = gr.HighlightedText(label="A: attention row as token heat", show_legend=False, elem_classes=["heat"])
+        with gr.Column():
+            caption_b = gr.Markdown()
+            heat_b = gr.HighlightedText(label="B: attention row as token heat", show_legend=False, elem_classes=["heat"])
+    return HeatView(layer, position, shared, [heat_a, heat_b, legend_html, caption_a, caption_b, position])

@@ -1,0 +1,104 @@
+"""Limits on what one request may ask for, so one visitor cannot hold the server for everyone:
+input length (checked before anything is tokenised), QA windows, and time.
+
+    DIFFLLAMA_LENS_MAX_INPUT_CHARS    characters per text input (default 100,000)
+    DIFFLLAMA_LENS_MAX_QA_WINDOWS     windows a long QA context may be read in (default 16)
+    DIFFLLAMA_LENS_REQUEST_SECONDS    time one request may compute (default 60); unset by the library
+                                      itself, set by the app around each request
+
+Token limits follow each model's trained length: inputs past it are cut with a notice (classification,
+tagging), read in windows (QA) or refused (generation prompts).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+from contextlib import contextmanager
+
+CHARS_ENV, WINDOWS_ENV, SECONDS_ENV = ("DIFFLLAMA_LENS_MAX_INPUT_CHARS", "DIFFLLAMA_LENS_MAX_QA_WINDOWS",
+                                       "DIFFLLAMA_LENS_REQUEST_SECONDS")
+
+
+class TimeLimitError(ValueError):
+    """A request that ran past its time limit; stopped at the next layer it entered."""
+
+
+def max_input_chars() -> int:
+    return int(os.environ.get(CHARS_ENV, 100_000))
+
+
+def max_qa_windows() -> int:
+    return int(os.environ.get(WINDOWS_ENV, 16))
+
+
+def request_seconds() -> float:
+    return float(os.environ.get(SECONDS_ENV, 60))
+
+
+def check_text(text, what: str = "text") -> str:
+    """A text input as the runners need it: a non-empty string, within the length limit (checked on
+    the characters, before any tokeniser sees it), encodable as UTF-8."""
+    if text is None or isinstance(text, str) and not text.strip():
+        raise ValueError(f"the {what} is empty: type something to run the model on")
+    return check_length(text, what)
+
+
+def check_length(text, what: str = "text") -> str:
+    """A string within the length limit, encodable as UTF-8 (empty allowed)."""
+    if not isinstance(text, str):
+        raise ValueError(f"the {what} must be text, not {type(text).__name__}")
+    limit = max_input_chars()
+    if len(text) > limit:
+        raise ValueError(f"the {what} is {len(text):,} characters long; this server takes at most {limit:,}: shorten it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate (e.g. half of an emoji) sent through the API
+        raise ValueError(f"the {what} holds an invalid character (U+{ord(text[error.start]):04X}, half of a "
+                         f"surrogate pair) at position {error.start}; remove it") from None
+    return text
+
+
+_DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("lens_deadline", default=None)
+
+
+@contextmanager
+def time_limit(seconds: float | None = None):
+    """Within this block (and threads started with a copy of its context), model layers stop the
+    request once ``seconds`` (default: the configured limit) have passed."""
+    seconds = request_seconds() if seconds is None else seconds
+    token = _DEADLINE.set((time.monotonic() + seconds, seconds))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def deadline() -> tuple[float, float] | None:
+    """The current request's (deadline, seconds), to carry into a generator's later steps."""
+    return _DEADLINE.get()
+
+
+@contextmanager
+def until(limit: tuple[float, float] | None):
+    """Resume under a deadline taken with ``deadline()`` (a streamed response runs step by step)."""
+    token = _DEADLINE.set(limit)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def check_time() -> None:
+    limit = _DEADLINE.get()
+    if limit is not None and time.monotonic() > limit[0]:
+        raise TimeLimitError(f"this request ran past the server's limit of {limit[1]:.0f} s per request; "
+                             "shorten the input or ask for less")
+
+
+def watch(model) -> None:
+    """Check the time limit each time one of the model's attention layers runs: forward passes,
+    generation steps and the per-layer recomputation behind every attention view."""
+    for layer in model.base_model.layers:
+        layer.self_attn.register_forward_pre_hook(lambda module, args: check_time())
