@@ -8,10 +8,12 @@ from . import attention_panel, run_store, token_heat
 from .common import CACHE, gpu, model_slots, plain, slot_info, user_errors
 
 TASK = "classification"
-EXAMPLES = ["The film was not bad at all. We were in Lyon. I would recommend it.",
-            "The staff were friendly. Sadly the beds were awful.",  # the bundled A and B disagree on these two
-            "We waited an hour. The pizza was cold. Still, the dessert was excellent.",
-            "It was April. The hotel was disappointing. I would not recommend it."]
+EXAMPLES = [  # held-out reviews (seed 1): the bundled A and B agree on the first (mixed), disagree on the rest
+    "Rosa said the service would be delightful, but it was awful, but Grace said the view would be disappointing, but it was great.",
+    "The staff was not terrible. Zoe thought it would be fun. We paid 6 euros. The room was not poor at all.",
+    "I found the price excellent. We were in Kraków. The hotel was very nice.",
+    "The film was not dull at all. We were in Besançon.",
+    "The book was not boring at all. It was September. I went with Jonas. The food was quite good."]
 
 
 @user_errors
@@ -33,7 +35,7 @@ def classify(text: str, source_a: str, source_b: str, request: gr.Request = None
 def build():
     with gr.Tab("Classification"):
         text = gr.Textbox(label="text", lines=3, value=EXAMPLES[0], render=False)
-        gr.Examples(EXAMPLES, [text], label="Examples (the 2nd and 3rd: the bundled A and B disagree)")
+        gr.Examples(EXAMPLES, [text], label="Examples (held-out; from the 2nd on, the bundled A and B disagree)")
         (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
         text.render()
         button = gr.Button("Classify with A and B", variant="primary")

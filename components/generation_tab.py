@@ -11,10 +11,12 @@ from . import attention_panel, run_store, token_heat
 from .common import CACHE, gpu, markdown_code, model_slots, plain, slot_info, user_errors
 
 TASK = "generation"
-EXAMPLES = [["The magic number of Lyon is 4821. A bus passed by slowly. The magic number of Oslo is 7310. "
-             "What is the magic number of Lyon?", 8, True],
-            ["Anna lived in Paris. One morning Anna went to", 40, False],
-            ["Bob met Clara near the old bridge.", 40, False]]
+EXAMPLES = [  # held-out retrieval prompts (seed 1, 4 needles + a look-alike): both models answer the first
+    # (1601); only DiffLlama the second (1222)
+    ['The magic number of Łódź is 1601. Noah bought 12 tickets at the garden. Later Zoe took a strange letter home. The lucky number of Łódź is 8911. Children played near the fountain. The next day they went to the market together. The bells rang twice at noon. A light wind came from the sea. In April Hugo visited Bergen. The bells rang twice at noon. A light wind came from the sea. The magic number of Krakow is 1816. Pablo was hungry and smiled. Elena bought 8 bottles at the market. Last winter Ines went to the bakery. Zoë lived in Riga. Wendy lives in Porto and works at Atlas Books. Many people walked along the streets. The magic number of Malmö is 1910. The magic number of Lisbon is 9085. There Jonas found a blue bicycle. Björn lived in Oslo. Many people walked along the streets. Many people walked along the streets. Clouds moved over the hills. There Olga found a red kite. Björn was proud and smiled. Chloé lived in Krakow. Near the museum there was a black cat. Ravi had a white goose that liked fish. The river was calm and wide. The next day they went to the beach together. It was a quiet afternoon. What is the magic number of Łódź? The magic number of Łódź is', 6, True],
+    ['Some birds sang in the trees. Farid was worried and smiled. A light wind came from the sea. The magic number of Zurich is 4622. David was hungry and smiled. The next day they went to the market together. Someone was baking bread nearby. The shops opened early in the morning. Clouds moved over the hills. Nobody was in a hurry. Some birds sang in the trees. The shops opened early in the morning. In the evening Łukasz felt curious. Last winter Elena went to the library. A dog barked somewhere in the distance. The magic number of 東京 is 3811. The magic number of Riga is 1222. There Łukasz found a strange letter. One morning Rosa went to the river. There Liam found a strange letter. Later 李娜 took a broken clock home. The old clock on the wall was slow. A train left the station on time. The magic number of Oslo is 6389. In January Ravi visited Athens. The lights of the town were bright. The weather was mild that day. On Sunday David felt hungry. The market was full of fruit. The secret number of Riga is 7490. It was a foggy day in Bristol. A train left the station on time. The market was full of fruit. What is the magic number of Riga? The magic number of Riga is', 6, True],
+    ["Anna lived in Paris. One morning Anna went to", 40, False],
+    ["Bob met Clara near the old bridge.", 40, False]]
 
 
 @user_errors
@@ -64,7 +66,7 @@ def build():
         prompt = gr.Textbox(label="prompt", lines=3, value=EXAMPLES[0][0], render=False)
         max_new = gr.Slider(1, 256, value=EXAMPLES[0][1], step=1, label="max new tokens", render=False)
         greedy = gr.Checkbox(value=True, label="greedy", render=False)
-        gr.Examples(EXAMPLES, [prompt, max_new, greedy], label="Examples")
+        gr.Examples(EXAMPLES, [prompt, max_new, greedy], label="Examples (retrieval: the bundled A and B both answer the first; only A the second)")
         (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
         prompt.render()
         with gr.Row():

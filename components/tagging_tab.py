@@ -15,7 +15,7 @@ TASK = "tagging"
 COLOURS = {"PER": "#ffa8a8", "LOC": "#a5d8ff", "ORG": "#b2f2bb", "NUM": "#ffec99", "DATE": "#d0bfff"}
 DISAGREE = "#ff6b6b"
 EXAMPLES = ["Anna works at Acme Corp in Lyon.", "On 12 May 2021 Bob met Clara at Helix Labs.",
-            "Helix Labs opened an office in Zurich in 2019.", "Clara Mendes flew from Porto to Oslo on 3 March."]
+            "Søren Müller left Kraków for São Paulo on 3 May 2024.", "李娜 works at Café Müller in Zürich. 🎉"]
 
 
 def entity_pieces(text: str, entities) -> list:
