@@ -258,6 +258,9 @@ def part_streaming(source: str, new_tokens: int, repeats: int) -> dict:
     import diffllama
 
     lens = diffllama.load(source)
+    if lens.config.vocab_size > len(lens.tokenizer):  # a random-weight model over a small tokenizer: both runs
+        # generate only ids the tokenizer can show, or nothing would stream
+        lens.model.generation_config.suppress_tokens = list(range(len(lens.tokenizer), lens.config.vocab_size))
     prompt = "Anna lived in Paris. One morning Anna went to the market."
     ids = lens.tokenizer(prompt, return_tensors="pt")["input_ids"].to(lens.device)
 
