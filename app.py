@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from components import api, classification_tab, generation_tab, qa_tab, server, tagging_tab
-from components.common import MODEL_CONCURRENCY, check_every_model_event
+from components.common import MODEL_CONCURRENCY
 from components.run_store import forget_session
 
 ASSETS = Path(__file__).parent / "assets"
@@ -29,7 +29,6 @@ def build() -> gr.Blocks:
                 demo.load(fill, list(sources), list(infos), api_visibility="private")
         api.build()  # stateless endpoints: map numbers for any text, no session needed
         demo.unload(forget_session)
-    check_every_model_event(demo)
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=server.QUEUE_SIZE)
     return demo
 
