@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from components import api, classification_tab, generation_tab, qa_tab, server, study_tab, tagging_tab
-from components.common import MODEL_CONCURRENCY, check_every_model_event
+from components.common import MODEL_CONCURRENCY
 from components.run_store import forget_session
 
 ASSETS = Path(__file__).parent / "assets"
@@ -30,7 +30,6 @@ def build() -> gr.Blocks:
             study_tab.build()
         api.build()  # stateless endpoints: map numbers for any text, no session needed
         demo.unload(forget_session)
-    check_every_model_event(demo)
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=server.QUEUE_SIZE)
     return demo
 

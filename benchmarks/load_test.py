@@ -81,9 +81,12 @@ def comparable(result) -> str:
 def run_request(url: str, request) -> tuple[str, float, str | None]:
     """(outcome, seconds, error message) — the outcome string is what must match the solo run."""
     _, calls = request
-    client = Client(url, verbose=False)
     start = time.perf_counter()
     outcome, error = [], None
+    try:  # a browser waits for a busy server; gradio_client's own default gives up after 5 s
+        client = Client(url, verbose=False, httpx_kwargs={"timeout": 60})
+    except Exception as exc:  # noqa: BLE001 - the server did not even answer: a failure
+        return f"error: {exc}", time.perf_counter() - start, str(exc)
     for api_name, args in calls:
         try:
             outcome.append(comparable(client.predict(*args, api_name=api_name)))
@@ -144,12 +147,14 @@ class RSS:
 
     def __init__(self, pid: int, every: float = 0.25):
         self.process, self.samples, self.every = psutil.Process(pid), [], every
-        self._stop = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self):
-        while not self._stop.is_set():
-            self.samples.append(self.process.memory_info().rss)
+        while True:
+            try:
+                self.samples.append(self.process.memory_info().rss)
+            except psutil.Error:  # the app has stopped
+                return
             time.sleep(self.every)
 
     def mark(self) -> int:

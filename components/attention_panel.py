@@ -15,7 +15,7 @@ import numpy as np
 from diffllama import analysis
 
 from . import figures
-from .common import CACHE, load_slots, model_queue, export_csv, export_json, gpu, markdown_code, plain, user_errors
+from .common import CACHE, image_file, load_slots, model_queue, export_csv, export_json, gpu, markdown_code, plain, user_errors
 from .run_store import current
 
 SIDE_BY_SIDE = "A and B"
@@ -211,7 +211,8 @@ def show_overview(tab: str, slot: str, kind: str, measure: str, order: str, requ
         if order != ORDERS[0]:
             heads.sort(key=lambda lh: values[lh], reverse=order == ORDERS[2])
         limit = figures.overview_limit(view.maps)
-        galleries[s] = [(figures.thumbnail(view.maps[l][h], matched, limit), f"L{l} H{h} · {values[l, h]:.3f}")
+        galleries[s] = [(image_file(figures.thumbnail(view.maps[l][h], matched, limit), f"{s}-L{l}-H{h}"),
+                         f"L{l} H{h} · {values[l, h]:.3f}")
                         for l, h in heads]
         orders[s] = heads
         legends.append(figures.scale_legend(matched, limit, f"<b>{s}</b> ({trace.arch}, {matched}), every head:"))
@@ -343,7 +344,7 @@ class Panel:
         """Wire a tab's main action (an API endpoint, queued with the other model runs); once it
         succeeds, clear the views of the previous run (and any error badge they carry)."""
         load_slots(button, inputs)
-        event = button.click(fn, inputs, outputs, api_name=api_name, **model_queue(inputs, run_key.value))
+        event = button.click(fn, inputs, outputs, api_name=api_name, **model_queue())
         self.clear_on(event)
         return event
 

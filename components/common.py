@@ -23,8 +23,10 @@ import uuid
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+import anyio
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 from diffllama import LoadError, limits
 from diffllama.registry import ModelCache, bundled_models
@@ -98,68 +100,59 @@ def user_errors(fn):
 
 
 # --- the model queue -------------------------------------------------------------------------
-def model_queue(inputs: list = (), task: str | None = None) -> dict:
-    """Event settings for anything that runs a model: the shared queue, and a validator gradio runs
-    before the event is queued (so a refusal is immediate, however long the queue): text within the
-    length limit, the session's queued jobs under its cap, and — given the event's ``inputs`` and
-    ``task`` — the tab's model slots loaded, in the load lane, so a slow or failing load never holds a
-    model-queue slot."""
-    return dict(concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY, validator=_admission(list(inputs), task))
+def model_queue() -> dict:
+    """Event settings for anything that runs a model: the one queue they share. Every join to it is
+    checked first (``admit``, called by ``server.QueueJoins``)."""
+    return dict(concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
 
 
-def check_every_model_event(demo: gr.Blocks) -> None:
-    """Give the admission check to model-queue events made without ``model_queue`` (``gr.api``
-    endpoints take no validator), so none of them bypasses a session's cap."""
-    for event in demo.fns.values():
-        if event.concurrency_id == MODEL_QUEUE and event.validator is None:
-            event.validator = _admission([], None)
+async def admit(queue, event, session: str | None, address: str, values: list) -> list[dict] | None:
+    """Checks a request for the model queue before gradio queues it, so a refusal is immediate however
+    long the queue: text within the length limit, the session's waiting and running requests under
+    its cap, and the tab's model slots loaded — in the load lane, so a slow or failing load never holds
+    a model-queue slot. Returns None to admit, else one ``gr.validate`` per input (what gradio's own
+    validators answer, so clients show the messages on the inputs)."""
+    inputs = list(event.inputs)
+    task = next((_SLOTS[c._id][0] for c in inputs if getattr(c, "_id", None) in _SLOTS), None)
+    names = [getattr(c, "label", None) or f"input {i + 1}" for i, c in enumerate(inputs)]
+    names += [f"input {i + 1}" for i in range(len(names), len(values))]
+    answers = [dict(gr.validate(True, ""), parameter_name=name) for name in names[:len(values)]]
 
+    def refuse(index: int, error: Exception) -> None:
+        answers[index].update(gr.validate(False, message(error, "admission")))
 
-def _admission(inputs: list, task: str | None):
-    # gradio calls a validator with the event's inputs; the request goes first (found by its annotation)
-    def check_request(request: gr.Request, *values):
-        answers = [gr.validate(True, "") for _ in values]  # one per input (every model event has some)
-
-        def refuse(index: int, error: Exception):
-            answers[index] = gr.validate(False, message(error, "admission"))
-            if task is not None:  # a tab's refused run is a failed run: its views must not show the one before
-                run_store.STORE.fail(run_store.session_of(request), task)
-
-        try:
-            busy = queued_jobs(request)
-        except Exception as error:  # noqa: BLE001 - gradio would answer anything raised here with a bare 400
-            refuse(0, error)
-            return answers
-        if busy >= MAX_QUEUED_PER_SESSION:
-            refuse(0, ValueError(f"you already have {busy} requests waiting or running (at most "
-                                 f"{MAX_QUEUED_PER_SESSION}); wait for them to finish"))
-            return answers
+    busy = queued_jobs(queue, session, address)
+    if busy >= MAX_QUEUED_PER_SESSION and answers:
+        refuse(0, ValueError(f"you already have {busy} requests waiting or running (at most "
+                             f"{MAX_QUEUED_PER_SESSION}); wait for them to finish"))
+    else:
         for index, value in enumerate(values):
             component = inputs[index] if index < len(inputs) else None
             try:
                 if isinstance(value, str):
-                    limits.check_length(value, getattr(component, "label", None) or "text")
-                if component is not None and component._id in _SLOTS and task is not None:
-                    CACHE.get(value, task)
-            except Exception as error:  # noqa: BLE001
+                    limits.check_length(value, names[index])
+                if getattr(component, "_id", None) in _SLOTS:
+                    await anyio.to_thread.run_sync(CACHE.get, value, task)  # waits at most the load time limit
+            except Exception as error:  # noqa: BLE001 - every refusal is a message
                 refuse(index, error)
-        return answers
+    if all(a["is_valid"] for a in answers):
+        return None
+    if task is not None and session:  # a tab's refused run is a failed run: its views must not show the one before
+        run_store.STORE.fail(session, task)
+    return answers
 
-    return check_request
 
-
-def queued_jobs(request: gr.Request) -> int:
-    """Model-queue jobs (waiting or running) of the request's session; API calls that bring no session
-    of their own (each would get a fresh one) are counted together per client address. Gradio keeps
-    no such count, so this reads its queue."""
-    queue = request.request.app.get_blocks()._queue
+def queued_jobs(queue, session: str | None, address: str) -> int:
+    """Model-queue jobs (waiting or running) of a session; API calls that bring no session of their
+    own (gradio gives each a fresh one) are counted together per client address. Gradio keeps no
+    such count, so this reads its queue (on the event loop, where gradio changes it)."""
     waiting = queue.event_queue_per_concurrency_id.get(MODEL_QUEUE)
     events = [*(waiting.queue if waiting else []), *(e for job in queue.active_jobs if job for e in job)]
     events = [e for e in events if e.concurrency_id == MODEL_QUEUE]
-    if request.session_hash:
-        return sum(e.session_hash == request.session_hash for e in events)
-    host = request.client.host if request.client else None
-    return sum(e.session_hash == e._id and e.request.client is not None and e.request.client.host == host for e in events)
+    if session:
+        return sum(e.session_hash == session for e in events)
+    return sum(e.session_hash == e._id and e.request.client is not None and e.request.client.host == address
+               for e in events)
 
 
 # --- model slots -----------------------------------------------------------------------------
@@ -255,9 +248,10 @@ def plain(record) -> dict:
 
 
 # --- exports ----------------------------------------------------------------------------------
-# Written only when a visitor asks (an export button), into one folder the app owns. Gradio copies a
-# returned file into its own cache (cleaned by the Blocks' delete_cache, and on shutdown), so the
-# folder's files are needed only for moments: older ones go at each export, all of them at exit.
+# Exports are written only when a visitor asks (an export button); they and the overview's images go
+# to one folder the app owns. Gradio copies a returned file into its own cache (cleaned by the
+# Blocks' delete_cache, and at shutdown), so the folder's files are needed only for moments: older
+# ones go at each write, all of them at exit.
 EXPORTS = Path(os.environ.get("DIFFLLAMA_LENS_EXPORT_DIR", Path(tempfile.gettempdir()) / "diffllama-lens-exports"))
 EXPORT_KEEP_SECONDS = 60
 
@@ -285,6 +279,15 @@ atexit.register(remove_exports)
 def export_json(name: str, data) -> str:
     path = _export_path(name, ".json")
     path.write_text(json.dumps(data, indent=1))
+    return str(path)
+
+
+def image_file(pixels: np.ndarray, name: str) -> str:
+    """An RGB image [h, w, 3] as a file of its own for a gallery: gradio rewrites the cached file of an
+    image array in place, so two visitors shown the same picture at once could download a half-written
+    one; a file is copied into its cache atomically instead."""
+    path = _export_path(name, ".png")
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
     return str(path)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import weakref
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 
 from diffllama import limits
+
+from . import common
 
 QUEUE_SIZE = int(os.environ.get("DIFFLLAMA_LENS_QUEUE_SIZE", 128))
 
@@ -40,13 +41,10 @@ class BodyLimit:
 
 
 class QueueJoins:
-    """Queue joins, one at a time per session (per client address for API calls that bring no
-    session), so the admission check (``common.model_queue``) counts every job the session queued
-    before: gradio checks a join and appends it to the queue in two steps that other joins interleave.
-
-    A join gradio refuses with a 400 (an input it cannot read: a slider value out of range, text for a
-    number) is answered as a failed validation carrying gradio's reason, which clients show, instead
-    of a bare 400 that gradio_client reports without it."""
+    """Every request for the model queue is checked (``common.admit``) before gradio queues it — here,
+    on the event loop, not in a gradio validator, which costs each join a worker thread. Joins of one
+    session (of one client address, for API calls that bring no session) pass one at a time, so the
+    check counts every job the session queued before it."""
 
     def __init__(self, app):
         self.app = app
@@ -64,12 +62,15 @@ class QueueJoins:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            session = json.loads(body).get("session_hash")
+            request = json.loads(body)
+            session, values = request.get("session_hash"), request.get("data")
+            if isinstance(values, dict):  # /call/v2 takes inputs by name
+                values = list(values.values())
         except (ValueError, AttributeError):  # not a JSON object: gradio answers it
-            session = None
-        client = scope.get("client") or ("", 0)
-        key = f"session:{session}" if session else f"address:{client[0]}"
-        lock = self._locks.setdefault(key, asyncio.Lock())
+            request, session, values = None, None, None
+        blocks = scope["app"].get_blocks()
+        event = _event(blocks, request, path)
+        address = (scope.get("client") or ("", 0))[0]
         replayed = False
 
         async def replay():
@@ -79,45 +80,26 @@ class QueueJoins:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
+        if event is None or event.concurrency_id != common.MODEL_QUEUE or not isinstance(values, list):
+            await self.app(scope, replay, send)
+            return
+        lock = self._locks.setdefault(f"session:{session}" if session else f"address:{address}", asyncio.Lock())
         async with lock:
-            await self.app(scope, replay, _readable_refusals(send))
+            refusals = await common.admit(blocks._queue, event, session, address, values)
+            if refusals is not None:
+                await JSONResponse({"detail": refusals}, status_code=422)(scope, replay, send)
+                return
+            await self.app(scope, replay, send)
 
 
-PREPROCESS_ERROR = re.compile(r"Could not preprocess input component at index (\d+) \(a `(\w+)` component\).*?\n\n(.*)", re.S)
-
-
-def _readable_refusals(send):
-    """``send`` for a join's response, rewriting gradio's 400 for an unreadable input (see ``QueueJoins``)."""
-    held = {}
-
-    async def rewriting(message):
-        if message["type"] == "http.response.start" and message["status"] == 400:
-            held["start"] = message
-            return
-        if "start" not in held:
-            await send(message)
-            return
-        held.setdefault("body", []).append(message.get("body", b""))
-        if message.get("more_body"):
-            return
-        body = b"".join(held["body"])
-        try:
-            detail = json.loads(body).get("detail")
-        except (ValueError, AttributeError):
-            detail = None
-        readable = isinstance(detail, str)
-        if readable:
-            match = PREPROCESS_ERROR.match(detail)
-            reason, name = (match[3], f"input {int(match[1]) + 1} ({match[2]})") if match else (detail, "input")
-            body = json.dumps({"detail": [{"__type__": "validate", "is_valid": False, "message": reason.strip(" \n'"),
-                                           "parameter_name": name}]}).encode()
-        start = held["start"]
-        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-        await send({**start, "status": 422 if readable else 400,
-                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    return rewriting
+def _event(blocks, request: dict | None, path: str):
+    """The event a join is for: by ``fn_index`` (gradio's own clients), or by the API name in the path."""
+    if request and isinstance(request.get("fn_index"), int):
+        return blocks.fns.get(request["fn_index"])
+    if "/call/" in path:
+        api_name = path.rstrip("/").rsplit("/", 1)[-1]
+        return next((fn for fn in blocks.fns.values() if fn.api_name == api_name), None)
+    return None
 
 
 def remove_files(demo) -> None:

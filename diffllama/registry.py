@@ -19,6 +19,7 @@ checkpoint never holds the model queue other requests wait on.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 import threading
@@ -42,13 +43,19 @@ def bundled_root() -> Path:
 
 def bundled_models(task: str) -> dict[str, str]:
     """``{name: directory}`` of bundled checkpoints with a head for ``task``, DiffLlama first."""
+    return dict(_bundled(str(bundled_root()), task))
+
+
+@functools.lru_cache(maxsize=64)
+def _bundled(root: str, task: str) -> tuple[tuple[str, str], ...]:
+    """The folder's listing, read once: every model request resolves names against it."""
     found = {}
-    for directory in sorted(bundled_root().glob("*/config.json")):
+    for directory in sorted(Path(root).glob("*/config.json")):
         config = json.loads(directory.read_text())
         if any(name.endswith(HEADS[task]) for name in config.get("architectures", [])):
             found[directory.parent.name] = str(directory.parent)
     order = {"diffllama": 0, "llama": 1, "persimmon": 2}
-    return dict(sorted(found.items(), key=lambda item: (order.get(item[0].split("-")[0], 3), item[0])))
+    return tuple(sorted(found.items(), key=lambda item: (order.get(item[0].split("-")[0], 3), item[0])))
 
 
 def resolve(name_or_source: str, task: str) -> str:

@@ -207,7 +207,7 @@ def test_qa_on_long_contexts_measures_each_model_in_its_own_best_window(client):
         assert result is not None
         run = run_store.current(type("R", (), {"session_hash": client.session_hash})(), "qa")
         assert all(trace.seq_len <= 512 for trace in run.traces.values())  # one window kept per model
-        assert set(run.spans) <= set(run.traces)
+        assert set(run.traces) == {"A", "B"}
 
 
 # --- disk -----------------------------------------------------------------------------------------
@@ -285,3 +285,14 @@ def test_a_slow_hub_never_holds_the_model_queue(app_url, monkeypatch):
         assert all("still loading after 1 s" in error and seconds < 5 for _, error, seconds in loads), loads
     finally:
         hub.shutdown()
+
+
+def test_a_typed_model_loads_in_its_own_lane_with_the_main_button_disabled_meanwhile(app_demo):
+    loads = [fn for fn in app_demo.fns.values() if fn.concurrency_id == common.LOAD_QUEUE]
+    assert len(loads) == 8  # two slots in each of the four tabs, none in the model queue
+    for load in loads:
+        button = next(c for c in load.outputs if c.get_block_name() == "button")
+        disables = [fn for fn in app_demo.fns.values() if button in fn.outputs and not fn.queue]
+        assert disables  # a queue-free step disables the button before the load starts
+    previous, kept, info, button_update = common.load_slot("classification")("/etc", "diffllama-cls")
+    assert (previous, kept) == ("diffllama-cls", "diffllama-cls") and button_update["interactive"] is True

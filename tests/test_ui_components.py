@@ -2,6 +2,7 @@
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 import pytest
 
 from components import (attention_panel, classification_tab, common, figures, generation_tab, qa_tab, run_store, tagging_tab,
@@ -208,8 +209,8 @@ def test_overview_sorts_by_the_measure_and_a_click_opens_that_head(stored_run):
         "test", "A and B", "diff", "entropy", "measure, low first")
     values = [float(caption.rsplit("· ", 1)[1]) for _, caption in gallery_a]
     assert values == sorted(values) and len(gallery_a) == 6 and len(order_b) == 4
-    image = gallery_a[0][0]
-    assert image.shape[0] == image.shape[1] >= figures.THUMBNAIL_PIXELS  # square thumbnails
+    width, height = Image.open(gallery_a[0][0]).size
+    assert width == height >= figures.THUMBNAIL_PIXELS  # square thumbnails
     assert "every head" in legend and "entropy" in note
     select = gr.SelectData(None, {"index": 1, "value": None, "selected": True})
     assert attention_panel.open_head(order_a, select) == order_a[1]
