@@ -23,8 +23,8 @@ def generated(page, panel):
 
 
 TABS = [  # tab, first example's text, main button, its views' API prefix, how its result shows on the page
-    ("Generation", "The magic number of Lyon", "Generate with A and B", "generation", generated),
-    ("Classification", "The film was not bad", "Classify with A and B", "classify",
+    ("Generation", "Anna lived in Paris", "Generate with A and B", "generation", generated),
+    ("Classification", "Rosa said the service", "Classify with A and B", "classify",
      lambda page, panel: panel.locator(".output-class").first.wait_for(timeout=60_000)),
     ("QA spans", "What is the magic number of Oslo?", "Answer with A and B", "qa",
      lambda page, panel: panel.locator(".cell-wrap", has_text="A (diffllama)").filter(visible=True).first.wait_for(timeout=60_000)),

@@ -168,7 +168,7 @@ def test_requests_above_the_memory_budget_get_a_message(checkpoint, monkeypatch)
     monkeypatch.setenv(diffllama.budget.BUDGET_ENV, "0.00001")  # 10 kB
     with pytest.raises(diffllama.budget.MemoryBudgetError, match="shorten the input"):
         lens.trace("word " * 200)
-    with pytest.raises(diffllama.budget.MemoryBudgetError, match="use the pooled map instead"):
+    with pytest.raises(diffllama.budget.MemoryBudgetError, match="use the pooled map"):
         trace.attention(0, 0, "softmax")
     with pytest.raises(diffllama.budget.MemoryBudgetError, match="ask for fewer new tokens"):
         lens.generate("Anna walked", max_new_tokens=500)
