@@ -55,7 +55,7 @@ def main():
     ids = tokenizer("Anna walked to the old market in Paris. " * args.prompt_tokens, add_special_tokens=False)["input_ids"]
     prompt = tokenizer.decode(ids[: args.prompt_tokens - 2])  # room for the special tokens
     os.environ["DIFFLLAMA_LENS_MODEL_DIRS"] = str(folder / "models")
-    process = launch(args.port, folder, args.session_ttl_min)
+    process = launch(args.port, folder, DIFFLLAMA_LENS_SESSION_TTL_MIN=args.session_ttl_min)
     url = f"http://127.0.0.1:{args.port}/"
     rss = RSS(process.pid)
     report = {"sessions": args.sessions, "rss_idle_gb": round(rss.now(), 2)}

@@ -102,13 +102,14 @@ def flood_session(url: str, jobs: int = 40) -> dict:
     client = Client(url, verbose=False)
     submitted = [client.submit("Anna walked to", 200, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm", api_name="/generate")
                  for _ in range(jobs)]
-    refused = 0
+    outcomes = {"completed": 0, "refused": 0, "other errors": 0}
     for job in submitted:
         try:
             job.result(timeout=600)
+            outcomes["completed"] += 1
         except Exception as error:  # noqa: BLE001
-            refused += "requests waiting or running" in str(error)
-    return {"jobs": jobs, "refused": refused}
+            outcomes["refused" if "requests waiting or running" in str(error) else "other errors"] += 1
+    return {"jobs": jobs, **outcomes}
 
 
 def flood_rest(url: str, calls: int = 40) -> dict:
@@ -167,10 +168,13 @@ class RSS:
         return self.process.memory_info().rss / 1e9
 
 
-def launch(port: int, folder: Path, session_ttl_min: float) -> subprocess.Popen:
+def launch(port: int, folder: Path | None = None, **settings) -> subprocess.Popen:
+    """The app in its own process, with its files in ``folder`` (a fresh temporary one by default) and
+    ``settings`` as environment variables."""
+    folder = folder or Path(tempfile.mkdtemp(prefix="lens-app-"))
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_TEMP_DIR": str(folder / "gradio"), "DIFFLLAMA_LENS_EXPORT_DIR": str(folder / "exports"),
-           "DIFFLLAMA_LENS_SESSION_TTL_MIN": str(session_ttl_min)}
+           **{name: str(value) for name, value in settings.items()}}
     process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(120):
@@ -191,12 +195,14 @@ def views_on_disk(url: str, folder: Path, views: int) -> dict:
     """Disk used by ``views`` attention views of one session, and by 10 exports after them."""
     client = Client(url, verbose=False)
     client.predict("The film was not bad at all.", "diffllama-cls", "llama-cls", api_name="/classify")
+    before = disk_bytes(folder)
     for i in range(views):
         client.predict("A and B", i % 3, i % 2, "diff", 64, api_name="/classify_attention")
     after_views = disk_bytes(folder)
     for i in range(10):
         client.predict("A and B", i % 3, 0, "diff", 64, api_name="/classify_export")
-    return {"views": views, "bytes after views": after_views, "bytes after 10 exports": disk_bytes(folder)}
+    return {"views": views, "bytes before views": before, "bytes after views": after_views,
+            "bytes after 10 exports": disk_bytes(folder)}
 
 
 def load(url: str, pool: list, alone: dict, clients: int, requests: int, rss: RSS, with_hostile: bool) -> dict:
@@ -228,13 +234,11 @@ def main():
     parser.add_argument("--requests", type=int, default=5, help="requests per client")
     parser.add_argument("--no-hostile", action="store_true", help="well-behaved clients only")
     parser.add_argument("--views", type=int, default=100, help="attention views for the disk measurement")
-    parser.add_argument("--session-ttl-min", type=float, default=0.5,
-                        help="idle time-to-live of runs for this launch, so memory after the clients leave is seen freed")
     parser.add_argument("--port", type=int, default=7870)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="lens-load-"))
-    process = launch(args.port, folder, args.session_ttl_min)
+    process = launch(args.port, folder)
     url = f"http://127.0.0.1:{args.port}/"
     rss = RSS(process.pid)
     report = {"rss_idle_gb": round(rss.now(), 2), "runs": []}
@@ -244,7 +248,7 @@ def main():
         for clients in args.clients:
             report["runs"].append(load(url, pool, alone, clients, args.requests, rss, not args.no_hostile))
             print(json.dumps(report["runs"][-1]), flush=True)
-        time.sleep(args.session_ttl_min * 60 + 5)  # the clients have left: their runs expire
+        time.sleep(30)  # the clients have left: their heartbeats stop and their pages unload
         report["rss_after_clients_left_gb"] = round(rss.now(), 2)
         report["disk"] = views_on_disk(url, folder, args.views)
     finally:
