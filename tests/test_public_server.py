@@ -54,13 +54,15 @@ def post(app_url, api_name, data, session="hostile"):
 
 # --- memory held for visitors ---------------------------------------------------------------------
 def test_runs_are_held_within_the_bound_and_an_evicted_run_says_so(app_url, monkeypatch):
+    store = run_store.RunStore(max_bytes=1e12, ttl_s=3600)
+    monkeypatch.setattr(run_store, "STORE", store)  # only this test's runs
     visitors = [Client(app_url, verbose=False) for _ in range(4)]
     classify(visitors[0], "word " * 300)
-    per_run = run_store.STORE.nbytes / len(run_store.STORE)
-    monkeypatch.setattr(run_store.STORE, "max_bytes", 2.5 * per_run)  # two runs fit, like 2 GB of long runs
+    per_run = store.nbytes
+    store.max_bytes = 2.5 * per_run  # two runs fit, like 2 GB of long runs
     for visitor in visitors:
         classify(visitor, "word " * 300)
-    assert run_store.STORE.nbytes <= 2.5 * per_run
+    assert store.nbytes <= 2.5 * per_run
     _, error, seconds = timed(visitors[0].predict, "A", 0, 0, "diff", 64, api_name="/classify_attention")
     assert "this run has expired; run the tab again" in error and seconds < 2
     assert visitors[3].predict("A", 0, 0, "diff", 64, api_name="/classify_attention")  # the newest is kept
