@@ -270,7 +270,9 @@ class SlowHub(http.server.BaseHTTPRequestHandler):
 def test_a_slow_hub_never_holds_the_model_queue(app_url, monkeypatch):
     hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHub)
     threading.Thread(target=hub.serve_forever, daemon=True).start()
-    monkeypatch.setattr(loading.hub_constants, "ENDPOINT", f"http://127.0.0.1:{hub.server_port}")
+    endpoint = f"http://127.0.0.1:{hub.server_port}"
+    monkeypatch.setattr(loading.hub_constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(loading.hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(loading, "_PROBE", {"at": float("-inf"), "ok": False})
     monkeypatch.setenv("DIFFLLAMA_LENS_HUB_MODELS", "slow/*")
     monkeypatch.setattr(common.CACHE, "load_seconds", 1.0)  # standing for 30 s
@@ -286,6 +288,10 @@ def test_a_slow_hub_never_holds_the_model_queue(app_url, monkeypatch):
         assert all(error is None and seconds < 5 for _, error, seconds in others), others
         assert all("still loading after 1 s" in error and seconds < 5 for _, error, seconds in loads), loads
     finally:
+        monkeypatch.setattr(SlowHub, "delay", 0.0)
+        deadline = time.time() + 30
+        while common.CACHE._loading and time.time() < deadline:  # the loads go on; let them end against this hub
+            time.sleep(0.2)
         hub.shutdown()
 
 
