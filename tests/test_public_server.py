@@ -54,13 +54,15 @@ def post(app_url, api_name, data, session="hostile"):
 
 # --- memory held for visitors ---------------------------------------------------------------------
 def test_runs_are_held_within_the_bound_and_an_evicted_run_says_so(app_url, monkeypatch):
+    store = run_store.RunStore(max_bytes=1e12, ttl_s=3600)
+    monkeypatch.setattr(run_store, "STORE", store)  # only this test's runs
     visitors = [Client(app_url, verbose=False) for _ in range(4)]
     classify(visitors[0], "word " * 300)
-    per_run = run_store.STORE.nbytes / len(run_store.STORE)
-    monkeypatch.setattr(run_store.STORE, "max_bytes", 2.5 * per_run)  # two runs fit, like 2 GB of long runs
+    per_run = store.nbytes
+    store.max_bytes = 2.5 * per_run  # two runs fit, like 2 GB of long runs
     for visitor in visitors:
         classify(visitor, "word " * 300)
-    assert run_store.STORE.nbytes <= 2.5 * per_run
+    assert store.nbytes <= 2.5 * per_run
     _, error, seconds = timed(visitors[0].predict, "A", 0, 0, "diff", 64, api_name="/classify_attention")
     assert "this run has expired; run the tab again" in error and seconds < 2
     assert visitors[3].predict("A", 0, 0, "diff", 64, api_name="/classify_attention")  # the newest is kept
@@ -268,7 +270,9 @@ class SlowHub(http.server.BaseHTTPRequestHandler):
 def test_a_slow_hub_never_holds_the_model_queue(app_url, monkeypatch):
     hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHub)
     threading.Thread(target=hub.serve_forever, daemon=True).start()
-    monkeypatch.setattr(loading.hub_constants, "ENDPOINT", f"http://127.0.0.1:{hub.server_port}")
+    endpoint = f"http://127.0.0.1:{hub.server_port}"
+    monkeypatch.setattr(loading.hub_constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(loading.hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(loading, "_PROBE", {"at": float("-inf"), "ok": False})
     monkeypatch.setenv("DIFFLLAMA_LENS_HUB_MODELS", "slow/*")
     monkeypatch.setattr(common.CACHE, "load_seconds", 1.0)  # standing for 30 s
@@ -284,6 +288,10 @@ def test_a_slow_hub_never_holds_the_model_queue(app_url, monkeypatch):
         assert all(error is None and seconds < 5 for _, error, seconds in others), others
         assert all("still loading after 1 s" in error and seconds < 5 for _, error, seconds in loads), loads
     finally:
+        monkeypatch.setattr(SlowHub, "delay", 0.0)
+        deadline = time.time() + 30
+        while common.CACHE._loading and time.time() < deadline:  # the loads go on; let them end against this hub
+            time.sleep(0.2)
         hub.shutdown()
 
 
