@@ -28,7 +28,6 @@ from . import budget
 from .records import ContributionMap
 
 ATTENTION_IMPLEMENTATION = "lens"
-ROW_CHUNK = 256  # query rows computed at once: bounds transient memory at ROW_CHUNK × N per head
 OVERVIEW_LOGITS = 1 << 28  # an overview beyond this many logits averages over a sample of rows
 BLOCK_ROWS = 64  # query rows a block of logits aims for (fewer heads per block instead)
 
@@ -272,12 +271,6 @@ class Trace:
         self._check_layer(layer)
         return self.cache.get(("v", layer), lambda: self._compute_values(layer), _tensor_bytes)
 
-    def queries_keys(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Post-RoPE queries ``[H, N, d]`` and keys expanded to query heads ``[H, N, d]`` of a layer."""
-        query, keys_t = self._qk(layer)
-        groups = query.shape[0] // keys_t.shape[0]  # GQA: query head h reads KV head h // groups
-        return query, keys_t.transpose(1, 2).repeat_interleave(groups, dim=0)
-
     def _softmax_heads(self, heads: list[int], kind: str) -> list[int]:
         """The softmax heads behind differential/softmax heads ``heads``: DiffLlama's A1 of
         differential head i is head i, its A2 head i + H/2; for ``diff`` in pairs (A1, A2) per head."""
@@ -345,10 +338,9 @@ class Trace:
             block.values = probs
             yield block
 
-    def logit_rows(self, layer: int, rows: torch.Tensor, heads: list[int], qk=None) -> torch.Tensor:
+    def logit_rows(self, layer: int, rows: torch.Tensor, heads: list[int]) -> torch.Tensor:
         """Scaled, causally masked pre-softmax logits ``[len(heads), len(rows), N]`` in float32
-        for the query positions ``rows`` (a 1-D index tensor) of softmax heads ``heads``.
-        ``qk`` is accepted for callers written before the cache and not needed."""
+        for the query positions ``rows`` (a 1-D index tensor) of softmax heads ``heads``."""
         positions = self._rows(rows)
         out = torch.full((len(heads), len(positions), self.seq_len), float("-inf"))
         for block in self._logit_blocks(layer, list(heads), positions):
@@ -367,9 +359,9 @@ class Trace:
                 later = logits[:, :, first + 1:].reshape(len(logits), -1)  # [h, r·(r − 1)]
                 yield later.index_select(1, row * (count - 1) + col).reshape(-1)
 
-    def rows(self, layer: int, head: int, kind: str, rows, qk=None) -> torch.Tensor:
+    def rows(self, layer: int, head: int, kind: str, rows) -> torch.Tensor:
         """Rows ``[r, N]`` (float32, CPU) of one map for the query positions ``rows``, in the order
-        given. ``qk`` is accepted for callers written before the cache and not needed."""
+        given."""
         self.check(layer, head, kind)
         wanted = torch.as_tensor(rows).reshape(-1)
         positions = self._rows(wanted)
@@ -377,14 +369,6 @@ class Trace:
         for block in self.map_blocks(layer, kind, [head], positions):
             out[block.span, :block.values.shape[2]] = block.values[0].cpu()
         return out[torch.searchsorted(torch.tensor(positions), wanted)]
-
-    def row_chunks(self, layer: int, head: int, kind: str, qk=None, chunk: int = ROW_CHUNK) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The map of one head in blocks of query rows ``(row indices, [r, N] values)``, so callers
-        never hold all N × N values."""
-        self.check(layer, head, kind)
-        for start in range(0, self.seq_len, chunk):
-            rows = torch.arange(start, min(start + chunk, self.seq_len))
-            yield rows, self.rows(layer, head, kind, rows)
 
     def attention(self, layer: int, head: int, kind: str) -> torch.Tensor:
         """The full ``[N, N]`` map (float32, CPU) of one head: ``diff`` = A1 − λ·A2 for DiffLlama
@@ -461,9 +445,8 @@ class Trace:
                 weights = weights * scale
             yield block, weights, vectors[:end], weights @ vectors[:end]
 
-    def pooled(self, layer: int, head: int, kind: str, max_size: int = 512, qk=None) -> "PooledMap":
-        """A display-sized map of at most ``max_size`` × ``max_size`` blocks (see ``PooledMap``).
-        ``qk`` is accepted for callers written before the cache and not needed."""
+    def pooled(self, layer: int, head: int, kind: str, max_size: int = 512) -> "PooledMap":
+        """A display-sized map of at most ``max_size`` × ``max_size`` blocks (see ``PooledMap``)."""
         values, edges = self.pooled_heads(layer, kind, max_size, [head])
         return PooledMap(values=values[0], edges=edges)
 

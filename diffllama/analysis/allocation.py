@@ -42,10 +42,9 @@ def span_allocation(trace: Trace, query_positions: list[int], answer: tuple[int,
     answer_mass = {reading: np.zeros(shape) for reading in READINGS}
     noise_mass = {reading: np.zeros(shape) for reading in READINGS}
     for layer in range(trace.num_layers):
-        qk = trace.queries_keys(layer)
         row_sum = 1.0 - trace.lambdas[layer] if kind == "diff" else 1.0
         for head in range(trace.num_heads):
-            rows = trace.rows(layer, head, kind, queries, qk)  # [q, N]
+            rows = trace.rows(layer, head, kind, queries)  # [q, N]
             for reading, (on_answer, noise) in readings(rows, answer, context, row_sum).items():
                 answer_mass[reading][layer, head] = float(on_answer.mean())
                 noise_mass[reading][layer, head] = float(noise.mean())

@@ -52,8 +52,7 @@ def attention_row(trace: Trace, layer: int, head: int | None, kind: str, query: 
     if not 0 <= query < trace.seq_len:
         raise ValueError(f"token position {query} is out of range: the input has positions 0..{trace.seq_len - 1}")
     heads = range(trace.num_heads) if head is None else [head]
-    qk = trace.queries_keys(layer)
-    rows = [trace.rows(layer, h, kind, torch.tensor([query]), qk)[0] for h in heads]
+    rows = [trace.rows(layer, h, kind, torch.tensor([query]))[0] for h in heads]
     return torch.stack(rows).mean(0).numpy()
 
 
