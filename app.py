@@ -1,4 +1,5 @@
-"""DiffLlama Lens: assembles the four task tabs and the study tab, and launches (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)."""
+"""DiffLlama Lens: assembles the four task tabs and the study tab, and launches (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT;
+DIFFLLAMA_LENS_MCP=1 adds the MCP server)."""
 
 import logging
 import signal
@@ -15,7 +16,7 @@ INTRO = """# DiffLlama Lens
 Look inside **DiffLlama** (Differential Transformer attention: each head's map is `A1 − λ·A2`) and
 compare it with standard attention. Model **A** defaults to the bundled DiffLlama, **B** to the bundled
 Llama trained on the same data; either slot takes any bundled model, a local checkpoint directory or a hub id."""
-LAUNCH_SETTINGS = dict(server.LAUNCH_SETTINGS, css=(ASSETS / "style.css").read_text(), theme=gr.themes.Soft())
+STYLE = dict(css=(ASSETS / "style.css").read_text(), theme=gr.themes.Soft())
 
 
 def build() -> gr.Blocks:
@@ -30,8 +31,15 @@ def build() -> gr.Blocks:
             study_tab.build()
         api.build()  # stateless endpoints: map numbers for any text, no session needed
         demo.unload(forget_session)
+    if server.mcp_enabled():  # the stateless endpoints are the MCP tools; the session-bound ones stay API-only
+        server.tools_only(demo, api.TOOLS)
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=server.QUEUE_SIZE)
     return demo
+
+
+def launch_settings() -> dict:
+    """What ``demo.launch`` takes besides where to listen: the server's settings and the page's style."""
+    return dict(server.launch_settings(), **STYLE)
 
 
 if __name__ == "__main__":
@@ -41,6 +49,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     demo = build()
     try:
-        demo.launch(**LAUNCH_SETTINGS)  # blocks until Ctrl-C or SIGTERM
+        demo.launch(**launch_settings())  # blocks until Ctrl-C or SIGTERM
     finally:
         server.remove_files(demo)

@@ -1,6 +1,7 @@
-"""How the app is served to strangers: launch settings that refuse what no valid request needs.
+"""How the app is served: launch settings that refuse what no valid request needs, and the MCP server.
 
     DIFFLLAMA_LENS_QUEUE_SIZE   requests that may wait in the queue, all sessions together (default 128)
+    DIFFLLAMA_LENS_MCP          1: also serve the stateless endpoints as MCP tools (default off)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from diffllama import limits
 from . import common
 
 QUEUE_SIZE = int(os.environ.get("DIFFLLAMA_LENS_QUEUE_SIZE", 128))
+MCP_ENV = "DIFFLLAMA_LENS_MCP"
 
 
 class BodyLimit:
@@ -117,5 +119,25 @@ def remove_files(demo) -> None:
         files.clear()
 
 
-# The app takes no files: gradio's upload route then accepts none (anything uploaded would be served back).
-LAUNCH_SETTINGS = dict(max_file_size=0, app_kwargs={"middleware": [Middleware(BodyLimit), Middleware(QueueJoins)]})
+def mcp_enabled() -> bool:
+    """Whether the app also serves MCP tools (gradio's MCP server at /gradio_api/mcp/): off unless asked for."""
+    return os.environ.get(MCP_ENV, "") == "1"
+
+
+def tools_only(demo, tools) -> None:
+    """Leave only ``tools`` among the documented endpoints, which gradio's MCP server turns into tools.
+    The tabs' endpoints act on the session's last run, and gradio's MCP server calls them through one
+    client, one session for every agent: one agent would read another's run. They stay callable by API
+    clients (``api_visibility="undocumented"``), out of the API page and the tool list."""
+    names = {fn.__name__ for fn in tools}
+    for block_fn in demo.fns.values():
+        if block_fn.api_visibility == "public" and block_fn.api_name not in names:
+            block_fn.api_visibility = "undocumented"
+
+
+def launch_settings() -> dict:
+    """``Blocks.launch`` settings, new for each launch: gradio adds its lifespan handlers (the cache
+    clean-up, the MCP session manager) to ``app_kwargs``, which must not carry over to another launch.
+    The app takes no files: gradio's upload route then accepts none (anything uploaded would be served back)."""
+    return dict(max_file_size=0, mcp_server=mcp_enabled(),
+                app_kwargs={"middleware": [Middleware(BodyLimit), Middleware(QueueJoins)]})

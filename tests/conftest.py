@@ -106,7 +106,7 @@ def app_demo(bundle):
     import app
 
     demo = app.build()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **app.LAUNCH_SETTINGS)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **app.launch_settings())
     yield demo
     demo.close()
 

@@ -1,0 +1,90 @@
+"""The MCP server: absent unless DIFFLLAMA_LENS_MCP=1; then the stateless endpoints are its tools, each
+parameter described from the docstring, and a tool called through MCP returns the backend's numbers."""
+
+import ast
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from components import server
+from diffllama import analysis
+from diffllama.registry import ModelCache
+
+TOOLS = {"attention_map", "attention_region", "attention_to_span"}
+TEXT = "The magic number of Lyon is 4821. What is the magic number of Lyon?"
+QUESTION, CONTEXT = "What is the magic number of Lyon?", "The magic number of Paris is 4341. The magic number of Lyon is 6087."
+
+
+@pytest.fixture(scope="module")
+def mcp_url(app_demo):  # after app_demo: the tiny bundle is the app's bundled models
+    import app
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(server.MCP_ENV, "1")
+        demo = app.build()
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
+                    **app.launch_settings())
+    yield demo.local_url
+    demo.close()
+
+
+def test_without_the_setting_there_is_no_mcp_server(app_url):
+    for path in ("gradio_api/mcp/schema", "gradio_api/mcp/"):
+        assert httpx.get(app_url + path, timeout=30).status_code == 404
+
+
+def test_the_tools_are_the_stateless_endpoints_each_parameter_described(mcp_url):
+    schema = httpx.get(mcp_url + "gradio_api/mcp/schema", timeout=30)
+    assert schema.status_code == 200
+    tools = {tool["name"]: tool for tool in schema.json()}
+    assert set(tools) == TOOLS  # no tab endpoint: those read the session's last run
+    for tool in tools.values():
+        assert "Returns:" in tool["description"]
+        parameters = tool["inputSchema"]["properties"]
+        assert parameters and all(p["description"] for p in parameters.values()), tool["name"]
+
+
+def test_the_session_bound_endpoints_stay_callable_through_the_api(mcp_url):
+    client = Client(mcp_url, verbose=False)
+    client.predict("It was not bad at all.", "diffllama-cls", "llama-cls", api_name="/classify")
+    _, map_a, map_b, *_ = client.predict("A", 1, 0, "diff", 64, api_name="/classify_attention")  # this session's run
+    assert map_a["type"] == "plotly" and map_b is None
+
+
+async def call_tools(url: str, calls: list[tuple[str, dict]]) -> list:
+    """Each call's result through an MCP client session, as the client sees it."""
+    async with streamable_http_client(url + "gradio_api/mcp/") as (read, write, *_):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
+            return [await session.call_tool(name, arguments) for name, arguments in calls]
+
+
+def test_which_heads_attend_to_the_answer_through_mcp_equals_the_backend(mcp_url):
+    asked = [("attention_to_span", dict(text=TEXT, text_pair="", source="diffllama-lm", task="generation", span="4821")),
+             ("attention_to_span", dict(text=QUESTION, text_pair=CONTEXT, source="llama-qa", task="qa", span="6087")),
+             ("attention_to_span", dict(text=TEXT, text_pair="", source="diffllama-lm", task="generation", span="9999"))]
+    lm, qa, missing = asyncio.run(call_tools(mcp_url, asked))
+    cache = ModelCache()
+    for result, (text, pair, source, task, sequence) in ((lm, (TEXT, None, "diffllama-lm", "generation", 0)),
+                                                          (qa, (QUESTION, CONTEXT, "llama-qa", "qa", 1))):
+        assert not result.isError
+        got = ast.literal_eval(result.content[0].text)  # gradio sends a tool's dict as its Python literal
+        trace = cache.get(source, task).trace(text, pair)
+        span = "4821" if sequence == 0 else "6087"
+        expected = analysis.reference_allocation(trace, analysis.find_reference(pair or text, span, sequence, "marked span"))
+        start, end = expected.answer
+        assert got["span_tokens"] == [start, end] and "".join(got["span_token_texts"]).strip() == span
+        assert got["kind"] == trace.kinds[0] and got["query"]["position"] == trace.seq_len - 1
+        for reading in analysis.READINGS:
+            np.testing.assert_allclose(got["attention_to_span"][reading], expected.answer_mass[reading], atol=1e-6)
+            np.testing.assert_allclose(got["attention_noise"][reading], expected.noise_mass[reading], atol=1e-6)
+        best = got["top_heads"][0]
+        assert best["attention_to_span"] == pytest.approx(expected.answer_mass["absolute"].max(), abs=1e-6)
+        assert set(got["definitions"]) >= {"attention to answer", "attention noise", "absolute reading"}
+    assert missing.isError and "'9999' does not occur in the input" in missing.content[0].text
