@@ -126,6 +126,14 @@ def region_heatmap(region, title_prefix: str = "", segments=()) -> go.Figure:
                             region.col_labels, region.kind, title, segments)
 
 
+def decomposition(views: dict, title_prefix: str = "", segments=(), height: int = 440) -> list[go.Figure]:
+    """DiffLlama's ``A1 | A2 | A1 − λ·A2`` at one head (``views`` by kind: ``AttentionMap`` records),
+    A1 and A2 on one colour scale so their sizes compare; ``height`` suits a third of the page."""
+    softmax_max = float(max(views["a1"].values.max(), views["a2"].values.max()))
+    return [attention_heatmap(views[kind], title_prefix, segments, zmax=None if kind == "diff" else softmax_max,
+                              height=height) for kind in ("a1", "a2", "diff")]
+
+
 # --- overview: thumbnails, one colour scale -----------------------------------------------------------
 def _colour_table(kind: str) -> np.ndarray:
     """[256, 3] uint8 colours of the kind's colour scale, low to high."""
