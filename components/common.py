@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from diffllama import LoadError, limits
-from diffllama.registry import ModelCache, bundled_models
+from diffllama.registry import ModelCache, bundled_models, resolve_source
 
 from . import run_store
 
@@ -172,13 +172,30 @@ def describe(model) -> str:
 
 
 _SLOTS: dict[int, tuple[str, gr.Markdown, gr.State]] = {}  # slot dropdown id -> (task, info line, source loaded)
+# Real checkpoints of one shape (hidden 2048, 16 layers, 32 query / 8 KV heads), a DiffLlama against a Llama:
+# (label, hub id) per task. Downloaded only when chosen; bf16 on a GPU.
+PRESETS = {"generation": [("kajuma/DiffLlama-0.3B-handcut (hub: a real DiffLlama, 1.2 B parameters)",
+                           "kajuma/DiffLlama-0.3B-handcut"),
+                          ("meta-llama/Llama-3.2-1B (hub, gated: needs a token)", "meta-llama/Llama-3.2-1B")]}
+
+
+def preset_choices(task: str) -> list[tuple[str, str]]:
+    """The preset real checkpoints for ``task`` that this server's allow-lists let it load."""
+    allowed = []
+    for label, hub_id in PRESETS.get(task, []):
+        try:
+            resolve_source(hub_id, task)  # the allow-lists only: nothing is fetched
+        except LoadError:
+            continue
+        allowed.append((label, hub_id))
+    return allowed
 
 
 def model_slots(task: str):
-    """Two model pickers (bundled names or any path / hub id) with an info line under each.
-    Returns (dropdown A, dropdown B) whose values are the sources each run uses; ``Panel.run_on``
-    wires their loading to the tab's main button."""
-    choices = list(bundled_models(task))
+    """Two model pickers (bundled names, the preset real checkpoints where allowed, or any path / hub
+    id) with an info line under each. Returns (dropdown A, dropdown B) whose values are the sources each
+    run uses; ``Panel.run_on`` wires their loading to the tab's main button."""
+    choices = list(bundled_models(task)) + preset_choices(task)
     default_a, default_b = default_sources(task)
     dropdowns = []
     with gr.Row():

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import torch
 import transformers
 from huggingface_hub import HfApi, constants as hub_constants
+from huggingface_hub.errors import GatedRepoError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 
@@ -186,6 +187,9 @@ def _read_config(location: str, revision: str | None, name: str):
                         f"DiffLlama Lens loads {', '.join(ARCH_PREFIX)}") from None
     except OSError as error:  # not found locally and not reachable on the hub
         log.info("config of %s not read: %s", name, error)
+        if isinstance(error, GatedRepoError) or isinstance(error.__cause__, GatedRepoError):  # e.g. meta-llama/*
+            raise LoadError(f"{name}: the model is gated on the hub; accept its terms on its hub page and start this "
+                            "server with that account's token (HF_TOKEN), or use another model") from None
         raise LoadError(f"{name}: no config could be read (no such model on the hub, or the hub did not answer)") from None
     if getattr(config, "auto_map", None):
         raise LoadError(f"{name}: the config asks for remote code (auto_map); DiffLlama Lens never runs code from a checkpoint.")

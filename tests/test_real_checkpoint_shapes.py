@@ -1,14 +1,26 @@
 """The loader and trace on checkpoints shaped exactly like the real pair the app presets
 (kajuma/DiffLlama-0.3B-handcut and meta-llama/Llama-3.2-1B: hidden 2048, 32 query heads, 8 KV heads,
 head_dim 64, llama3 RoPE scaling, tied embeddings), with random weights, 2 layers and a narrow MLP so
-the test stays small. Nothing is downloaded: GQA pairing and the scaled RoPE are what is exercised."""
+the test stays small. Nothing is downloaded: GQA pairing and the scaled RoPE are what is exercised,
+and the preset pair's place in the model slots (offered where hub ids may load, a clear message
+where the hub cannot be reached or the model is gated)."""
 
+from types import SimpleNamespace
+
+import gradio as gr
+import httpx
 import pytest
 import torch
 import transformers
+from gradio_client import Client
+from huggingface_hub.errors import GatedRepoError
 
 import diffllama
+from components import common
+from diffllama import loading, registry
 from test_trace import TEXT, reference
+
+PAIR = ("kajuma/DiffLlama-0.3B-handcut", "meta-llama/Llama-3.2-1B")
 
 LLAMA_3_2_1B = dict(  # the attention-relevant part of both hub configs
     hidden_size=2048, num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
@@ -46,3 +58,37 @@ def test_real_shaped_checkpoints_trace_exactly(real_shaped):
                                            maps[head] - trace.lambdas[layer] * maps[head + 16], atol=1e-5, rtol=0)
             else:
                 torch.testing.assert_close(trace.attention(layer, head, "softmax"), maps[head], atol=1e-5, rtol=0)
+
+
+def test_the_preset_pair_is_offered_where_hub_ids_may_load(monkeypatch):
+    monkeypatch.delenv(registry.HUB_MODELS_ENV, raising=False)  # the tests limit local loading, and so hub ids
+    assert common.preset_choices("generation") == []
+    monkeypatch.setenv(registry.HUB_MODELS_ENV, "kajuma/*,meta-llama/Llama-3.2-1B")
+    assert [hub_id for _, hub_id in common.preset_choices("generation")] == list(PAIR)
+    assert common.preset_choices("classification") == []  # both are language models
+    with gr.Blocks():
+        (slot_a, _, _), (slot_b, _, _) = common.model_slots("generation")
+    for slot in (slot_a, slot_b):
+        assert [value for _, value in slot.choices][-2:] == list(PAIR)
+
+
+def test_without_network_the_preset_pair_gets_the_load_message_and_the_app_serves_on(app_url, monkeypatch):
+    monkeypatch.setenv(registry.HUB_MODELS_ENV, "kajuma/*,meta-llama/*")
+    monkeypatch.setattr(loading, "_PROBE", {"at": float("-inf"), "ok": False})
+    monkeypatch.setattr(loading.hub_constants, "ENDPOINT", "http://no-such-host.invalid")  # no network, on any machine
+    client = Client(app_url, verbose=False)
+    with pytest.raises(Exception, match="the model hub cannot be reached from this server; use a bundled model"):
+        client.predict("Anna walked to", 4, True, 0.8, 0.95, 0, *PAIR, api_name="/generate")
+    records = client.predict("Anna walked to", 4, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm", api_name="/generate")[-1]
+    assert all(len(records[slot]["token_ids"]) > records[slot]["prompt_length"] for slot in "AB")  # the next run is served
+
+
+def test_a_gated_checkpoint_says_how_to_get_access(monkeypatch):
+    def gated(*args, **kwargs):  # what transformers raises for a gated repo without an accepted token
+        refused = GatedRepoError("401", response=httpx.Response(401, request=httpx.Request("GET", "https://hub.invalid")))
+        raise OSError("You are trying to access a gated repo.") from refused
+
+    monkeypatch.setattr(loading, "check_hub", lambda: None)
+    monkeypatch.setattr(loading, "AutoConfig", SimpleNamespace(from_pretrained=gated))
+    with pytest.raises(diffllama.LoadError, match="gated on the hub; accept its terms .* token \\(HF_TOKEN\\)"):
+        diffllama.load(PAIR[1])
