@@ -100,6 +100,8 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
     Returns:
         attention_to_span[reading][layer][head] and attention_noise[reading][layer][head] for the readings absolute (share of the row's magnitude, in [0, 1]; the default), normalised and signed (equal for softmax maps); top_heads: the heads with the most attention to the span in the absolute reading; span_tokens [start, end) and their tokens; query, the last token's position and token; definitions of every measure; arch, kind, lambdas (λ per layer for DiffLlama), truncated_from
     """
+    if not span.strip():
+        raise ValueError("give the span to measure: text that occurs in the input, e.g. the answer")
     trace = _trace(text, text_pair, source, task)
     sequence = 1 if text_pair else 0
     reference = analysis.find_reference(text_pair if sequence else text, span, sequence, "marked span")

@@ -174,7 +174,7 @@ def describe(model) -> str:
 _SLOTS: dict[int, tuple[str, gr.Markdown, gr.State]] = {}  # slot dropdown id -> (task, info line, source loaded)
 # Real checkpoints of one shape (hidden 2048, 16 layers, 32 query / 8 KV heads), a DiffLlama against a Llama:
 # (label, hub id) per task. Downloaded only when chosen; bf16 on a GPU.
-PRESETS = {"generation": [("kajuma/DiffLlama-0.3B-handcut (hub: a real DiffLlama, 1.2 B parameters)",
+PRESETS = {"generation": [("kajuma/DiffLlama-0.3B-handcut (hub: a real DiffLlama, ≈ 1.2 B parameters)",
                            "kajuma/DiffLlama-0.3B-handcut"),
                           ("meta-llama/Llama-3.2-1B (hub, gated: needs a token)", "meta-llama/Llama-3.2-1B")]}
 

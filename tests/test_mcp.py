@@ -68,8 +68,9 @@ async def call_tools(url: str, calls: list[tuple[str, dict]]) -> list:
 def test_which_heads_attend_to_the_answer_through_mcp_equals_the_backend(mcp_url):
     asked = [("attention_to_span", dict(text=TEXT, text_pair="", source="diffllama-lm", task="generation", span="4821")),
              ("attention_to_span", dict(text=QUESTION, text_pair=CONTEXT, source="llama-qa", task="qa", span="6087")),
-             ("attention_to_span", dict(text=TEXT, text_pair="", source="diffllama-lm", task="generation", span="9999"))]
-    lm, qa, missing = asyncio.run(call_tools(mcp_url, asked))
+             ("attention_to_span", dict(text=TEXT, text_pair="", source="diffllama-lm", task="generation", span="9999")),
+             ("attention_to_span", dict(text=TEXT, text_pair="", source="diffllama-lm", task="generation", span=" "))]
+    lm, qa, missing, empty = asyncio.run(call_tools(mcp_url, asked))
     cache = ModelCache()
     for result, (text, pair, source, task, sequence) in ((lm, (TEXT, None, "diffllama-lm", "generation", 0)),
                                                           (qa, (QUESTION, CONTEXT, "llama-qa", "qa", 1))):
@@ -88,3 +89,4 @@ def test_which_heads_attend_to_the_answer_through_mcp_equals_the_backend(mcp_url
         assert best["attention_to_span"] == pytest.approx(expected.answer_mass["absolute"].max(), abs=1e-6)
         assert set(got["definitions"]) >= {"attention to answer", "attention noise", "absolute reading"}
     assert missing.isError and "'9999' does not occur in the input" in missing.content[0].text
+    assert empty.isError and "give the span to measure" in empty.content[0].text
