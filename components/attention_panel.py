@@ -21,6 +21,7 @@ from .run_store import current
 SIDE_BY_SIDE = "A and B"
 SLOTS = (SIDE_BY_SIDE, "A", "B")
 KINDS = ("diff", "a1", "a2", "softmax")
+VALUE_NOTE = "Cells hold what each key adds through the head, not only its weight:\n\n" + analysis.measures.markdown("contribution")
 MAX_INDEX = 127  # slider bound until the models are loaded (API callers never see it; the backend checks ranges)
 OVERVIEW_SIZE = 24  # blocks per side of an overview thumbnail
 MEASURES = {  # per-head number under each thumbnail: HeadStats field, and its definition as the UI shows it
@@ -34,12 +35,15 @@ ORDERS = ("layer × head", "measure, low first", "measure, high first")
 DEFAULT_ZOOM = 48  # tokens per side of the zoom region before the user picks one
 
 
-def kind_for(trace, kind: str) -> str:
+def kind_for(trace, kind: str, value: str = "weight") -> str:
     """``kind`` where the model has it, else the model's own main map: the differential map for a
-    DiffLlama asked for ``softmax``, the softmax map for a standard model asked for ``diff``/``a1``/``a2``."""
+    DiffLlama asked for ``softmax``, the softmax map for a standard model asked for ``diff``/``a1``/``a2``.
+    Contributions (``value``) come only from the main map, the one a head applies to its values."""
     if kind not in KINDS:
         raise ValueError(f"unknown map {kind!r}; choose one of {', '.join(KINDS)}")
-    return kind if kind in trace.kinds else trace.kinds[0]
+    if value not in analysis.VALUES:
+        raise ValueError(f"unknown cell value {value!r}; choose one of {', '.join(analysis.VALUES)}")
+    return kind if kind in trace.kinds and value == "weight" else trace.kinds[0]
 
 
 def shown_slots(run, slot: str) -> list[str]:
@@ -63,8 +67,13 @@ def window_note(run, slot: str, trace) -> str:
     return "; ".join(notes)
 
 
-def _slot_notes(run, slot: str, trace, kind: str, asked: str) -> list[str]:
-    notes = [f"{trace.arch} has no {asked!r} map: showing its {kind!r} map"] if kind != asked else []
+def _slot_notes(run, slot: str, trace, kind: str, asked: str, value: str = "weight") -> list[str]:
+    if kind == asked:
+        notes = []
+    elif asked in trace.kinds:  # a DiffLlama's A1 or A2 with contributions asked for
+        notes = [f"contributions come from {kind!r}, the map the head applies to its values: showing those"]
+    else:
+        notes = [f"{trace.arch} has no {asked!r} map: showing its {kind!r} map"]
     where = window_note(run, slot, trace)
     return [f"**{slot}** ({trace.arch}): {n}" for n in notes + ([where] if where else [])]
 
@@ -83,30 +92,35 @@ def _fits(trace, slot: str, side_by_side: bool, layer: int, head: int, kind: str
 
 @user_errors
 @gpu
-def show_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int, request: gr.Request = None):
-    """Each shown model's map at the same layer, head and (matched) kind, DiffLlama's decomposition
-    A1 | A2 | A1 − λ·A2, and λ per layer."""
+def show_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int, value: str = "weight",
+             request: gr.Request = None):
+    """Each shown model's map at the same layer, head and (matched) kind — its weights, or its keys'
+    contributions (``value``: "weight", "norm", "projection") — DiffLlama's decomposition
+    A1 | A2 | A1 − λ·A2 (weights), and λ per layer."""
     run = current(request, tab)
     layer, head, size = int(layer), int(head), int(size)
     maps, parts, notes = {}, {"A": [None] * 3, "B": [None] * 3}, []
     for s in shown_slots(run, slot):
         trace = run.traces[s]
-        matched = kind_for(trace, kind)
+        matched = kind_for(trace, kind, value)
         problem = _fits(trace, s, slot == SIDE_BY_SIDE, layer, head, matched)
         if problem:
             notes.append(problem)
             continue
-        notes += _slot_notes(run, s, trace, matched, kind)
+        notes += _slot_notes(run, s, trace, matched, kind, value)
         segments = run.segments.get(s, ())
         views = {k: analysis.attention_map(trace, layer, head, k, size)
-                 for k in ({matched} | ({"a1", "a2", "diff"} if trace.lambdas else set()))}
-        maps[s] = figures.attention_heatmap(views[matched], f"Model {s} ({trace.arch}) · ", segments)
+                 for k in ({"a1", "a2", "diff"} if trace.lambdas else set())}
+        shown = views.get(matched) if value == "weight" else None
+        shown = shown or analysis.attention_map(trace, layer, head, matched, size, value)
+        maps[s] = figures.attention_heatmap(shown, f"Model {s} ({trace.arch}) · ", segments)
         if trace.lambdas:
             softmax_max = float(max(views["a1"].values.max(), views["a2"].values.max()))
             parts[s] = [figures.attention_heatmap(views[k], f"{s} · ", segments, zmax=None if k == "diff" else softmax_max,
                                                   height=440) for k in ("a1", "a2", "diff")]  # a third of the page wide
     lambdas = {s: (t.lambdas, t.lambda_inits) for s, t in run.traces.items() if t.lambdas}
     profile = figures.lambda_profile({f"{s} ({run.models[s]})": v for s, v in lambdas.items()}) if lambdas else None
+    notes += [VALUE_NOTE] if value != "weight" and maps else []
     return ("  \n".join(notes), maps.get("A"), maps.get("B"), *parts["A"], *parts["B"], profile)
 
 
@@ -156,69 +170,75 @@ def sink_table(traces: dict) -> list[list]:
 @user_errors
 @gpu
 def zoom(tab: str, slot: str, layer: int, head: int, kind: str, query_from: int, query_to: int, key_from: int,
-         key_to: int, request: gr.Request = None):
-    """Query tokens [from, to) × key tokens [from, to) of each shown model's map, recomputed at full
-    resolution from the trace (at most ``analysis.MAX_REGION`` a side)."""
+         key_to: int, value: str = "weight", request: gr.Request = None):
+    """Query tokens [from, to) × key tokens [from, to) of each shown model's map (its weights or its
+    keys' contributions, ``value``), recomputed at full resolution from the trace (at most
+    ``analysis.MAX_REGION`` a side)."""
     run = current(request, tab)
     rows, cols = (int(query_from), int(query_to)), (int(key_from), int(key_to))
     figures_by_slot, notes = {}, []
     for s in shown_slots(run, slot):
         trace = run.traces[s]
-        matched = kind_for(trace, kind)
+        matched = kind_for(trace, kind, value)
         problem = _fits(trace, s, slot == SIDE_BY_SIDE, int(layer), int(head), matched)
         if problem:
             notes.append(problem)
             continue
         # side by side, the two inputs can differ in length (generation): each is cut to its own
         fit = lambda r: (min(r[0], trace.seq_len - 1), min(r[1], trace.seq_len))  # noqa: E731
-        region = analysis.attention_region(trace, int(layer), int(head), matched, fit(rows), fit(cols))
+        region = analysis.attention_region(trace, int(layer), int(head), matched, fit(rows), fit(cols), value)
         figures_by_slot[s] = figures.region_heatmap(region, f"Model {s} ({trace.arch}) · ", run.segments.get(s, ()))
     return figures_by_slot.get("A"), figures_by_slot.get("B"), "  \n".join(notes), *rows, *cols
 
 
 @user_errors
 @gpu
-def export_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int, request: gr.Request = None) -> str:
-    """The numbers behind the shown maps as CSV (model, query, key, value; future cells left out),
-    written only when asked for."""
+def export_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int, value: str = "weight",
+               request: gr.Request = None) -> str:
+    """The numbers behind the shown maps as CSV (model, map, cell value, query, key, value; future
+    cells left out), written only when asked for."""
     run = current(request, tab)
     rows = []
     for s in shown_slots(run, slot):
         trace = run.traces[s]
-        view = analysis.attention_map(trace, int(layer), int(head), kind_for(trace, kind), int(size))
+        view = analysis.attention_map(trace, int(layer), int(head), kind_for(trace, kind, value), int(size), value)
         future = figures.future_mask(view.edges, view.edges)
-        rows += [[s, view.kind, view.labels[i], view.labels[j], float(view.values[i, j])]
+        rows += [[s, view.kind, value, view.labels[i], view.labels[j], float(view.values[i, j])]
                  for i, j in zip(*np.nonzero(~future))]
-    return export_csv(f"attention-{slot.replace(' ', '')}-L{int(layer)}-H{int(head)}-{kind}",
-                      ["model", "map", "query", "key", "value"], rows)
+    return export_csv(f"attention-{slot.replace(' ', '')}-L{int(layer)}-H{int(head)}-{kind}-{value}",
+                      ["model", "map", "cell value", "query", "key", "value"], rows)
 
 
 @user_errors
 @gpu
-def show_overview(tab: str, slot: str, kind: str, measure: str, order: str, request: gr.Request = None):
-    """Every layer × head of each shown model as square thumbnails on one colour scale per model,
-    with the chosen per-head measure under each, in the chosen order."""
+def show_overview(tab: str, slot: str, kind: str, measure: str, order: str, value: str = "weight",
+                  request: gr.Request = None):
+    """Every layer × head of each shown model as square thumbnails on one colour scale per model
+    (their weights, or their keys' contributions: ``value``), with the chosen per-head measure of the
+    weights under each, in the chosen order."""
     run = current(request, tab)
     if measure not in MEASURES or order not in ORDERS:
         raise ValueError(f"choose a measure of {', '.join(MEASURES)} and an order of {', '.join(ORDERS)}")
     galleries, orders, legends = {}, {"A": [], "B": []}, []
     for s in shown_slots(run, slot):
         trace = run.traces[s]
-        matched = kind_for(trace, kind)
-        view = analysis.overview(trace, matched, size=OVERVIEW_SIZE)
+        matched = kind_for(trace, kind, value)
+        view = analysis.overview(trace, matched, size=OVERVIEW_SIZE, value=value)
         values = getattr(analysis.head_stats(trace, matched), MEASURES[measure][0])  # [L, H]
         heads = [(l, h) for l in range(trace.num_layers) for h in range(trace.num_heads)]
         if order != ORDERS[0]:
             heads.sort(key=lambda lh: values[lh], reverse=order == ORDERS[2])
         limit = figures.overview_limit(view.maps)
-        galleries[s] = [(image_file(figures.thumbnail(view.maps[l][h], matched, limit), f"{s}-L{l}-H{h}"),
+        galleries[s] = [(image_file(figures.thumbnail(view.maps[l][h], matched, limit, value), f"{s}-L{l}-H{h}"),
                          f"L{l} H{h} · {values[l, h]:.3f}")
                         for l, h in heads]
         orders[s] = heads
-        legends.append(figures.scale_legend(matched, limit, f"<b>{s}</b> ({trace.arch}, {matched}), every head:"))
+        what = matched if value == "weight" else f"{figures.VALUE_TITLES[value]} through {matched}"
+        legends.append(figures.scale_legend(matched, limit, f"<b>{s}</b> ({trace.arch}, {what}), every head:", value))
         blocks = len(view.edges) - 1
-    note = (f"Each thumbnail is one head's map, {'pooled to ' + str(blocks) + '×' + str(blocks) + ' blocks' if view.pooled else 'token by token'}; "
-            f"the number under it is its {measure}: {MEASURES[measure][1]}. Click a thumbnail to open that head above.")
+    cells = "map" if value == "weight" else f"{figures.VALUE_TITLES[value]} map (what each key adds through the head)"
+    note = (f"Each thumbnail is one head's {cells}, {'pooled to ' + str(blocks) + '×' + str(blocks) + ' blocks' if view.pooled else 'token by token'}; "
+            f"the number under it is its {measure} (of its weights): {MEASURES[measure][1]}. Click a thumbnail to open that head above.")
     return galleries.get("A"), galleries.get("B"), "".join(legends), note, orders["A"], orders["B"]
 
 
@@ -338,6 +358,7 @@ class Panel:
     layer: gr.Slider
     head: gr.Slider
     kind: gr.Dropdown
+    value: gr.Radio
     stale: list
 
     def run_on(self, button: gr.Button, fn, inputs: list, outputs: list, run_key: gr.State, api_name: str):
@@ -386,6 +407,7 @@ def build(run: gr.State, name: str) -> Panel:
             head = gr.Slider(0, MAX_INDEX, value=0, step=1, label="head (differential head for DiffLlama)")
             kind = gr.Dropdown(list(KINDS), value="diff", label="map (diff ↔ softmax matched per model)")
             size = gr.Slider(32, 512, value=256, step=16, label="display size (blocks)")
+            value = gr.Radio(figures.VALUE_CHOICES, value="weight", label="cells: weight, or what each key adds (contribution)")
         with gr.Row():
             show = gr.Button("Show attention", variant="secondary")
             export = gr.Button("Export the maps' numbers (CSV)", size="sm")
@@ -401,7 +423,7 @@ def build(run: gr.State, name: str) -> Panel:
         profile = gr.Plot(label="λ per layer", visible=False)
         csv = gr.File(label="numbers behind the maps (CSV)", height=90)
         map_outputs = [note, map_a, map_b, *parts, profile]
-        map_inputs = [run, slot, layer, head, kind, size]
+        map_inputs = [run, slot, layer, head, kind, size, value]
         shown = show.click(show_map, map_inputs, map_outputs, api_name=f"{name}_attention", **limits)
         export.click(export_map, map_inputs, csv, api_name=f"{name}_export", **limits)
     with gr.Accordion("Zoom: a region at full resolution", open=False):
@@ -419,7 +441,7 @@ def build(run: gr.State, name: str) -> Panel:
             zoom_b = gr.Plot(label="model B, full resolution", elem_id=f"{name}-zoom-B")
         ranges = [query_from, query_to, key_from, key_to]
         plots = [f"{name}-map-A", f"{name}-map-B", f"{name}-zoom-A", f"{name}-zoom-B"]
-        zoomed = zoom_button.click(zoom, [run, slot, layer, head, kind, *ranges], [zoom_a, zoom_b, zoom_note, *ranges],
+        zoomed = zoom_button.click(zoom, [run, slot, layer, head, kind, *ranges, value], [zoom_a, zoom_b, zoom_note, *ranges],
                                    js=ZOOM_SCRIPT.replace("PLOTS", str(plots)), api_name=f"{name}_zoom", **limits)
     with gr.Accordion("Overview: every layer × head — click one to open it", open=False):
         with gr.Row():
@@ -432,7 +454,7 @@ def build(run: gr.State, name: str) -> Panel:
                                            height="auto", elem_id=f"{name}-overview-{s}", elem_classes=["overview"])
                                 for s in ("A", "B")]
         order_a, order_b = gr.State([]), gr.State([])  # (layer, head) of each thumbnail, in gallery order
-        drawn = overview_button.click(show_overview, [run, slot, kind, measure, order],
+        drawn = overview_button.click(show_overview, [run, slot, kind, measure, order, value],
                                       [gallery_a, gallery_b, overview_legend, overview_note, order_a, order_b],
                                       api_name=f"{name}_overview", **limits)
         opened = [gallery.select(open_head, heads, [layer, head], **private).then(
@@ -474,7 +496,7 @@ def build(run: gr.State, name: str) -> Panel:
             None, js=f"() => document.getElementById('{name}-maps').scrollIntoView()", **private)
     stale = [*map_outputs, csv, zoom_a, zoom_b, zoom_note, gallery_a, gallery_b, overview_legend, overview_note,
              stats, allocation, outliers, sinks, comparison_file, ablation_plot, ablation_table, ablation_note]
-    return Panel(slot, layer, head, kind, stale)
+    return Panel(slot, layer, head, kind, value, stale)
 
 
 # The box a user dragged on a map (plotly's zoom) becomes the token ranges to recompute: each map
@@ -488,8 +510,8 @@ ZOOM_SCRIPT = """(...args) => {
       const last = edges.length - 2, cell = v => Math.max(0, Math.min(last, Math.round(v)));
       return [edges[cell(Math.min(...range))], edges[cell(Math.max(...range)) + 1]];
     };
-    return [...args.slice(0, args.length - 4), ...tokens(layout.yaxis.range, meta.row_edges),
-            ...tokens(layout.xaxis.range, meta.col_edges)];
+    return [...args.slice(0, args.length - 5), ...tokens(layout.yaxis.range, meta.row_edges),
+            ...tokens(layout.xaxis.range, meta.col_edges), args[args.length - 1]];  // the cell value comes last
   }
   return args;
 }"""

@@ -20,6 +20,8 @@ DIVERGING = "RdBu_r"  # differential maps go negative: blue below 0, red above, 
 MASKED = "#c4c4c4"  # a masked (future) key: nothing can attend there, which is not the same as attending 0
 KIND_TITLES = {"diff": "A1 − λ·A2 (differential)", "a1": "A1 (first softmax)", "a2": "A2 (second softmax)",
                "softmax": "softmax"}
+VALUE_TITLES = {"weight": "weight", "norm": "contribution ‖c‖", "projection": "contribution along the output"}
+VALUE_CHOICES = [(title, value) for value, title in VALUE_TITLES.items()]  # the cell-value toggle's (label, value)
 MODEL_COLOURS = {"A": "#4c6ef5", "B": "#f76707"}
 ALL_LABELS = 64  # up to this many tokens on an axis, every one gets its tick label
 THUMBNAIL_PIXELS = 96  # overview thumbnails are upscaled (nearest) to about this many pixels a side
@@ -35,11 +37,17 @@ def _short(label: str, width: int = 18) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
-def colour_range(kind: str, limit: float) -> dict:
-    """Heatmap colour settings: differential maps on a diverging scale centred at 0, softmax maps
+def signed(kind: str, value: str = "weight") -> bool:
+    """Whether cells of this map can be negative: differential weights, and contributions along the
+    head output (a key can push against it); softmax weights and contribution norms cannot."""
+    return value == "projection" or (value == "weight" and kind == "diff")
+
+
+def colour_range(kind: str, limit: float, value: str = "weight") -> dict:
+    """Heatmap colour settings: signed cells (``signed``) on a diverging scale centred at 0, the others
     (never negative) on a sequential one from 0."""
     limit = float(limit) or 1.0
-    if kind == "diff":
+    if signed(kind, value):
         return dict(colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit)
     return dict(colorscale=SEQUENTIAL, zmin=0, zmax=limit)
 
@@ -68,9 +76,15 @@ def _token_axis(labels: list[str], categories: list[str]) -> dict:
                 ticktext=[plotly_text(_short(labels[i])) for i in ticks], tickfont=dict(size=size))
 
 
+def colour_bar_title(kind: str, value: str = "weight") -> str:
+    if value != "weight":
+        return VALUE_TITLES[value]
+    return "A1 − λ·A2" if kind == "diff" else "attention"
+
+
 def attention_figure(values: np.ndarray, row_edges: list[int], col_edges: list[int], row_labels: list[str],
                      col_labels: list[str], kind: str, title: str, segments=(), zmax: float | None = None,
-                     height: int = 600) -> go.Figure:
+                     height: int = 600, value: str = "weight") -> go.Figure:
     """A (block of a) map with square cells, a colour bar, masked future cells in grey and lines
     where a new segment of the input starts (``segments``: ``(token position, name)``). ``height``
     suits a map half the page wide: the square fills it without leaving the colour bar far taller."""
@@ -79,9 +93,9 @@ def attention_figure(values: np.ndarray, row_edges: list[int], col_edges: list[i
     rows = [plotly_text(label) for label in row_labels]
     cols = [plotly_text(label) for label in col_labels]
     figure = go.Figure(go.Heatmap(
-        z=shown, x=cols, y=rows, hoverongaps=False, **colour_range(kind, limit),
-        hovertemplate="query %{y}<br>key %{x}<br>value %{z:.4f}<extra></extra>",
-        colorbar=dict(title=dict(text="A1 − λ·A2" if kind == "diff" else "attention", side="right"), thickness=12)))
+        z=shown, x=cols, y=rows, hoverongaps=False, **colour_range(kind, limit, value),
+        hovertemplate=f"query %{{y}}<br>key %{{x}}<br>{VALUE_TITLES[value]} %{{z:.4f}}<extra></extra>",
+        colorbar=dict(title=dict(text=colour_bar_title(kind, value), side="right"), thickness=12)))
     for position, name in segments:
         for axis, edges in (("x", col_edges), ("y", row_edges)):
             if edges[0] < position < edges[-1]:
@@ -103,27 +117,29 @@ def attention_figure(values: np.ndarray, row_edges: list[int], col_edges: list[i
     return figure
 
 
-def _map_title(prefix: str, layer: int, head: int, kind: str, lambda_: float | None) -> str:
+def _map_title(prefix: str, layer: int, head: int, kind: str, lambda_: float | None, value: str = "weight") -> str:
     lam = f", λ = {lambda_:.3f}" if lambda_ is not None else ""
-    return f"{prefix}layer {layer}, head {head}: {KIND_TITLES[kind]}{lam}"
+    if value == "weight":
+        return f"{prefix}layer {layer}, head {head}: {KIND_TITLES[kind]}{lam}"
+    return f"{prefix}layer {layer}, head {head}: {VALUE_TITLES[value]}<br><sup>through {KIND_TITLES[kind]}{lam}</sup>"
 
 
 def attention_heatmap(view, title_prefix: str = "", segments=(), zmax: float | None = None, height: int = 600) -> go.Figure:
     """One head's map (an ``AttentionMap`` record), pooled to blocks for long inputs."""
-    title = _map_title(title_prefix, view.layer, view.head, view.kind, view.lambda_)
+    title = _map_title(title_prefix, view.layer, view.head, view.kind, view.lambda_, view.value)
     if view.pooled:
         title += f"<br><sup>{view.edges[-1]} tokens pooled to {len(view.labels)}×{len(view.labels)} blocks; zoom for full resolution</sup>"
     return attention_figure(view.values, view.edges, view.edges, view.labels, view.labels, view.kind, title, segments,
-                            zmax, height)
+                            zmax, height, view.value)
 
 
 def region_heatmap(region, title_prefix: str = "", segments=()) -> go.Figure:
     """A full-resolution rectangle of one head's map (an ``AttentionRegion`` record)."""
     (r0, r1), (c0, c1) = region.rows, region.cols
-    title = (_map_title(title_prefix, region.layer, region.head, region.kind, region.lambda_)
+    title = (_map_title(title_prefix, region.layer, region.head, region.kind, region.lambda_, region.value)
              + f"<br><sup>full resolution: queries {r0}–{r1 - 1} × keys {c0}–{c1 - 1}</sup>")
     return attention_figure(region.values, list(range(r0, r1 + 1)), list(range(c0, c1 + 1)), region.row_labels,
-                            region.col_labels, region.kind, title, segments)
+                            region.col_labels, region.kind, title, segments, value=region.value)
 
 
 def decomposition(views: dict, title_prefix: str = "", segments=(), height: int = 440) -> list[go.Figure]:
@@ -135,17 +151,17 @@ def decomposition(views: dict, title_prefix: str = "", segments=(), height: int 
 
 
 # --- overview: thumbnails, one colour scale -----------------------------------------------------------
-def _colour_table(kind: str) -> np.ndarray:
-    """[256, 3] uint8 colours of the kind's colour scale, low to high."""
-    samples = plotly.colors.sample_colorscale(DIVERGING if kind == "diff" else SEQUENTIAL, np.linspace(0, 1, 256))
+def _colour_table(kind: str, value: str = "weight") -> np.ndarray:
+    """[256, 3] uint8 colours of the map's colour scale (``colour_range``), low to high."""
+    samples = plotly.colors.sample_colorscale(colour_range(kind, 1.0, value)["colorscale"], np.linspace(0, 1, 256))
     return np.array([plotly.colors.unlabel_rgb(c) for c in samples]).round().astype(np.uint8)
 
 
-def thumbnail(values: np.ndarray, kind: str, limit: float) -> np.ndarray:
+def thumbnail(values: np.ndarray, kind: str, limit: float, value: str = "weight") -> np.ndarray:
     """A pooled map [b, b] as a square RGB image on the shared scale (``colour_range``), future cells grey."""
-    scale = colour_range(kind, limit)
+    scale = colour_range(kind, limit, value)
     index = np.clip((values - scale["zmin"]) / (scale["zmax"] - scale["zmin"]) * 255, 0, 255).round().astype(int)
-    image = _colour_table(kind)[index]  # [b, b, 3]
+    image = _colour_table(kind, value)[index]  # [b, b, 3]
     edges = list(range(values.shape[0] + 1))
     image[future_mask(edges, edges)] = plotly.colors.hex_to_rgb(MASKED)
     factor = max(1, math.ceil(THUMBNAIL_PIXELS / values.shape[0]))
@@ -168,9 +184,9 @@ def colour_legend(colours: list[str], low: float, high: float, title: str, maske
             f'<span>{high:.3g}</span>{swatch}</div>')
 
 
-def scale_legend(kind: str, limit: float, title: str) -> str:
-    """The legend of ``colour_range(kind, limit)``."""
-    scale = colour_range(kind, limit)
+def scale_legend(kind: str, limit: float, title: str, value: str = "weight") -> str:
+    """The legend of ``colour_range(kind, limit, value)``."""
+    scale = colour_range(kind, limit, value)
     colours = plotly.colors.sample_colorscale(scale["colorscale"], np.linspace(0, 1, 9))
     return colour_legend(colours, scale["zmin"], scale["zmax"], title, masked=True)
 

@@ -63,14 +63,15 @@ class HeatRow:
     values: np.ndarray  # [query + 1]
 
 
-def heat_rows(traces: dict, layer: int | None, position: int) -> dict[str, HeatRow]:
-    """Each model's row (mean over heads, the model's own map kind) at ``layer`` (None: its middle
-    layer) for the token at ``position`` (``LAST``: its last real token); both are clamped to the model."""
+def heat_rows(traces: dict, layer: int | None, position: int, value: str = "weight") -> dict[str, HeatRow]:
+    """Each model's row (mean over heads, the model's own map kind: its weights, or its keys'
+    contributions, ``value``) at ``layer`` (None: its middle layer) for the token at ``position``
+    (``LAST``: its last real token); both are clamped to the model."""
     rows = {}
     for slot, trace in traces.items():
         query = last_real_token(trace) if position == LAST else min(max(int(position), 0), trace.seq_len - 1)
         at = trace.num_layers // 2 if layer is None else min(int(layer), trace.num_layers - 1)
-        values = analysis.attention_row(trace, at, None, trace.kinds[0], query)[: query + 1]
+        values = analysis.attention_row(trace, at, None, trace.kinds[0], query, value)[: query + 1]
         rows[slot] = HeatRow(slot, query, at, values)
     return rows
 
@@ -81,32 +82,36 @@ def heat_scales(rows: dict[str, HeatRow], shared: bool) -> dict[str, float]:
     return {slot: max(own.values()) for slot in own} if shared else own
 
 
-def legend(rows: dict[str, HeatRow], scales: dict[str, float]) -> str:
+def legend(rows: dict[str, HeatRow], scales: dict[str, float], value: str = "weight") -> str:
     """The colour bar of the heat, with the value full colour stands for (one, or one per model)."""
     signed = any((row.values < 0).any() for row in rows.values())
     top = max(scales.values())
     colours = [NEGATIVE, "rgba(255, 255, 255, 0)", POSITIVE] if signed else ["rgba(255, 255, 255, 0)", POSITIVE]
     per_model = "" if len(set(scales.values())) == 1 else " · ".join(
         f"{slot}: full colour = {scale:.3g}" for slot, scale in scales.items())
-    bar = figures.colour_legend(colours, -top if signed else 0.0, top, "attention")
+    bar = figures.colour_legend(colours, -top if signed else 0.0, top, "attention" if value == "weight" else
+                                figures.VALUE_TITLES[value])
     return bar + (f'<div style="font-size:0.85em">each model on its own scale: {per_model}</div>' if per_model else "")
 
 
-def caption(trace, row: HeatRow, scale: float) -> str:
+def caption(trace, row: HeatRow, scale: float, value: str = "weight") -> str:
     token = display_token(trace.tokens[row.query], trace.sequence_ids[row.query] is None)
     maps = "A1 − λ·A2 rows (can be negative)" if trace.kinds[0] == "diff" else "softmax rows"
+    if value != "weight":
+        maps = f"keys' {figures.VALUE_TITLES[value]} through its {maps.replace(' (can be negative)', '')}"
     return (f"**{row.slot}** ({trace.arch}): query token {row.query} {markdown_code(token)} · layer {row.layer} of "
             f"0–{trace.num_layers - 1} · mean over {trace.num_heads} heads of its {maps} · full colour = {scale:.3g}")
 
 
-def draw(traces: dict, texts: dict[str, dict[int, str]], layer: int | None, position: int, shared: bool):
+def draw(traces: dict, texts: dict[str, dict[int, str]], layer: int | None, position: int, shared: bool,
+         value: str = "weight"):
     """(heat A, heat B, legend, caption A, caption B) for ``traces`` by slot; ``texts[slot]`` maps a
-    sequence id to the text its offsets point into."""
-    rows = heat_rows(traces, layer, position)
+    sequence id to the text its offsets point into; ``value``: weights or contributions."""
+    rows = heat_rows(traces, layer, position, value)
     scales = heat_scales(rows, shared)
     heat = {s: heat_pieces(traces[s], texts[s], r.values, r.query, scales[s]) for s, r in rows.items()}
-    captions = {s: caption(traces[s], r, scales[s]) for s, r in rows.items()}
-    return heat.get("A"), heat.get("B"), legend(rows, scales), captions.get("A", ""), captions.get("B", "")
+    captions = {s: caption(traces[s], r, scales[s], value) for s, r in rows.items()}
+    return heat.get("A"), heat.get("B"), legend(rows, scales, value), captions.get("A", ""), captions.get("B", "")
 
 
 def run_texts(run) -> dict[str, dict[int, str]]:
@@ -122,23 +127,25 @@ class HeatView:
     layer: gr.Slider
     position: gr.Slider
     shared: gr.Checkbox
+    value: gr.Radio
     outputs: list
 
     def wire(self, tab: gr.State, run_event) -> None:
         """Redraw after the tab's run succeeds and whenever a control changes."""
-        inputs, private = [tab, self.layer, self.position, self.shared], dict(api_visibility="private")
+        inputs, private = [tab, self.layer, self.position, self.shared, self.value], dict(api_visibility="private")
         run_event.success(refresh, inputs, self.outputs, **private)
         for control in (self.layer, self.position):
             control.release(refresh, inputs, self.outputs, **private)
-        self.shared.change(refresh, inputs, self.outputs, **private)
+        for control in (self.shared, self.value):
+            control.change(refresh, inputs, self.outputs, **private)
 
 
 @user_errors
-def refresh(tab: str, layer: int, position: int, shared: bool, request: gr.Request = None):
+def refresh(tab: str, layer: int, position: int, shared: bool, value: str = "weight", request: gr.Request = None):
     """The heat of the tab's last run, and the query slider sized to its longest input."""
     run = run_store.current(request, tab)
     longest = max(trace.seq_len for trace in run.traces.values())
-    return (*draw(run.traces, run_texts(run), int(layer), int(position), bool(shared)),
+    return (*draw(run.traces, run_texts(run), int(layer), int(position), bool(shared), value),
             gr.update(maximum=longest - 1))
 
 
@@ -150,6 +157,8 @@ def build(what: str) -> HeatView:
         position = gr.Slider(LAST, 8192, value=LAST, step=1,
                              label=f"query token position (−1: the last real token — {what})")
         shared = gr.Checkbox(value=True, label="one colour scale for A and B")
+        value = gr.Radio(figures.VALUE_CHOICES, value="weight",
+                         label="heat: weight, or what each key adds (contribution)")
     legend_html = gr.HTML()
     with gr.Row():
         with gr.Column():
@@ -158,4 +167,4 @@ def build(what: str) -> HeatView:
         with gr.Column():
             caption_b = gr.Markdown()
             heat_b = gr.HighlightedText(label="B: attention row as token heat", show_legend=False, elem_classes=["heat"])
-    return HeatView(layer, position, shared, [heat_a, heat_b, legend_html, caption_a, caption_b, position])
+    return HeatView(layer, position, shared, value, [heat_a, heat_b, legend_html, caption_a, caption_b, position])

@@ -97,6 +97,10 @@ class TaggingResult:
 
 
 # --- analysis ----------------------------------------------------------------------------------
+VALUES = ("weight", "norm", "projection")  # what a map's cells hold: the weights, or each key's contribution
+# through the head (the "contribution" measure): its norm ‖c_ik‖, or its projection on the head output's direction
+
+
 @dataclass
 class AttentionMap:
     """One head's map ready to draw: ``values[i, j]`` is the mass query block i gives key block j."""
@@ -108,6 +112,7 @@ class AttentionMap:
     edges: list[int]  # block boundaries in token positions, len B + 1
     labels: list[str]  # one per block: the token, or "first…last (i–j)" when pooled
     lambda_: float | None  # λ of this layer for DiffLlama kinds
+    value: str = "weight"  # what the cells hold (tracing.VALUES): the weights, or contributions ‖c‖ / along o
 
     @property
     def pooled(self) -> bool:
@@ -142,6 +147,7 @@ class AttentionRegion:
     row_labels: list[str]
     col_labels: list[str]
     lambda_: float | None
+    value: str = "weight"  # as AttentionMap.value
 
 
 @dataclass
@@ -153,6 +159,7 @@ class Overview:
     edges: list[int]
     seq_len: int
     query_rows: list[int] | None = None  # the query positions averaged over when sampled; None: every row
+    value: str = "weight"  # as AttentionMap.value
 
     @property
     def pooled(self) -> bool:

@@ -25,7 +25,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from . import budget
-from .records import ContributionMap
+from .records import VALUES, ContributionMap
 
 ATTENTION_IMPLEMENTATION = "lens"
 OVERVIEW_LOGITS = 1 << 28  # an overview beyond this many logits averages over a sample of rows
@@ -359,14 +359,34 @@ class Trace:
                 later = logits[:, :, first + 1:].reshape(len(logits), -1)  # [h, r·(r − 1)]
                 yield later.index_select(1, row * (count - 1) + col).reshape(-1)
 
-    def rows(self, layer: int, head: int, kind: str, rows) -> torch.Tensor:
-        """Rows ``[r, N]`` (float32, CPU) of one map for the query positions ``rows``, in the order
-        given."""
+    def _check_value(self, kind: str, value: str) -> None:
+        if value not in VALUES:
+            raise ValueError(f"unknown cell value {value!r}; choose one of {', '.join(VALUES)}")
+        if value != "weight" and kind != self.kinds[0]:
+            raise ValueError(f"contributions come from the map a head applies to its values ({self.kinds[0]!r}); "
+                             f"{kind!r} alone adds nothing to the output: choose {self.kinds[0]!r} or the weights")
+
+    def value_blocks(self, layer: int, head: int, kind: str, value: str = "weight", rows=None) -> Iterator["Block"]:
+        """``map_blocks`` of one head whose values hold ``value`` (``VALUES``): the map's weights, or
+        the keys' contributions through the head, ‖c_ik‖ ("norm") or c_ik·o_i/‖o_i‖ ("projection")."""
+        if value == "weight":
+            yield from self.map_blocks(layer, kind, [head], rows)
+            return
+        self.check(layer, head, kind)
+        self._check_value(kind, value)
+        for block, norms, projections, _ in self._contribution_values(layer, head, self._rows(rows), value == "norm",
+                                                                     value == "projection"):
+            block.values = (norms if value == "norm" else projections)[None]  # [1, r, e]
+            yield block
+
+    def rows(self, layer: int, head: int, kind: str, rows, value: str = "weight") -> torch.Tensor:
+        """Rows ``[r, N]`` (float32, CPU) of one map (or its ``value``) for the query positions ``rows``,
+        in the order given."""
         self.check(layer, head, kind)
         wanted = torch.as_tensor(rows).reshape(-1)
         positions = self._rows(wanted)
         out = torch.zeros(len(positions), self.seq_len)
-        for block in self.map_blocks(layer, kind, [head], positions):
+        for block in self.value_blocks(layer, head, kind, value, positions):
             out[block.span, :block.values.shape[2]] = block.values[0].cpu()
         return out[torch.searchsorted(torch.tensor(positions), wanted)]
 
@@ -377,17 +397,18 @@ class Trace:
                      "use the pooled map or a region instead")
         return self.region(layer, head, kind, (0, self.seq_len), (0, self.seq_len))
 
-    def region(self, layer: int, head: int, kind: str, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
-        """The exact values ``[b − a, d − c]`` (float32, CPU) of one head's map for query positions
-        ``rows = (a, b)`` and key positions ``cols = (c, d)``: a full-resolution zoom. Only those rows
-        are computed (each over its keys 0..row, which its softmax needs)."""
+    def region(self, layer: int, head: int, kind: str, rows: tuple[int, int], cols: tuple[int, int],
+               value: str = "weight") -> torch.Tensor:
+        """The exact values ``[b − a, d − c]`` (float32, CPU) of one head's map (or its ``value``) for
+        query positions ``rows = (a, b)`` and key positions ``cols = (c, d)``: a full-resolution zoom.
+        Only those rows are computed (each over its keys 0..row, which its softmax needs)."""
         self.check(layer, head, kind)
         (a, b), (c, d) = rows, cols
         if not (0 <= a < b <= self.seq_len and 0 <= c < d <= self.seq_len):
             raise ValueError(f"a region needs 0 ≤ start < end ≤ {self.seq_len} for rows and columns; got rows {rows}, columns {cols}")
         budget.check(budget.map_bytes(b - a, b), f"a {b - a}×{d - c} region", "zoom into fewer rows")
         out = torch.zeros(b - a, d - c)
-        for block in self.map_blocks(layer, kind, [head], range(a, b)):
+        for block in self.value_blocks(layer, head, kind, value, range(a, b)):
             end = min(block.values.shape[2], d)
             if end > c:
                 out[block.span, :end - c] = block.values[0, :, c:end].cpu()
@@ -403,7 +424,7 @@ class Trace:
         RMSNorm's scale of row i, and ``A_ik`` otherwise. ``Σ_k c_ik`` is the head's part of the attention
         output. The output projection's bias (Persimmon's ``dense`` has one) is added once per token
         whatever the keys are, so it is no key's contribution and is left out."""
-        kind = "diff" if self.arch == "diffllama" else "softmax"
+        kind = self.kinds[0]
         self.check(layer, head, kind)
         positions = self._rows(rows)
         budget.check(2 * budget.map_bytes(len(positions), self.seq_len), f"contributions of {len(positions)} rows",
@@ -411,51 +432,81 @@ class Trace:
         norms = torch.zeros(len(positions), self.seq_len)
         projections = torch.zeros(len(positions), self.seq_len)
         output_norms = torch.zeros(len(positions))
-        for block, weights, vectors, outputs in self._contribution_blocks(layer, head, positions):
-            size = outputs.norm(dim=-1)  # [r]
-            direction = outputs / size.clamp_min(torch.finfo(size.dtype).tiny)[:, None]  # [r, D]; a zero output has none
-            end = weights.shape[1]
-            norms[block.span, :end] = (weights.abs() * vectors.norm(dim=-1)).cpu()  # ‖w_ik·u_k‖ = |w_ik|·‖u_k‖
-            projections[block.span, :end] = (weights * (direction @ vectors.T)).cpu()  # [r, e]
-            output_norms[block.span] = size.cpu()
+        for block, block_norms, block_projections, sizes in self._contribution_values(layer, head, positions):
+            end = block_norms.shape[1]
+            norms[block.span, :end] = block_norms.cpu()
+            projections[block.span, :end] = block_projections.cpu()
+            output_norms[block.span] = sizes.cpu()
         return ContributionMap(layer=layer, head=head, kind=kind, rows=positions, norms=norms.numpy(),
                                projections=projections.numpy(), output_norms=output_norms.numpy())
 
-    @torch.no_grad()
-    def _contribution_blocks(self, layer: int, head: int, rows: list[int]) -> Iterator[tuple["Block", torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per block of query rows: the block, the weights ``w`` [r, e], the keys' value vectors through
-        the head's output projection ``u`` [e, D] (so ``c_ik = w_ik·u_k``) and the head's outputs
-        ``Σ_k c_ik`` [r, D]."""
+    def _head_projection(self, layer: int, head: int) -> torch.Tensor:
+        """``W_h`` [D, w] (float32): the columns of the layer's output projection that head ``head``'s
+        output (its w numbers of the attention output) passes through."""
         attn = self._model.base_model.layers[layer].self_attn
         projection = attn.o_proj if hasattr(attn, "o_proj") else attn.dense  # Persimmon names it dense
+        width = projection.weight.shape[1] // self._model.config.num_attention_heads * (2 if self.arch == "diffllama" else 1)
+        return projection.weight[:, head * width:(head + 1) * width].float()
+
+    def _head_values(self, layer: int, head: int) -> torch.Tensor:
+        """The value vectors ``[N, w]`` differential/softmax head ``head`` mixes. GQA: query head h reads
+        KV head h // groups. A differential head's A2 (softmax head j + H/2) reads KV head j // groups +
+        KV/2, whose value vectors equal KV head j // groups' (the layer repeats V's halves): so D applies
+        to one v per key."""
         values = self._values(layer)  # [KV, N, w]
-        width = values.shape[2]
-        groups = self._model.config.num_attention_heads // values.shape[0]  # GQA: query head h reads KV head h // groups
-        # a differential head's A2 (softmax head j + H/2) reads KV head j // groups + KV/2, whose value
-        # vectors equal KV head j // groups' (the layer repeats V's halves): so D applies to one v per key
-        value = values[head // groups]  # [N, w]
-        vectors = value @ projection.weight[:, head * width:(head + 1) * width].float().T  # [N, D]
-        for block in self.map_blocks(layer, "diff" if self.arch == "diffllama" else "softmax", [head], rows):
+        return values[head // (self._model.config.num_attention_heads // values.shape[0])]
+
+    @torch.no_grad()
+    def _contribution_blocks(self, layer: int, head: int, rows: list[int]) -> Iterator[tuple["Block", torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per block of query rows: the block, the weights ``w`` [r, e] the head really gives each key,
+        the keys' value vectors ``v`` [e, w] and the weighted sums ``m_i = Σ_k w_ik v_k`` [r, w]. With
+        ``W_h = _head_projection`` [D, w]: ``c_ik = w_ik·W_h v_k`` and the head's output ``o_i = W_h m_i``."""
+        attn = self._model.base_model.layers[layer].self_attn
+        value = self._head_values(layer, head)  # [N, w]
+        for block in self.map_blocks(layer, self.kinds[0], [head], rows):
             weights = block.values[0]  # [r, e]
             end = weights.shape[1]
+            mixed = weights @ value[:end]  # [r, w]
             if self.arch == "diffllama":  # the sub-layer RMSNorm (no learned weight) scales each row of D·V
-                mixed = weights @ value[:end]  # [r, w]
                 eps = attn.groupnorm.eps if attn.groupnorm.eps is not None else torch.finfo(mixed.dtype).eps
                 scale = (1 - self.lambda_inits[layer]) * torch.rsqrt(mixed.pow(2).mean(-1, keepdim=True) + eps)  # [r, 1]
-                weights = weights * scale
-            yield block, weights, vectors[:end], weights @ vectors[:end]
+                weights, mixed = weights * scale, mixed * scale
+            yield block, weights, value[:end], mixed
 
-    def pooled(self, layer: int, head: int, kind: str, max_size: int = 512) -> "PooledMap":
+    @torch.no_grad()
+    def _contribution_values(self, layer: int, head: int, rows: list[int], norms: bool = True,
+                             projections: bool = True) -> Iterator[tuple["Block", torch.Tensor | None, torch.Tensor | None, torch.Tensor]]:
+        """Per block of query rows: the block, ‖c_ik‖ [r, e] (if ``norms``), c_ik·o_i/‖o_i‖ [r, e] (if
+        ``projections``) and ‖o_i‖ [r]. Computed in the value space through G = W_hᵀW_h [w, w], so no
+        vector of the model's width D is built per key: ‖c_ik‖ = |w_ik|·√(v_kᵀ G v_k) and
+        c_ik·o_i = w_ik·v_kᵀ G m_i."""
+        gram = self._head_projection(layer, head)
+        gram = gram.T @ gram  # [w, w]
+        key_norms = None
+        for block, weights, values, mixed in self._contribution_blocks(layer, head, rows):
+            pulled = mixed @ gram  # [r, w]: W_hᵀ o_i
+            sizes = (pulled * mixed).sum(-1).clamp_min(0).sqrt()  # ‖o_i‖ [r]
+            if norms and key_norms is None:  # ‖W_h v_k‖ of every key [N], once
+                every = self._head_values(layer, head)  # [N, w]
+                key_norms = ((every @ gram) * every).sum(-1).clamp_min(0).sqrt()
+            block_norms = weights.abs() * key_norms[:weights.shape[1]] if norms else None
+            block_projections = None
+            if projections:  # a zero output has no direction: its keys project to 0
+                block_projections = weights * (pulled @ values.T) / sizes.clamp_min(torch.finfo(sizes.dtype).tiny)[:, None]
+            yield block, block_norms, block_projections, sizes
+
+    def pooled(self, layer: int, head: int, kind: str, max_size: int = 512, value: str = "weight") -> "PooledMap":
         """A display-sized map of at most ``max_size`` × ``max_size`` blocks (see ``PooledMap``)."""
-        values, edges = self.pooled_heads(layer, kind, max_size, [head])
+        values, edges = self.pooled_heads(layer, kind, max_size, [head], value=value)
         return PooledMap(values=values[0], edges=edges)
 
     def pooled_heads(self, layer: int, kind: str, max_size: int, heads: list[int] | None = None,
-                     rows: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
+                     rows: list[int] | None = None, value: str = "weight") -> tuple[torch.Tensor, list[int]]:
         """Pooled maps ``[h, B, B]`` (float32, CPU) of differential/softmax heads ``heads`` (all by
-        default) and their block edges. With ``rows`` (query positions, every block holding some), a
-        block's value is the mean over those rows only: an evenly spaced sample (``sample_rows``)
-        makes the overview cheap, and equals the exact map when every row is sampled.
+        default), holding ``value`` (``VALUES``), and their block edges. With ``rows`` (query positions,
+        every block holding some), a block's value is the mean over those rows only: an evenly spaced
+        sample (``sample_rows``) makes the overview cheap, and equals the exact map when every row is
+        sampled.
 
         Pooled softmax maps are kept in the cache, so A1, A2 and D = A1 − λ·A2 of one head (the
         decomposition view) cost one computation; D's pooled map is A1's − λ·A2's (pooling is linear)."""
@@ -463,14 +514,19 @@ class Trace:
         heads = list(range(self.num_heads)) if heads is None else list(heads)
         for head in heads:
             self.check(layer, head, kind)
+        self._check_value(kind, value)
         edges = block_edges(self.seq_len, max_size)
         positions = self._rows(rows)
+        if value != "weight":  # contributions are not linear in the softmax maps: one head at a time
+            return torch.stack([self._pool(self.value_blocks(layer, h, kind, value, positions), 1, edges, positions)[0]
+                                for h in heads]), edges
         softmax_heads = self._softmax_heads(heads, kind)
         keys = {h: ("pooled", layer, h, tuple(edges), None if rows is None else tuple(positions)) for h in softmax_heads}
         maps = {h: self.cache.lookup(key) for h, key in keys.items()}
         missing = [h for h, values in maps.items() if values is None]
         if missing:  # in one pass over the layer's rows
-            for h, values in zip(missing, self._pool_softmax(layer, missing, edges, positions)):
+            for h, values in zip(missing, self._pool(self._softmax_blocks(layer, missing, positions), len(missing),
+                                                     edges, positions)):
                 maps[h] = values
                 self.cache.store(keys[h], values, _tensor_bytes(values))
         stacked = torch.stack([maps[h] for h in softmax_heads])  # [h (2h for diff, A1 and A2 alternating), B, B]
@@ -490,21 +546,28 @@ class Trace:
         per_block = max(1, max_logits // (per_row * max(self.seq_len // 2, 1) * (len(edges) - 1)))
         return sample_rows(self.seq_len, edges, per_block)
 
-    def _pool_softmax(self, layer: int, heads: list[int], edges: list[int], rows: list[int]) -> torch.Tensor:
-        """Pooled maps ``[h, B, B]`` of softmax heads ``heads`` over the query positions ``rows``."""
-        blocks = len(edges) - 1
+    @torch.no_grad()
+    def _softmax_blocks(self, layer: int, heads: list[int], rows: list[int]) -> Iterator["Block"]:
+        """The maps of softmax heads ``heads`` (A1 and A2 alike) at the query positions ``rows``."""
+        for block in self._logit_blocks(layer, heads, rows):
+            block.values = torch.softmax(block.values, dim=-1)  # [h, r, e]
+            yield block
+
+    def _pool(self, blocks: Iterator["Block"], count: int, edges: list[int], rows: list[int]) -> torch.Tensor:
+        """Pooled maps ``[count, B, B]`` (CPU) of the ``blocks`` of ``count`` heads over the query
+        positions ``rows``: the mean over each block of rows, the sum over each block of keys."""
+        size = len(edges) - 1
         block_of_row = torch.bucketize(torch.tensor(rows), torch.tensor(edges[1:]), right=True)  # [len(rows)]
-        rows_per_block = torch.bincount(block_of_row, minlength=blocks).float()
+        rows_per_block = torch.bincount(block_of_row, minlength=size).float()
         if not bool((rows_per_block > 0).all()):
             raise ValueError("every block of rows needs at least one sampled row")
-        device = self._qk(layer)[0].device
-        sums = torch.zeros(len(heads), blocks, self.seq_len, device=device)  # row blocks summed, columns not yet
-        done = 0
-        with torch.no_grad():
-            for block in self._logit_blocks(layer, heads, rows):
-                probs = torch.softmax(block.values, dim=-1)  # [h, r, e]
-                sums[block.heads, :, :probs.shape[2]].index_add_(1, block_of_row[block.span].to(device), probs)
-        return (pool_columns(sums, edges) / rows_per_block[:, None].to(device)).cpu()  # [h, B, B]
+        sums = None  # row blocks summed, columns not yet
+        for block in blocks:
+            if sums is None:
+                sums = torch.zeros(count, size, self.seq_len, device=block.values.device)
+            values = block.values  # [h, r, e]
+            sums[block.heads, :, :values.shape[2]].index_add_(1, block_of_row[block.span].to(values.device), values)
+        return (pool_columns(sums, edges) / rows_per_block[:, None].to(sums.device)).cpu()  # [count, B, B]
 
 
 @dataclass

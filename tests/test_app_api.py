@@ -115,6 +115,26 @@ def test_slot_b_shows_a_llama_with_its_softmax_maps(client, backend):
     assert map_a and map_b and "showing its 'diff' map" in note
 
 
+@pytest.mark.parametrize("value", ["norm", "projection"])
+def test_contribution_cells_through_the_app_equal_the_backend(client, backend, value):
+    """The weight | contribution toggle: map view, zoom and overview draw the trace's contributions."""
+    client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")
+    note, map_a, map_b, a1_a, a2_a, diff_a, *_ = client.predict("A and B", 1, 1, "a1", 512, value, api_name="/classify_attention")
+    assert "contributions come from 'diff'" in note and "Kobayashi" in note
+    for slot, source, kind, plot in (("A", "diffllama-cls", "diff", map_a), ("B", "llama-cls", "softmax", map_b)):
+        trace = backend.get(source, "classification").trace("Bob met Clara.")
+        figure = json.loads(plot["plot"])
+        expected = analysis.attention_map(trace, 1, 1, kind, 512, value).values
+        np.testing.assert_allclose(np.nan_to_num(decode(figure["data"][0]["z"]), nan=0.0), expected, atol=1e-5)
+        assert figure["data"][0]["colorbar"]["title"]["text"].startswith("contribution")
+        assert (figure["data"][0]["zmin"] < 0) == (value == "projection")  # along the output: diverging at 0
+    assert json.loads(a1_a["plot"])["data"][0]["colorbar"]["title"]["text"] == "attention"  # the decomposition: weights
+    zoom_a, *_ = client.predict("A", 1, 1, "diff", 0, 4, 0, 4, value, api_name="/classify_zoom")
+    assert "through" in json.loads(zoom_a["plot"])["layout"]["title"]["text"]
+    gallery_a, _, legend, note, *_ = client.predict("A", "diff", "entropy", "layer × head", value, api_name="/classify_overview")
+    assert len(gallery_a) == 3 * 4 and "contribution" in legend and "contribution" in note
+
+
 def decode(array: dict) -> np.ndarray:
     """A plotly typed array (base64 'bdata') as numpy."""
     shape = [int(n) for n in str(array["shape"]).split(",")]

@@ -50,8 +50,10 @@ def plot_title(page, element_id: str) -> str:
     return page.locator(f"#{element_id} .gtitle").first.text_content()
 
 
-def open_accordion(panel, title: str) -> None:
-    panel.get_by_text(title).first.click()
+def open_accordion(panel, title: str, button: str) -> None:
+    """Open the accordion (unless an earlier test left it open) whose ``button`` the test presses next."""
+    if not panel.get_by_role("button", name=button).is_visible():
+        panel.get_by_text(title).first.click()
 
 
 @pytest.mark.parametrize("tab, example, button, name, shows_result", TABS, ids=[t[0] for t in TABS])
@@ -87,7 +89,7 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
     page.mouse.down()
     page.mouse.move(drag["x"] + drag["width"] * 0.6, drag["y"] + drag["height"] * 0.8, steps=6)
     page.mouse.up()
-    open_accordion(panel, "Zoom: a region at full resolution")
+    open_accordion(panel, "Zoom: a region at full resolution", "Recompute the region")
     panel.get_by_role("button", name="Recompute the region").click()
     page.locator(f"#{name}-zoom-A .js-plotly-plot").wait_for(timeout=60_000)
     zoomed = re.search(r"queries (\d+)–(\d+) × keys (\d+)–(\d+)", plot_title(page, f"{name}-zoom-A"))
@@ -95,7 +97,7 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
     shot("zoom")
 
     # overview: thumbnails on one scale with a number under each; a click opens that head above
-    open_accordion(panel, "Overview: every layer × head")
+    open_accordion(panel, "Overview: every layer × head", "Draw overview")
     panel.get_by_role("button", name="Draw overview").click()
     thumbnails = page.locator(f"#{name}-overview-A .thumbnail-item")
     thumbnails.nth(5).wait_for(timeout=60_000)
@@ -108,8 +110,44 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
     shot("overview")
 
     # λ ablation of the DiffLlama: before → after, with probabilities
-    open_accordion(panel, "λ ablation (a DiffLlama)")
+    open_accordion(panel, "λ ablation (a DiffLlama)", "Run ablation")
     panel.get_by_role("button", name="Run ablation").click()
     panel.get_by_text("The model itself is unchanged").wait_for(timeout=60_000)
     shot("ablation")
+    assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
+
+
+def test_contribution_toggle_redraws_maps_zoom_overview_and_heat(page):
+    """The cells' value (weight | contribution ‖c‖ | contribution along the output) in the map view,
+    the zoom, the overview and the token heat."""
+    SHOTS.mkdir(exist_ok=True)
+    page.get_by_role("tab", name="Classification").click()
+    panel = page.locator("div[role='tabpanel']:visible")
+    panel.locator("div.table, button").filter(has_text="Rosa said the service").first.click()
+    panel.get_by_role("button", name="Classify with A and B").click()
+    panel.locator(".lens-legend").first.wait_for(timeout=60_000)
+    cells = panel.locator("fieldset", has_text="cells: weight, or what each key adds")
+    cells.get_by_text("contribution along the output").click()
+    panel.get_by_role("button", name="Show attention").click()
+    for slot, kind in (("A", "A1 − λ·A2"), ("B", "softmax")):  # the value on the title's first line, the map under it
+        page.wait_for_function(f"() => document.querySelector('#classify-map-{slot} .gtitle')?.textContent"
+                               f".includes('contribution along the output')", timeout=60_000)
+        assert f"through {kind}" in plot_title(page, f"classify-map-{slot}")
+    assert page.locator("#classify-map-A .cbtitle", has_text="contribution along the output").count()
+    assert panel.get_by_text("Kobayashi").count()  # the measure's definition, under the maps
+    page.screenshot(path=str(SHOTS / "contribution-maps.png"), full_page=True)
+
+    open_accordion(panel, "Zoom: a region at full resolution", "Recompute the region")
+    panel.get_by_role("button", name="Recompute the region").click()
+    page.wait_for_function("() => document.querySelector('#classify-zoom-A .gtitle')?.textContent"
+                           ".includes('contribution along the output')", timeout=60_000)
+    open_accordion(panel, "Overview: every layer × head", "Draw overview")
+    panel.get_by_role("button", name="Draw overview").click()
+    panel.locator(".lens-legend", has_text="contribution along the output through").first.wait_for(timeout=60_000)
+
+    heat = panel.locator("fieldset", has_text="heat: weight, or what each key adds")
+    heat.get_by_text("contribution ‖c‖").click()
+    panel.locator(".lens-legend", has_text="contribution ‖c‖").first.wait_for(timeout=60_000)
+    assert panel.get_by_text("keys' contribution ‖c‖ through").count()  # the heat's caption says what it shows
+    page.screenshot(path=str(SHOTS / "contribution-overview-heat.png"), full_page=True)
     assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import diffllama
+from diffllama import analysis
 from conftest import ARCHS
 
 TEXT = "The magic number of Lyon is 4821. Anna walked to the old market in Paris."
@@ -52,9 +53,10 @@ def test_contributions_sum_to_the_heads_real_output(checkpoint, name):
         for head in range(trace.num_heads):
             expected = real[layer][head]  # [N, D]
             vectors = torch.zeros(n, n, expected.shape[1])  # c_ik, built from the factors, for this small N
-            for block, weights, keys, outputs in trace._contribution_blocks(layer, head, list(range(n))):
-                vectors[block.rows, :weights.shape[1]] = weights[:, :, None] * keys[None]
-                torch.testing.assert_close(outputs, expected[block.rows], atol=1e-5, rtol=0)
+            projection = trace._head_projection(layer, head)  # [D, w]
+            for block, weights, values, mixed in trace._contribution_blocks(layer, head, list(range(n))):
+                vectors[block.rows, :weights.shape[1]] = weights[:, :, None] * (values @ projection.T)[None]
+                torch.testing.assert_close(mixed @ projection.T, expected[block.rows], atol=1e-5, rtol=0)
             torch.testing.assert_close(vectors.sum(1), expected, atol=1e-5, rtol=0)
 
             record = trace.contributions(layer, head)
@@ -69,7 +71,7 @@ def test_contributions_sum_to_the_heads_real_output(checkpoint, name):
             torch.testing.assert_close(projections.sum(1), size, atol=1e-5, rtol=1e-5)
             direction = expected / size[:, None]
             torch.testing.assert_close(projections, (vectors * direction[:, None]).sum(-1), atol=1e-5, rtol=1e-5)
-            assert bool((projections.abs() <= norms + 1e-6).all())
+            assert bool((projections.abs() <= norms * (1 + 1e-5) + 1e-6).all())  # Cauchy–Schwarz, up to rounding
 
 
 def test_contributions_of_some_rows_equal_those_rows_of_all(checkpoint):
@@ -88,3 +90,35 @@ def test_contributions_reject_a_head_out_of_range(checkpoint):
         trace.contributions(0, 4)
     with pytest.raises(ValueError, match="token positions"):
         trace.contributions(0, 0, rows=[trace.seq_len])
+
+
+@pytest.mark.parametrize("value", ["norm", "projection"])
+def test_every_view_of_contributions_reads_the_same_numbers(checkpoint, value):
+    """The map view (pooled), zoom, token row and overview with contributions in their cells all come
+    from the contribution record: pooled = mean over a block's rows of the sum over its keys."""
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
+    n, field = trace.seq_len, "norms" if value == "norm" else "projections"
+    exact = torch.from_numpy(getattr(trace.contributions(2, 1), field))  # [N, N]
+    full = analysis.attention_map(trace, 2, 1, "diff", n, value)
+    assert full.value == value and not full.pooled
+    torch.testing.assert_close(torch.from_numpy(full.values), exact, atol=1e-5, rtol=1e-5)
+    pooled = analysis.attention_map(trace, 2, 1, "diff", 4, value)
+    edges = pooled.edges
+    expected = torch.stack([torch.stack([exact[a:b, c:d].sum(1).mean() for c, d in zip(edges, edges[1:])])
+                            for a, b in zip(edges, edges[1:])])
+    torch.testing.assert_close(torch.from_numpy(pooled.values), expected, atol=1e-5, rtol=1e-5)
+    region = analysis.attention_region(trace, 2, 1, "diff", (3, 9), (1, 6), value)
+    torch.testing.assert_close(torch.from_numpy(region.values), exact[3:9, 1:6], atol=1e-5, rtol=1e-5)
+    row = analysis.attention_row(trace, 2, 1, "diff", 7, value)
+    torch.testing.assert_close(torch.from_numpy(row), exact[7], atol=1e-5, rtol=1e-5)
+    overview = analysis.overview(trace, "diff", size=n, value=value)
+    assert overview.value == value
+    torch.testing.assert_close(torch.from_numpy(overview.maps[2][1]), exact, atol=1e-5, rtol=1e-5)
+
+
+def test_contributions_need_the_map_the_head_applies(checkpoint):
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
+    with pytest.raises(ValueError, match="alone adds nothing"):
+        analysis.attention_map(trace, 0, 0, "a1", 64, "norm")
+    with pytest.raises(ValueError, match="unknown cell value"):
+        analysis.attention_map(trace, 0, 0, "diff", 64, "mass")

@@ -20,11 +20,11 @@ def no_runs_left_behind():
     run_store.STORE.end_session("local")
 
 
-def attention_map(kind="diff", n=4, lam=0.3, layer=1, head=0):
+def attention_map(kind="diff", n=4, lam=0.3, layer=1, head=0, value="weight"):
     values = np.tril(np.full((n, n), 0.2, dtype=np.float32))
-    values[2, 1] = -0.1
+    values[2, 1] = -0.1 if value != "norm" else 0.1
     return AttentionMap(layer=layer, head=head, kind=kind, values=values, edges=list(range(n + 1)),
-                        labels=[f"{i} t{i}" for i in range(n)], lambda_=lam if kind == "diff" else None)
+                        labels=[f"{i} t{i}" for i in range(n)], lambda_=lam if kind == "diff" else None, value=value)
 
 
 # --- tokens as text ------------------------------------------------------------------------------
@@ -131,9 +131,9 @@ def test_heat_of_a_window_starts_where_the_window_does():
 def test_heat_defaults_to_the_last_real_token_at_a_middle_layer(monkeypatch):
     asked = []
     monkeypatch.setattr(token_heat.analysis, "attention_row",
-                        lambda trace, layer, head, kind, query: asked.append((layer, query)) or np.ones(trace.seq_len))
+                        lambda trace, layer, head, kind, query, value: asked.append((layer, query, value)) or np.ones(trace.seq_len))
     rows = token_heat.heat_rows({"A": FakeTrace("abc", layers=4, end_token=True)}, None, token_heat.LAST)
-    assert asked == [(2, 3)] and rows["A"].query == 3 and len(rows["A"].values) == 4  # not the final ⟨/s⟩
+    assert asked == [(2, 3, "weight")] and rows["A"].query == 3 and len(rows["A"].values) == 4  # not the final ⟨/s⟩
 
 
 def test_heat_scale_is_shared_on_request_and_named_in_the_legend():
@@ -153,16 +153,18 @@ def stored_run(monkeypatch):
     """A run of a 3-layer 'DiffLlama' A and a 2-layer 'Llama' B, with maps and statistics faked."""
     a, b = FakeTrace("abcd", layers=3), FakeTrace("abcdef", layers=2)
     a.kinds, a.arch, a.lambdas, a.lambda_inits = ("diff", "a1", "a2"), "diffllama", [0.2, 0.3, 0.4], [0.2, 0.3, 0.4]
-    maps = lambda trace, layer, head, kind, size=512: attention_map(kind, trace.seq_len, layer=layer, head=head)  # noqa: E731
+    maps = lambda trace, layer, head, kind, size=512, value="weight": attention_map(  # noqa: E731
+        kind, trace.seq_len, layer=layer, head=head, value=value)
     monkeypatch.setattr(attention_panel.analysis, "attention_map", maps)
-    monkeypatch.setattr(attention_panel.analysis, "overview", lambda trace, kind, size: Overview(
-        kind, [[np.eye(4) * (l + h) for h in range(trace.num_heads)] for l in range(trace.num_layers)], list(range(5)), 4))
+    monkeypatch.setattr(attention_panel.analysis, "overview", lambda trace, kind, size, value="weight": Overview(
+        kind, [[np.eye(4) * (l + h) for h in range(trace.num_heads)] for l in range(trace.num_layers)], list(range(5)), 4,
+        value=value))
     entropy = lambda trace: np.arange(trace.num_layers * trace.num_heads, dtype=float).reshape(trace.num_layers, -1)[:, ::-1]  # noqa: E731
     monkeypatch.setattr(attention_panel.analysis, "head_stats", lambda trace, kind: HeadStats(
         kind, 5, entropy(trace), entropy(trace), entropy(trace), entropy(trace)))
-    monkeypatch.setattr(attention_panel.analysis, "attention_region", lambda trace, layer, head, kind, rows, cols: AttentionRegion(
+    monkeypatch.setattr(attention_panel.analysis, "attention_region", lambda trace, layer, head, kind, rows, cols, value="weight": AttentionRegion(
         layer, head, kind, np.ones((rows[1] - rows[0], cols[1] - cols[0]), np.float32), rows, cols,
-        [f"{i} r" for i in range(*rows)], [f"{i} c" for i in range(*cols)], None))
+        [f"{i} r" for i in range(*rows)], [f"{i} c" for i in range(*cols)], None, value))
     run = run_store.Run("classification", {"A": "a", "B": "b"}, {"A": a, "B": b}, {"A": "abcd", "B": "abcdef"})
     run_store.STORE.keep("local", "test", run)
     yield run

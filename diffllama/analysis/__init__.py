@@ -10,7 +10,7 @@ returns a typed record of numpy arrays and plain values.
 - ``ablation``: λ ablation
 - ``alignment``: characters ↔ tokens, and two tokenisations of one text"""
 
-from ..records import READINGS
+from ..records import READINGS, VALUES
 from . import measures
 from .ablation import lambda_ablation
 from .alignment import align_tokens, token_spans
@@ -20,7 +20,7 @@ from .maps import MAX_REGION, attention_map, attention_region, attention_row, bl
 from .outliers import OUTLIER_RANKS, MagnitudeSummary, activation_outliers, last_layer_output, outlier_streams
 from .sinks import SINK_THRESHOLD, sink_score, sink_scores
 
-__all__ = ["OUTLIER_RANKS", "READINGS", "SINK_THRESHOLD", "MagnitudeSummary", "activation_outliers", "align_tokens",
+__all__ = ["OUTLIER_RANKS", "READINGS", "SINK_THRESHOLD", "VALUES", "MagnitudeSummary", "activation_outliers", "align_tokens",
            "MAX_REGION", "attention_map", "attention_region", "attention_row", "block_labels", "find_reference", "head_stats", "lambda_ablation",
            "last_layer_output", "measures", "outlier_streams", "overview", "overview_layers", "readings", "reference_allocation", "row_statistics",
            "sink_score", "sink_scores", "span_allocation", "token_spans"]

@@ -22,15 +22,18 @@ def block_labels(trace: Trace, edges: list[int]) -> list[str]:
             for start, end in zip(edges, edges[1:])]
 
 
-def attention_map(trace: Trace, layer: int, head: int, kind: str, max_size: int = 512) -> AttentionMap:
-    pooled = trace.pooled(layer, head, kind, max_size)
+def attention_map(trace: Trace, layer: int, head: int, kind: str, max_size: int = 512,
+                  value: str = "weight") -> AttentionMap:
+    """One head's map, or its keys' contributions (``value``: ``tracing.VALUES``), pooled to at most
+    ``max_size`` blocks a side (mean over a block's query rows, sum over its keys)."""
+    pooled = trace.pooled(layer, head, kind, max_size, value)
     return AttentionMap(layer=layer, head=head, kind=kind, values=pooled.values.numpy(), edges=pooled.edges,
                         labels=block_labels(trace, pooled.edges),
-                        lambda_=trace.lambdas[layer] if trace.lambdas and kind == "diff" else None)
+                        lambda_=trace.lambdas[layer] if trace.lambdas and kind == "diff" else None, value=value)
 
 
 def attention_region(trace: Trace, layer: int, head: int, kind: str, rows: tuple[int, int],
-                     cols: tuple[int, int]) -> AttentionRegion:
+                     cols: tuple[int, int], value: str = "weight") -> AttentionRegion:
     """Query tokens ``rows`` × key tokens ``cols`` (``[start, end)``) of one head's map at full
     resolution, however long the input: only that region is computed."""
     for name, (start, end) in (("query", rows), ("key", cols)):
@@ -39,36 +42,36 @@ def attention_region(trace: Trace, layer: int, head: int, kind: str, rows: tuple
         if end - start > MAX_REGION:
             raise ValueError(f"the {name} range covers {end - start} tokens; a full-resolution region shows at most "
                              f"{MAX_REGION} per side: narrow it (the pooled map shows the whole input)")
-    values = trace.region(layer, head, kind, tuple(rows), tuple(cols))  # [r, c]
+    values = trace.region(layer, head, kind, tuple(rows), tuple(cols), value)  # [r, c]
     labels = block_labels(trace, list(range(trace.seq_len + 1)))
     return AttentionRegion(layer=layer, head=head, kind=kind, values=values.numpy(), rows=tuple(rows), cols=tuple(cols),
                            row_labels=labels[rows[0]:rows[1]], col_labels=labels[cols[0]:cols[1]],
-                           lambda_=trace.lambdas[layer] if trace.lambdas and kind == "diff" else None)
+                           lambda_=trace.lambdas[layer] if trace.lambdas and kind == "diff" else None, value=value)
 
 
-def attention_row(trace: Trace, layer: int, head: int | None, kind: str, query: int) -> np.ndarray:
-    """Attention of the token at ``query`` over all keys ``[N]`` (zero after ``query``);
-    ``head=None`` averages the layer's heads."""
+def attention_row(trace: Trace, layer: int, head: int | None, kind: str, query: int, value: str = "weight") -> np.ndarray:
+    """Attention of the token at ``query`` over all keys ``[N]`` (zero after ``query``), or the keys'
+    contributions (``value``); ``head=None`` averages the layer's heads."""
     if not 0 <= query < trace.seq_len:
         raise ValueError(f"token position {query} is out of range: the input has positions 0..{trace.seq_len - 1}")
     heads = range(trace.num_heads) if head is None else [head]
-    rows = [trace.rows(layer, h, kind, torch.tensor([query]))[0] for h in heads]
+    rows = [trace.rows(layer, h, kind, torch.tensor([query]), value)[0] for h in heads]
     return torch.stack(rows).mean(0).numpy()
 
 
-def overview_layers(trace: Trace, kind: str, size: int = 32) -> Iterator[Overview]:
+def overview_layers(trace: Trace, kind: str, size: int = 32, value: str = "weight") -> Iterator[Overview]:
     """Every layer × head pooled to at most ``size`` × ``size``, one layer at a time: each yield holds
     the layers done so far, so a view can draw the first layer while the others are computed. Long
     inputs are averaged over an evenly spaced sample of query rows, which the record names."""
     edges, rows = block_edges(trace.seq_len, size), trace.overview_rows(size)
     maps = []
     for layer in range(trace.num_layers):
-        values, _ = trace.pooled_heads(layer, kind, size, rows=rows)  # [heads, b, b], one pass over the layer
+        values, _ = trace.pooled_heads(layer, kind, size, rows=rows, value=value)  # [heads, b, b]
         maps.append(list(values.numpy()))
-        yield Overview(kind=kind, maps=list(maps), edges=edges, seq_len=trace.seq_len, query_rows=rows)
+        yield Overview(kind=kind, maps=list(maps), edges=edges, seq_len=trace.seq_len, query_rows=rows, value=value)
 
 
-def overview(trace: Trace, kind: str, size: int = 32) -> Overview:
+def overview(trace: Trace, kind: str, size: int = 32, value: str = "weight") -> Overview:
     """The whole overview of ``overview_layers``."""
-    *_, whole = overview_layers(trace, kind, size)
+    *_, whole = overview_layers(trace, kind, size, value)
     return whole
