@@ -9,7 +9,9 @@ app uses, without starting the app (nothing here imports gradio). Each function 
     notebook.attention_map(trace, layer=2, head=1)
 
 ``kind`` is a map of the trace (``trace.kinds``: "diff", "a1", "a2" for DiffLlama, "softmax" otherwise);
-None picks the model's own (the differential map, or the softmax map)."""
+None picks the model's own (the differential map, or the softmax map). ``value`` is what the cells hold,
+as the app's "weight | contribution" toggle: "weight", or each key's contribution through the head,
+"norm" (‖c‖) or "projection" (along the head's output), which come from the model's own map only."""
 
 from __future__ import annotations
 
@@ -21,25 +23,25 @@ from diffllama import Trace, analysis
 from . import figures
 
 
-def attention_map(trace: Trace, layer: int, head: int, kind: str | None = None, size: int = 512, title: str = "",
-                  segments=()) -> go.Figure:
+def attention_map(trace: Trace, layer: int, head: int, kind: str | None = None, size: int = 512,
+                  value: str = "weight", title: str = "", segments=()) -> go.Figure:
     """One head's map as the app's map view draws it: square cells, masked future keys grey, long
     inputs pooled to at most ``size`` blocks a side; ``segments`` are ``(token position, name)``
     where a dashed line marks a new part of the input."""
-    return figures.attention_heatmap(analysis.attention_map(trace, layer, head, kind or trace.kinds[0], size), title,
-                                     segments)
+    view = analysis.attention_map(trace, layer, head, kind or trace.kinds[0], size, value)
+    return figures.attention_heatmap(view, title, segments)
 
 
 def region(trace: Trace, layer: int, head: int, rows: tuple[int, int], cols: tuple[int, int], kind: str | None = None,
-           title: str = "", segments=()) -> go.Figure:
+           value: str = "weight", title: str = "", segments=()) -> go.Figure:
     """Query tokens ``rows`` × key tokens ``cols`` (``[start, end)``, at most 256 a side) of one head's
     map at full resolution, as the app's zoom draws it."""
-    view = analysis.attention_region(trace, layer, head, kind or trace.kinds[0], rows, cols)
+    view = analysis.attention_region(trace, layer, head, kind or trace.kinds[0], rows, cols, value)
     return figures.region_heatmap(view, title, segments)
 
 
 def decomposition(trace: Trace, layer: int, head: int, size: int = 512, title: str = "", segments=()) -> list[go.Figure]:
-    """A DiffLlama head's ``A1``, ``A2`` and ``A1 − λ·A2``, the two softmax maps on one colour scale."""
+    """A DiffLlama head's ``A1``, ``A2`` and ``A1 − λ·A2`` (weights), the two softmax maps on one colour scale."""
     if trace.lambdas is None:
         raise ValueError(f"a {trace.arch} head is one softmax map, with no A1 − λ·A2 decomposition: use attention_map")
     views = {kind: analysis.attention_map(trace, layer, head, kind, size) for kind in ("a1", "a2", "diff")}
@@ -60,12 +62,12 @@ def head_stats(traces: dict[str, Trace]) -> go.Figure:
     return figures.head_stats_comparison({name: analysis.head_stats(trace) for name, trace in traces.items()})
 
 
-def overview(trace: Trace, kind: str | None = None, size: int = 24, title: str = "") -> go.Figure:
+def overview(trace: Trace, kind: str | None = None, size: int = 24, value: str = "weight", title: str = "") -> go.Figure:
     """Every layer × head pooled to at most ``size`` × ``size`` blocks, on one colour scale (the
     largest |value| of any head, as in the app's overview): layers down, heads across, one figure;
     hovering names the layer, head and the tokens a cell covers."""
     kind = kind or trace.kinds[0]
-    view = analysis.overview(trace, kind, size)
+    view = analysis.overview(trace, kind, size, value)
     layers, heads, blocks = trace.num_layers, trace.num_heads, len(view.edges) - 1
     maps = np.array(view.maps)  # [L, H, b, b]
     maps[:, :, figures.future_mask(view.edges, view.edges)] = np.nan  # drawn as masked, as in the map view
@@ -74,16 +76,17 @@ def overview(trace: Trace, kind: str | None = None, size: int = 24, title: str =
     rows = [f"layer {layer}, queries {span}" for layer in range(layers) for span in spans]
     cols = [f"head {head}, keys {span}" for head in range(heads) for span in spans]
     figure = go.Figure(go.Heatmap(
-        z=tiles, x=cols, y=rows, hoverongaps=False, **figures.colour_range(kind, figures.overview_limit(view.maps)),
-        hovertemplate="%{y}<br>%{x}<br>value %{z:.4f}<extra></extra>",
-        colorbar=dict(title=dict(text=figures.KIND_TITLES[kind], side="right"), thickness=12)))
+        z=tiles, x=cols, y=rows, hoverongaps=False, **figures.colour_range(kind, figures.overview_limit(view.maps), value),
+        hovertemplate=f"%{{y}}<br>%{{x}}<br>{figures.VALUE_TITLES[value]} %{{z:.4f}}<extra></extra>",
+        colorbar=dict(title=dict(text=figures.colour_bar_title(kind, value), side="right"), thickness=12)))
     for head in range(1, heads):  # white lines between thumbnails (cells sit at integer positions)
         figure.add_vline(x=head * blocks - 0.5, line=dict(color="white", width=3))
     for layer in range(1, layers):
         figure.add_hline(y=layer * blocks - 0.5, line=dict(color="white", width=3))
     middle = blocks // 2  # ticks name the layer or head at each thumbnail's middle
     sampled = f", {len(view.query_rows)} sampled query rows" if view.query_rows else ""
-    heading = title or f"{trace.arch}: every layer × head, {figures.KIND_TITLES[kind]}"
+    what = figures.KIND_TITLES[kind] if value == "weight" else f"{figures.VALUE_TITLES[value]} through {kind}"
+    heading = title or f"{trace.arch}: every layer × head, {what}"
     figure.update_layout(
         title=dict(text=f"{heading}<br><sup>{view.seq_len} tokens in {blocks}×{blocks} blocks{sampled}; "
                         "one colour scale for every head</sup>", font=dict(size=13)),

@@ -52,7 +52,7 @@ def test_the_tools_are_the_stateless_endpoints_each_parameter_described(mcp_url)
 def test_the_session_bound_endpoints_stay_callable_through_the_api(mcp_url):
     client = Client(mcp_url, verbose=False)
     client.predict("It was not bad at all.", "diffllama-cls", "llama-cls", api_name="/classify")
-    _, map_a, map_b, *_ = client.predict("A", 1, 0, "diff", 64, api_name="/classify_attention")  # this session's run
+    _, map_a, map_b, *_ = client.predict("A", 1, 0, "diff", 64, "weight", api_name="/classify_attention")  # this session's run
     assert map_a["type"] == "plotly" and map_b is None
 
 

@@ -93,3 +93,13 @@ def test_lambda_profile_and_head_stats_hold_the_analysis_numbers(traces):
     entropy = [bar for bar in stats.data if bar.xaxis == "x"]  # the first panel, one bar series per model
     np.testing.assert_allclose(entropy[0].y, analysis.head_stats(diff).entropy.mean(axis=1))
     np.testing.assert_allclose(entropy[1].y, analysis.head_stats(llama).entropy.mean(axis=1))
+
+
+def test_contribution_cells_as_the_app_toggle_shows_them(traces):
+    trace = traces["diffllama-gqa"]
+    contributions = trace.contributions(1, 2)
+    along = notebook.attention_map(trace, 1, 2, value="projection")
+    np.testing.assert_allclose(along.data[0].z, masked(torch.from_numpy(contributions.projections)), atol=1e-6)
+    assert along.data[0].zmid == 0  # a key can push against the output: a diverging scale
+    norms = notebook.overview(traces["llama-gqa"], value="norm")
+    assert norms.data[0].zmin == 0 and "contribution ‖c‖" in norms.layout.title.text
