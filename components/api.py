@@ -32,7 +32,7 @@ def _about(trace, layer: int, head: int, kind: str) -> dict:
 @user_errors
 @gpu
 def attention_map(text: str, text_pair: str, source: str, task: str, layer: int, head: int, kind: str,
-                  size: int = 512) -> dict:
+                  size: int = 512, value: str = "weight") -> dict:
     """One attention head's map of an input under a DiffLlama, Llama or Persimmon model, as numbers.
 
     Args:
@@ -44,20 +44,21 @@ def attention_map(text: str, text_pair: str, source: str, task: str, layer: int,
         head: head index, from 0 (a DiffLlama head is a differential head: its A1 and A2 are query heads i and i + H/2)
         kind: "diff" (A1 − λ·A2, the map DiffLlama applies to V; can be negative), "a1" or "a2" for DiffLlama; "softmax" for Llama / Persimmon
         size: largest number of blocks per side; longer inputs are averaged into blocks of consecutive tokens
+        value: what the cells hold: "weight" (the map), "norm" (‖c‖, how much each key adds to the head's output: its contribution) or "projection" (the contribution along the head output's direction; negative where a key pushes against it); contributions need the map the head applies ("diff" or "softmax")
 
     Returns:
-        values[i][j]: what query block i gives key block j, block i covering tokens edges[i]:edges[i+1] (one token each unless the input is longer than size); labels: one per block; tokens, seq_len, truncated_from (token count of an input cut to the model's positions), arch, and lambda, the layer's λ for "diff"
+        values[i][j]: what query block i gives key block j (its weight, or its contribution: see value), block i covering tokens edges[i]:edges[i+1] (one token each unless the input is longer than size); labels: one per block; tokens, seq_len, truncated_from (token count of an input cut to the model's positions), arch, and lambda, the layer's λ for "diff"
     """
     trace = _trace(text, text_pair, source, task)
-    view = analysis.attention_map(trace, int(layer), int(head), kind, int(size))
-    return {**_about(trace, view.layer, view.head, view.kind), "values": view.values.tolist(), "edges": view.edges,
-            "labels": view.labels}
+    view = analysis.attention_map(trace, int(layer), int(head), kind, int(size), value)
+    return {**_about(trace, view.layer, view.head, view.kind), "value": view.value, "values": view.values.tolist(),
+            "edges": view.edges, "labels": view.labels}
 
 
 @user_errors
 @gpu
 def attention_region(text: str, text_pair: str, source: str, task: str, layer: int, head: int, kind: str,
-                     query_start: int, query_end: int, key_start: int, key_end: int) -> dict:
+                     query_start: int, query_end: int, key_start: int, key_end: int, value: str = "weight") -> dict:
     """A rectangle of one attention head's map at full resolution, token by token, for an input of any length.
 
     Args:
@@ -72,14 +73,15 @@ def attention_region(text: str, text_pair: str, source: str, task: str, layer: i
         query_end: query token after the last one (at most 256 more than query_start)
         key_start: first key token of the rectangle
         key_end: key token after the last one (at most 256 more than key_start)
+        value: "weight", "norm" or "projection", as for attention_map
 
     Returns:
         values[i][j]: what query token query_start + i gives key token key_start + j (0 for a future key); rows, cols: the two token ranges; row_labels, col_labels: their tokens; tokens, seq_len, arch, and lambda for "diff"
     """
     trace = _trace(text, text_pair, source, task)
     region = analysis.attention_region(trace, int(layer), int(head), kind, (int(query_start), int(query_end)),
-                                       (int(key_start), int(key_end)))
-    return {**_about(trace, region.layer, region.head, region.kind), "values": region.values.tolist(),
+                                       (int(key_start), int(key_end)), value)
+    return {**_about(trace, region.layer, region.head, region.kind), "value": region.value, "values": region.values.tolist(),
             "rows": list(region.rows), "cols": list(region.cols), "row_labels": region.row_labels,
             "col_labels": region.col_labels}
 

@@ -115,9 +115,7 @@ def show_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int, v
         shown = shown or analysis.attention_map(trace, layer, head, matched, size, value)
         maps[s] = figures.attention_heatmap(shown, f"Model {s} ({trace.arch}) · ", segments)
         if trace.lambdas:
-            softmax_max = float(max(views["a1"].values.max(), views["a2"].values.max()))
-            parts[s] = [figures.attention_heatmap(views[k], f"{s} · ", segments, zmax=None if k == "diff" else softmax_max,
-                                                  height=440) for k in ("a1", "a2", "diff")]  # a third of the page wide
+            parts[s] = figures.decomposition(views, f"{s} · ", segments)
     lambdas = {s: (t.lambdas, t.lambda_inits) for s, t in run.traces.items() if t.lambdas}
     profile = figures.lambda_profile({f"{s} ({run.models[s]})": v for s, v in lambdas.items()}) if lambdas else None
     notes += [VALUE_NOTE] if value != "weight" and maps else []

@@ -154,6 +154,14 @@ def test_stateless_endpoints_equal_the_backend(app_url, backend):
     trace = backend.get("llama-lm", "generation").trace("Anna walked to the old market in Paris.")
     np.testing.assert_allclose(np.array(region["values"]), trace.attention(2, 0, "softmax")[3:9, 1:5].numpy(), atol=1e-6)
     assert region["rows"] == [3, 9] and len(region["col_labels"]) == 4
+    contributions = trace.contributions(2, 0, rows=range(3, 9))  # the toggle's values, statelessly too
+    region = fresh.predict("Anna walked to the old market in Paris.", "", "llama-lm", "generation", 2, 0, "softmax",
+                           3, 9, 1, 5, "projection", api_name="/attention_region")
+    np.testing.assert_allclose(np.array(region["values"]), contributions.projections[:, 1:5], atol=1e-5)
+    whole = fresh.predict("Anna walked to the old market in Paris.", "", "llama-lm", "generation", 2, 0, "softmax",
+                          512, "norm", api_name="/attention_map")
+    np.testing.assert_allclose(np.array(whole["values"])[3:9], contributions.norms, atol=1e-5)
+    assert whole["value"] == "norm"
     with pytest.raises(Exception, match="not available for llama"):
         fresh.predict("Bob", "", "llama-lm", "generation", 0, 0, "diff", 64, api_name="/attention_map")
 
