@@ -71,10 +71,11 @@ def request_pool(seed: int = 3) -> list[tuple]:
 
 
 def comparable(result) -> str:
-    """A response as text to compare with the same request alone: file paths (fresh per call) and
-    plotly's generated ids left out."""
+    """A response as text to compare with the same request alone: file paths (fresh per call), the
+    time a figure's provenance names and plotly's generated ids left out."""
     text = json.dumps(result, sort_keys=True, default=str)
     text = re.sub(r'"[^"]*/(gradio|diffllama-lens-exports)/[^"]*"', '"<file>"', text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", "<time>", text)
     return re.sub(r'\\"uid\\": \\"[^"\\]*\\"', "", text)
 
 

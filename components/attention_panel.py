@@ -7,15 +7,20 @@ choice shows comparable maps of both models at the same layer and head."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import asdict, dataclass, field
+from urllib.parse import parse_qsl, urlsplit
 
 import gradio as gr
 import numpy as np
+from gradio import route_utils
 
 from diffllama import analysis
+from diffllama.provenance import Provenance, provenance
 
-from . import figures
-from .common import CACHE, image_file, load_slots, model_queue, export_csv, export_json, gpu, markdown_code, plain, user_errors
+from . import figures, links
+from .common import (CACHE, export_csv, export_json, gpu, image_file, load_slots, markdown_code, message, model_queue, plain,
+                     user_errors)
 from .run_store import current
 
 SIDE_BY_SIDE = "A and B"
@@ -119,7 +124,8 @@ def show_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int, v
     lambdas = {s: (t.lambdas, t.lambda_inits) for s, t in run.traces.items() if t.lambdas}
     profile = figures.lambda_profile({f"{s} ({run.models[s]})": v for s, v in lambdas.items()}) if lambdas else None
     notes += [VALUE_NOTE] if value != "weight" and maps else []
-    return ("  \n".join(notes), maps.get("A"), maps.get("B"), *parts["A"], *parts["B"], profile)
+    stamp = stamper(request, run, "maps", slot=slot, layer=layer, head=head, kind=kind, size=size, value=value)
+    return ("  \n".join(notes), *map(stamp, (maps.get("A"), maps.get("B"), *parts["A"], *parts["B"], profile)))
 
 
 ALLOCATION_MEASURES = ("attention to answer", "attention noise", "absolute reading", "normalised reading", "signed reading")
@@ -186,7 +192,9 @@ def zoom(tab: str, slot: str, layer: int, head: int, kind: str, query_from: int,
         fit = lambda r: (min(r[0], trace.seq_len - 1), min(r[1], trace.seq_len))  # noqa: E731
         region = analysis.attention_region(trace, int(layer), int(head), matched, fit(rows), fit(cols), value)
         figures_by_slot[s] = figures.region_heatmap(region, f"Model {s} ({trace.arch}) · ", run.segments.get(s, ()))
-    return figures_by_slot.get("A"), figures_by_slot.get("B"), "  \n".join(notes), *rows, *cols
+    stamp = stamper(request, run, "zoom", slot=slot, layer=int(layer), head=int(head), kind=kind, value=value,
+                    query_from=rows[0], query_to=rows[1], key_from=cols[0], key_to=cols[1])
+    return stamp(figures_by_slot.get("A")), stamp(figures_by_slot.get("B")), "  \n".join(notes), *rows, *cols
 
 
 @user_errors
@@ -204,7 +212,9 @@ def export_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int,
         rows += [[s, view.kind, value, view.labels[i], view.labels[j], float(view.values[i, j])]
                  for i, j in zip(*np.nonzero(~future))]
     return export_csv(f"attention-{slot.replace(' ', '')}-L{int(layer)}-H{int(head)}-{kind}-{value}",
-                      ["model", "map", "cell value", "query", "key", "value"], rows)
+                      ["model", "map", "cell value", "query", "key", "value"], rows,
+                      view_provenance(request, run, "maps", slot=slot, layer=int(layer), head=int(head), kind=kind,
+                                      size=int(size), value=value))
 
 
 @user_errors
@@ -267,18 +277,22 @@ def open_head(order: list, event: gr.SelectData):
 def compare(tab: str, span_text, request: gr.Request = None):
     """A vs B: head statistics, attention to a reference span vs the rest (the paper's allocation, in
     every reading), outliers and attention sinks."""
-    stats, _, rows, sinks, table, label = _comparison(current(request, tab), span_text)
-    return figures.head_stats_comparison(stats), gr.update(value=table, label=label), rows, sinks
+    run = current(request, tab)
+    stats, _, rows, sinks, table, label = _comparison(run, span_text)
+    stamp = stamper(request, run, "compare", span_text=span_text or "")
+    return stamp(figures.head_stats_comparison(stats)), gr.update(value=table, label=label), rows, sinks
 
 
 @user_errors
 @gpu
 def export_comparison(tab: str, span_text, request: gr.Request = None) -> str:
     """The numbers behind the comparison as JSON, written only when asked for."""
-    stats, allocation, rows, sinks, _, _ = _comparison(current(request, tab), span_text)
+    run = current(request, tab)
+    stats, allocation, rows, sinks, _, _ = _comparison(run, span_text)
     return export_json("comparison", {"head_stats": {s: plain(r) for s, r in stats.items()},
                                       "span_allocation": {s: plain(r) for s, r in allocation.items()},
-                                      "outliers": rows, "sinks": sinks})
+                                      "outliers": rows, "sinks": sinks},
+                       view_provenance(request, run, "compare", span_text=span_text or ""))
 
 
 def _comparison(run, span_text):
@@ -345,7 +359,93 @@ def ablate(tab: str, slot: str, value: float, request: gr.Request = None):
     summary = (ablation_summary(result, run.task, run.texts[slot]) + " The model itself is unchanged: the override "
                "applies to this forward pass only. Table: the positions whose top prediction changes (else the 10 "
                "largest KL).")
-    return figures.ablation_kl(result, f"Model {slot}, {title}"), table, summary
+    return stamper(request, run, "maps")(figures.ablation_kl(result, f"Model {slot}, {title}")), table, summary
+
+
+# --- links to a view, and the provenance of what a view exports ---------------------------------------------
+LINKED_CONTROLS = {  # the controls a link to each view carries: the maps' (always shown first), then the view's
+    "maps": ("slot", "layer", "head", "kind", "size", "value"),
+    "zoom": ("slot", "layer", "head", "kind", "size", "value", "query_from", "query_to", "key_from", "key_to"),
+    "overview": ("slot", "layer", "head", "kind", "size", "value", "measure", "order"),
+    "compare": ("slot", "layer", "head", "kind", "size", "value", "span_text"),
+}
+COPY_SCRIPT = "(link) => { if (link && navigator.clipboard) navigator.clipboard.writeText(link).catch(() => {}); }"
+
+
+def page_root(request) -> str:
+    """The app's public address (behind a proxy too, as gradio works it out for file URLs), for links;
+    "" (links relative to the page) when called without a request."""
+    inner = getattr(request, "request", None)
+    if inner is None:
+        return ""
+    return route_utils.get_root_url(inner, route_utils.get_api_call_path(inner), getattr(inner.app, "root_path", None))
+
+
+def view_provenance(request, run, show: str, **controls) -> Provenance:
+    """What a view of ``run`` is computed from: its models, inputs, layer / head / map when the view
+    has them, and the link that reopens it (``show`` with ``controls``)."""
+    # every tab's main action names its models source_a and source_b
+    inputs = {**run.inputs, **{f"source_{slot.lower()}": source for slot, source in run.models.items()}}
+    try:
+        link = links.url(page_root(request), links.ViewLink(run.task, inputs, controls, show))
+    except ValueError as error:  # inputs too long for a URL: the provenance says so instead of a link
+        link = f"none: {error}"
+    return provenance(run.models, run.inputs, controls.get("layer"), controls.get("head"), controls.get("kind"), link)
+
+
+def stamper(request, run, show: str, **controls):
+    """Stamps a figure of a view (``figures.provenance_note``) with ``view_provenance``."""
+    record = view_provenance(request, run, show, **controls)
+    return lambda figure: figures.provenance_note(figure, record)
+
+
+def link_field(component) -> links.Field:
+    """What a link may set ``component`` to: its type, and its range or choices."""
+    if isinstance(component, gr.Checkbox):
+        return links.Field(bool)
+    if isinstance(component, (gr.Radio, gr.Dropdown)) and not getattr(component, "allow_custom_value", False):
+        return links.Field(str, choices=tuple(value for _, value in component.choices))
+    if isinstance(component, (gr.Slider, gr.Number)):
+        whole = getattr(component, "precision", None) == 0 or isinstance(component, gr.Slider) and all(
+            float(bound).is_integer() for bound in (component.minimum, component.step))
+        return links.Field(int if whole else float, component.minimum, component.maximum)
+    return links.Field(str)  # text, and a model slot (any source)
+
+
+def link_maker(spec: links.LinkSpec):
+    """The ``/<tab>_link`` endpoint of a tab whose links ``spec`` describes."""
+
+    @user_errors
+    def view_link(request: gr.Request, *values):
+        """The link that reopens this tab with these inputs (its main action's, in order), runs it and
+        opens the view ``show`` (the last value: maps, zoom, overview or compare) with these controls
+        (the panel's, in order); refused when the link would be too long (gradio's inputs check each
+        value's range and choices, as ``links.read`` does when the link is opened)."""
+        *values, show = values
+        inputs = dict(zip(spec.inputs, values))
+        controls = dict(zip(spec.controls, values[len(spec.inputs):]))
+        link = links.ViewLink(spec.tab, inputs, {name: controls[name] for name in LINKED_CONTROLS[show]}, show)
+        return links.url(page_root(request), link)
+
+    # the endpoint's parameters named as the link's (text, source_a, …, layer, …, show), not param_0, param_1, …
+    Parameter = inspect.Parameter
+    view_link.__signature__ = inspect.Signature(
+        [Parameter("request", Parameter.POSITIONAL_ONLY, annotation=gr.Request)]
+        + [Parameter(name, Parameter.POSITIONAL_OR_KEYWORD) for name in (*spec.inputs, *spec.controls, "show")])
+    return view_link
+
+
+def _hidden_stop(why: str) -> gr.Error:
+    """Ends a chain of events quietly: the ``.success`` steps after it do not run, and nothing is shown."""
+    return gr.Error(why, visible=False, print_exception=False)
+
+
+def _showing(view: str):
+    """Goes on only when the page's link opens ``view``."""
+    def check(link):
+        if link.show != view:
+            raise _hidden_stop(f"the link opens {link.show}, not {view}")
+    return check
 
 
 @dataclass
@@ -358,19 +458,62 @@ class Panel:
     kind: gr.Dropdown
     value: gr.Radio
     stale: list
+    tab: str  # the tab's id (its task), which links name
+    name: str  # the prefix of the views' API endpoints
+    controls: dict  # every control of the views by the views' parameter names (what links carry)
+    views: dict  # view (links.VIEWS) -> (fn, inputs, outputs, its accordion or None)
+    relayout: tuple  # (inputs, outputs) of ``layout``, run after a view is drawn
+    share: tuple  # (button, "the link opens" choice, link box) of "Copy link to this view"
+    link: gr.State  # the ViewLink the page was opened with, when it is this tab's (set once, at page load)
+    opened: gr.State  # True once that link's view is open (later runs leave the views to the user)
+    inputs: dict = field(default_factory=dict)  # the main action's inputs by parameter name (``run_on``)
+    spec: links.LinkSpec | None = None  # what links to this tab may hold (``run_on``)
 
     def run_on(self, button: gr.Button, fn, inputs: list, outputs: list, run_key: gr.State, api_name: str):
-        """Wire a tab's main action (an API endpoint, queued with the other model runs); once it
-        succeeds, clear the views of the previous run (and any error badge they carry)."""
+        """Wire a tab's main action (an API endpoint, queued with the other model runs) to its button
+        and to a page opened with a link to the tab; once it succeeds, clear the views of the previous
+        run (and any error badge they carry), then open the link's view if it started the run."""
         load_slots(button, inputs)
-        event = button.click(fn, inputs, outputs, api_name=api_name, **model_queue())
-        self.clear_on(event)
+        event = gr.on([button.click, self.link.change], fn, inputs, outputs, api_name=api_name, **model_queue())
+        self.open_linked_view(self.clear_on(event))
+        self.share_links(fn, inputs)
         return event
 
-    def clear_on(self, event) -> None:
+    def clear_on(self, event):
         """Once ``event`` (a new run, or another part of the input) succeeds, the views still show the
         old one: clear them, and any error badge they carry."""
-        event.success(lambda: [None] * len(self.stale), None, self.stale, api_visibility="private")
+        return event.success(lambda: [None] * len(self.stale), None, self.stale, api_visibility="private")
+
+    def share_links(self, fn, inputs: list) -> None:
+        """"Copy link to this view" and its endpoint ``/<name>_link``: the tab's inputs (named as
+        ``fn``'s parameters) and the views' controls as a link."""
+        self.inputs = dict(zip(inspect.signature(fn).parameters, inputs))
+        self.spec = links.LinkSpec(self.tab, {n: link_field(c) for n, c in self.inputs.items()},
+                                   {n: link_field(c) for n, c in self.controls.items()})
+        button, show, box = self.share
+        button.click(link_maker(self.spec), [*inputs, *self.controls.values(), show], box, api_name=f"{self.name}_link") \
+            .success(None, box, None, js=COPY_SCRIPT, api_visibility="private")
+
+    def open_linked_view(self, ran) -> None:
+        """After ``ran`` (the run the page's link started): the link's controls, then the maps and the
+        link's view, as their buttons would draw them."""
+        private = dict(api_visibility="private")
+        boxes = [box for *_, box in self.views.values() if box is not None]
+
+        def pending(link, opened):
+            if link is None or opened:  # an ordinary run: the views are the user's
+                raise _hidden_stop("no link to open")
+
+        def apply(link):
+            return ([gr.update(value=link.controls[n]) if n in link.controls else gr.update() for n in self.controls]
+                    + [gr.update(open=True) if box is self.views[link.show][3] else gr.update() for box in boxes] + [True])
+
+        applied = ran.success(pending, [self.link, self.opened], None, **private) \
+            .success(apply, self.link, [*self.controls.values(), *boxes, self.opened], **private)
+        for view, (fn, inputs, outputs, _) in self.views.items():
+            chosen = applied if view == "maps" else applied.success(_showing(view), self.link, None, **private)
+            chosen.success(fn, inputs, outputs, api_visibility="private", **model_queue()) \
+                .then(layout, *self.relayout, api_visibility="private")
 
     def fit_to_models(self, task: str, sources: list, infos: list, layer_sliders: list = ()) -> None:
         """Size the layer and head sliders (and the tab's other ``layer_sliders``) to the models as
@@ -409,6 +552,12 @@ def build(run: gr.State, name: str) -> Panel:
         with gr.Row():
             show = gr.Button("Show attention", variant="secondary")
             export = gr.Button("Export the maps' numbers (CSV)", size="sm")
+        with gr.Row(equal_height=True):  # a link recomputes the view from the inputs: nothing is stored
+            share_view = gr.Radio(list(links.VIEWS), value=links.VIEWS[0], label="the link opens (after running the tab)")
+            share = gr.Button("Copy link to this view", size="sm")
+            link_box = gr.Textbox(label="link to this view: reopens the tab with these models and inputs, runs it "
+                                        "and opens the view", buttons=["copy"], interactive=False, max_lines=1, scale=3,
+                                  elem_id=f"{name}-link")
         note = gr.Markdown()
         with gr.Row(equal_height=True):
             map_a = gr.Plot(label="model A", elem_id=f"{name}-map-A")
@@ -424,7 +573,7 @@ def build(run: gr.State, name: str) -> Panel:
         map_inputs = [run, slot, layer, head, kind, size, value]
         shown = show.click(show_map, map_inputs, map_outputs, api_name=f"{name}_attention", **limits)
         export.click(export_map, map_inputs, csv, api_name=f"{name}_export", **limits)
-    with gr.Accordion("Zoom: a region at full resolution", open=False):
+    with gr.Accordion("Zoom: a region at full resolution", open=False) as zoom_box:
         gr.Markdown("Drag a box on a map above (plotly's zoom), then press **Recompute the region** — or type token ranges. "
                     "The region is recomputed from the trace token by token, however long the input.")
         with gr.Row():
@@ -439,9 +588,10 @@ def build(run: gr.State, name: str) -> Panel:
             zoom_b = gr.Plot(label="model B, full resolution", elem_id=f"{name}-zoom-B")
         ranges = [query_from, query_to, key_from, key_to]
         plots = [f"{name}-map-A", f"{name}-map-B", f"{name}-zoom-A", f"{name}-zoom-B"]
-        zoomed = zoom_button.click(zoom, [run, slot, layer, head, kind, *ranges, value], [zoom_a, zoom_b, zoom_note, *ranges],
-                                   js=ZOOM_SCRIPT.replace("PLOTS", str(plots)), api_name=f"{name}_zoom", **limits)
-    with gr.Accordion("Overview: every layer × head — click one to open it", open=False):
+        zoom_inputs, zoom_outputs = [run, slot, layer, head, kind, *ranges, value], [zoom_a, zoom_b, zoom_note, *ranges]
+        zoomed = zoom_button.click(zoom, zoom_inputs, zoom_outputs, js=ZOOM_SCRIPT.replace("PLOTS", str(plots)),
+                                   api_name=f"{name}_zoom", **limits)
+    with gr.Accordion("Overview: every layer × head — click one to open it", open=False) as overview_box:
         with gr.Row():
             measure = gr.Radio(list(MEASURES), value="entropy", label="number under each head")
             order = gr.Radio(list(ORDERS), value=ORDERS[0], label="order")
@@ -452,12 +602,12 @@ def build(run: gr.State, name: str) -> Panel:
                                            height="auto", elem_id=f"{name}-overview-{s}", elem_classes=["overview"])
                                 for s in ("A", "B")]
         order_a, order_b = gr.State([]), gr.State([])  # (layer, head) of each thumbnail, in gallery order
-        drawn = overview_button.click(show_overview, [run, slot, kind, measure, order, value],
-                                      [gallery_a, gallery_b, overview_legend, overview_note, order_a, order_b],
-                                      api_name=f"{name}_overview", **limits)
+        overview_inputs = [run, slot, kind, measure, order, value]
+        overview_outputs = [gallery_a, gallery_b, overview_legend, overview_note, order_a, order_b]
+        drawn = overview_button.click(show_overview, overview_inputs, overview_outputs, api_name=f"{name}_overview", **limits)
         opened = [gallery.select(open_head, heads, [layer, head], **private).then(
             show_map, map_inputs, map_outputs, **private, **limits) for gallery, heads in ((gallery_a, order_a), (gallery_b, order_b))]
-    with gr.Accordion("A vs B: entropy, sparsity, sink, negative mass, span allocation, outliers", open=False):
+    with gr.Accordion("A vs B: entropy, sparsity, sink, negative mass, span allocation, outliers", open=False) as compare_box:
         span = gr.Textbox(label="span to measure (text from the input; empty = the tab's own reference, e.g. the gold answer)")
         with gr.Row():
             compare_button = gr.Button("Compare A and B")
@@ -471,19 +621,20 @@ def build(run: gr.State, name: str) -> Panel:
         comparison_file = gr.File(label="numbers behind the comparison (JSON)")
         with gr.Accordion("definitions of these measures", open=False):
             gr.Markdown(COMPARISON_NOTE)
-        compare_button.click(compare, [run, span], [stats, allocation, outliers, sinks], api_name=f"{name}_compare", **limits)
-        export_button.click(export_comparison, [run, span], comparison_file, api_name=f"{name}_compare_export", **limits)
+        compare_inputs, compare_outputs = [run, span], [stats, allocation, outliers, sinks]
+        compare_button.click(compare, compare_inputs, compare_outputs, api_name=f"{name}_compare", **limits)
+        export_button.click(export_comparison, compare_inputs, comparison_file, api_name=f"{name}_compare_export", **limits)
     with gr.Accordion("λ ablation (a DiffLlama): what changes when the subtraction is switched off", open=False):
         with gr.Row():
             ablated = gr.Radio(["A", "B"], value="A", label="model (must be a DiffLlama)")
-            value = gr.Slider(0.0, 1.5, value=0.0, step=0.05,
+            lambda_value = gr.Slider(0.0, 1.5, value=0.0, step=0.05,
                               label="λ in every layer (0 = subtraction off: only A1 drives the output)")
         ablate_button = gr.Button("Run ablation")
         ablation_note = gr.Markdown()
         ablation_plot = gr.Plot()
         ablation_table = gr.Dataframe(headers=["position", "token", "before (P)", "after (P)", "P(before) after", "KL"],
                                       label="top prediction before → after ablation", wrap=True)
-        ablate_button.click(ablate, [run, ablated, value], [ablation_plot, ablation_table, ablation_note],
+        ablate_button.click(ablate, [run, ablated, lambda_value], [ablation_plot, ablation_table, ablation_note],
                             api_name=f"{name}_ablation", **limits)
     fitted = [map_a, map_b, *parts, profile, zoom_a, zoom_b, gallery_a, gallery_b]  # what layout() updates
     slot.change(layout, [run, slot], fitted, **private)
@@ -494,7 +645,51 @@ def build(run: gr.State, name: str) -> Panel:
             None, js=f"() => document.getElementById('{name}-maps').scrollIntoView()", **private)
     stale = [*map_outputs, csv, zoom_a, zoom_b, zoom_note, gallery_a, gallery_b, overview_legend, overview_note,
              stats, allocation, outliers, sinks, comparison_file, ablation_plot, ablation_table, ablation_note]
-    return Panel(slot, layer, head, kind, value, stale)
+    controls = dict(slot=slot, layer=layer, head=head, kind=kind, size=size, value=value, query_from=query_from, query_to=query_to,
+                    key_from=key_from, key_to=key_to, measure=measure, order=order, span_text=span)
+    views = {"maps": (show_map, map_inputs, map_outputs, None), "zoom": (zoom, zoom_inputs, zoom_outputs, zoom_box),
+             "overview": (show_overview, overview_inputs, overview_outputs, overview_box),
+             "compare": (compare, compare_inputs, compare_outputs, compare_box)}
+    # the run key is the tab's task, which is also its tab's id
+    return Panel(slot, layer, head, kind, value, stale, tab=run.value, name=name, controls=controls, views=views,
+                 relayout=([run, slot], fitted), share=(share, share_view, link_box), link=gr.State(None),
+                 opened=gr.State(False))
+
+
+def open_links(demo: gr.Blocks, tabs: gr.Tabs, panels: list[Panel]):
+    """A page opened with a link (``?tab=…``, ``links``): select the tab and fill its inputs; the
+    tab's panel then runs it and opens the view (``Panel.open_linked_view``). A bad link is refused
+    with a message, and the page works as usual. Also ``/read_link``: what a link holds, as the
+    arguments of the calls that reproduce it. Returns the page-load event."""
+    specs = {panel.tab: panel.spec for panel in panels}
+    inputs = [(panel, name, component) for panel in panels for name, component in panel.inputs.items()]
+
+    def open_link(request: gr.Request):
+        try:
+            link = links.read(request.query_params.multi_items(), specs)
+        except ValueError as error:  # a warning, not an error: the page's inputs carry no error badge
+            gr.Warning(f"This link cannot be opened: {message(error, 'open_link')}. The app works as usual.", duration=None)
+            link = None
+        mine = lambda panel: link is not None and panel.tab == link.tab  # noqa: E731
+        return ([gr.Tabs(selected=link.tab) if link else gr.update()]
+                + [gr.update(value=link.inputs[name]) if mine(panel) and name in link.inputs else gr.update()
+                   for panel, name, _ in inputs]
+                + [link if mine(panel) else None for panel in panels])
+
+    @user_errors
+    def view_of_link(link: str) -> dict:
+        """What a link to a view holds: ``tab``, ``inputs`` (the tab's main action's arguments by
+        name, e.g. ``/classify``'s), ``show`` (the view) and ``controls`` (that view's arguments by
+        name, e.g. ``/classify_attention``'s layer, head, kind, size), every value checked."""
+        query = urlsplit(link).query if "?" in link else link  # a whole link, or its query alone
+        view = links.read(parse_qsl(query, keep_blank_values=True), specs)
+        if view is None:
+            raise ValueError("this address holds no link to a view: a link has ?tab=… and the tab's inputs")
+        return asdict(view)
+
+    gr.api(view_of_link, api_name="read_link")
+    return demo.load(open_link, None, [tabs, *(component for *_, component in inputs), *(p.link for p in panels)],
+                     api_visibility="private")
 
 
 # The box a user dragged on a map (plotly's zoom) becomes the token ranges to recompute: each map

@@ -28,12 +28,12 @@ def classify(text: str, source_a: str, source_b: str, request: gr.Request = None
             traces[slot] = result.trace
             labels.append({s.label: s.probability for s in result.labels})
             records[slot] = plain(result)
-        keep(run_store.Run(TASK, models, traces, texts={"A": text, "B": text}))
+        keep(run_store.Run(TASK, models, traces, texts={"A": text, "B": text}, inputs={"text": text}))
     return labels[0], labels[1], records
 
 
 def build():
-    with gr.Tab("Classification"):
+    with gr.Tab("Classification", id=TASK):
         text = gr.Textbox(label="text", lines=3, value=EXAMPLES[0], render=False)
         gr.Examples(EXAMPLES, [text], label="Examples (held-out; from the 2nd on, the bundled A and B disagree)")
         (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
@@ -50,4 +50,4 @@ def build():
         event = panel.run_on(button, classify, [text, source_a, source_b], [label_a, label_b, raw], run, "classify")
         heat.wire(run, event)
         panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b], [heat.layer])
-    return (source_a, source_b), (info_a, info_b), slot_info(TASK)
+    return (source_a, source_b), (info_a, info_b), slot_info(TASK), panel

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from diffllama import LoadError, limits
+from diffllama.provenance import Provenance
 from diffllama.registry import ModelCache, bundled_models, resolve_source
 
 from . import run_store
@@ -293,9 +294,10 @@ def remove_exports() -> None:
 atexit.register(remove_exports)
 
 
-def export_json(name: str, data) -> str:
+def export_json(name: str, data: dict, provenance: Provenance) -> str:
+    """``data`` as JSON, with what it was computed from as its first key, "provenance"."""
     path = _export_path(name, ".json")
-    path.write_text(json.dumps(data, indent=1))
+    path.write_text(json.dumps({"provenance": asdict(provenance), **data}, indent=1))
     return str(path)
 
 
@@ -308,10 +310,13 @@ def image_file(pixels: np.ndarray, name: str) -> str:
     return str(path)
 
 
-def export_csv(name: str, header: list[str], rows: list[list]) -> str:
+def export_csv(name: str, header: list[str], rows: list[list], provenance: Provenance) -> str:
+    """A table as CSV, after what it was computed from as "# key: value" lines (pandas:
+    ``read_csv(path, comment="#")``; text fields are quoted, so a "#" in a token stays in it)."""
     path = _export_path(name, ".csv")
     with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+        f.writelines(f"# {line}\n" for line in provenance.lines())
+        writer = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
         writer.writerow(header)
         writer.writerows(rows)
     return str(path)

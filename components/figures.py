@@ -9,6 +9,7 @@ map stays a figure of about 1.5 MB."""
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import plotly.colors
@@ -254,4 +255,38 @@ def ablation_kl(result, title: str) -> go.Figure:
                                "drawn as no bar</sup>", yaxis=dict(title="KL(original ‖ ablated), nats",
                                                                     range=[0, max(0.05, float(kl.max()) * 1.1)]),
                          height=340, margin=dict(l=10, r=10, t=70, b=10))
+    return figure
+
+
+# --- provenance ---------------------------------------------------------------------------------------------
+PROVENANCE_FONT = 8  # px: small enough to stay out of the way, legible in a saved PNG
+PROVENANCE_LINE = 64  # characters: fits a figure a third of the page wide
+
+
+def provenance_note(figure: go.Figure | None, provenance) -> go.Figure | None:
+    """``figure`` stamped with where it came from (a ``diffllama.provenance.Provenance``): small grey
+    lines at its top right, which plotly's PNG export keeps, with the title moved below them; and the
+    whole record, link included, in ``layout.meta["provenance"]`` of the figure's JSON. The top is
+    the one margin whose height is known (tick labels grow the bottom one), and its left corner is
+    under gradio's label. None passes through (a view not shown)."""
+    if figure is None:
+        return None
+    pieces = [f"{slot}: {_short(source, 40)}" for slot, source in provenance.models.items()]  # meta has them whole
+    pieces += [f"input sha256 {provenance.input_sha256}"] + [
+        f"{name} {value}" for name, value in (("layer", provenance.layer), ("head", provenance.head),
+                                              ("map", provenance.kind)) if value is not None]
+    pieces += [provenance.created] + [f"{name} {version}" for name, version in provenance.versions.items()]
+    lines = [pieces[0]]
+    for piece in pieces[1:]:
+        if len(lines[-1]) + 3 + len(piece) > PROVENANCE_LINE:
+            lines.append(piece)
+        else:
+            lines[-1] += f" · {piece}"
+    height = len(lines) * (PROVENANCE_FONT + 3) + 4
+    top = (figure.layout.margin.t if figure.layout.margin.t is not None else 100) + height
+    figure.add_annotation(text="<br>".join(map(plotly_text, lines)), xref="paper", yref="paper", x=1, y=1,
+                          xanchor="right", yanchor="top", yshift=top - 2, align="right", showarrow=False,
+                          font=dict(size=PROVENANCE_FONT, color="#868e96"))
+    figure.update_layout(margin=dict(t=top), title=dict(yref="container", y=1, yanchor="top", pad=dict(t=height + 2)),
+                         meta={**(figure.layout.meta or {}), "provenance": asdict(provenance)})
     return figure

@@ -36,7 +36,9 @@ def generate(prompt: str, max_new_tokens: int, greedy: bool, temperature: float,
             traces[slot] = stream.result.trace
             records[slot] = plain(stream.result)
         keep(run_store.Run(TASK, models, traces, texts={s: prompt + r["text"] for s, r in records.items()},
-                           segments={s: [(r["prompt_length"], "generated")] for s, r in records.items()}))
+                           segments={s: [(r["prompt_length"], "generated")] for s, r in records.items()},
+                           inputs=dict(prompt=prompt, max_new_tokens=int(max_new_tokens), greedy=bool(greedy),
+                                       temperature=temperature, top_p=top_p, seed=int(seed))))
     yield texts["A"], texts["B"], records
 
 
@@ -62,7 +64,7 @@ def length_notice(prompt: str, max_new_tokens: int, source_a: str, source_b: str
 
 
 def build():
-    with gr.Tab("Generation"):
+    with gr.Tab("Generation", id=TASK):
         prompt = gr.Textbox(label="prompt", lines=3, value=EXAMPLES[0][0], render=False)
         max_new = gr.Slider(1, 256, value=EXAMPLES[0][1], step=1, label="max new tokens", render=False)
         greedy = gr.Checkbox(value=True, label="greedy", render=False)
@@ -92,4 +94,4 @@ def build():
         notice_inputs = [prompt, max_new, source_a, source_b]
         for trigger in (prompt.change, max_new.change, info_a.change, info_b.change):
             trigger(length_notice, notice_inputs, notice, trigger_mode="always_last", api_visibility="private")
-    return (source_a, source_b), (info_a, info_b), slot_info(TASK)
+    return (source_a, source_b), (info_a, info_b), slot_info(TASK), panel

@@ -91,10 +91,13 @@ def answer(question: str, context: str, top_k: int, source_a: str, source_b: str
             plots.append(figures.qa_logits(tokens, result.start_logits, result.end_logits, f"{slot}: start / end logits along the context"))
         span, problem = reference(context, gold, measure_on, results)
         measured, missing = allocations(traces, span)
-        keep(run_store.Run(TASK, models, traces, texts={"A": context, "B": context}, reference=span, span_sequence=1,
-                           question=question, segments={s: context_start(t) for s, t in traces.items()}, windows=windows))
+        run = run_store.Run(TASK, models, traces, texts={"A": context, "B": context}, reference=span, span_sequence=1,
+                            question=question, segments={s: context_start(t) for s, t in traces.items()}, windows=windows,
+                            inputs=dict(question=question, context=context, top_k=int(top_k), gold=gold, measure_on=measure_on))
+        keep(run)
     table = attention_panel.allocation_table(measured, {slot: trace.arch for slot, trace in traces.items()})
     label = problem or missing or attention_panel.allocation_label(measured, span, context)
+    plots = list(map(attention_panel.stamper(request, run, "maps"), plots))
     return (marked[0], marked[1], tables[0], tables[1], plots[0], plots[1], gr.update(value=table, label=label), records)
 
 
@@ -139,7 +142,7 @@ def answer_column(slot: str, colour: str):
 
 
 def build():
-    with gr.Tab("QA spans"):
+    with gr.Tab("QA spans", id=TASK):
         question = gr.Textbox(label="question", value=EXAMPLES[0][0], render=False)
         context = gr.Textbox(label="context", lines=4, max_lines=8, value=EXAMPLES[0][1], render=False)
         gold = gr.Textbox(label="gold answer (optional; text of the context that allocation is measured on)",
@@ -178,4 +181,4 @@ def build():
         panel.clear_on(picked)
         heat.wire(run, picked)
         panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b], [heat.layer])
-    return (source_a, source_b), (info_a, info_b), slot_info(TASK)
+    return (source_a, source_b), (info_a, info_b), slot_info(TASK), panel

@@ -51,10 +51,13 @@ class Run:
     segments: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # slot -> (token position, name)
     # where a new part of the input starts (QA: the context; generation: the continuation), marked on maps
     windows: dict[str, tuple[int, int]] = field(default_factory=dict)  # QA slot -> (window shown, windows in all)
+    # the main action's other inputs by parameter name (text, seed, …): what links and provenance name
+    inputs: dict[str, object] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
-        return sum(trace.nbytes for trace in self.traces.values()) + sum(len(text) for text in self.texts.values())
+        return (sum(trace.nbytes for trace in self.traces.values()) + sum(len(text) for text in self.texts.values())
+                + sum(len(str(value)) for value in self.inputs.values()))
 
 
 @dataclass

@@ -12,9 +12,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from diffllama.analysis import READINGS
+from diffllama.provenance import provenance
 from diffllama.registry import bundled_models
 from diffllama.study import DEPTHS, report, retrieval_examples, run_study
 
+from . import figures
 from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, export_json, gpu, user_errors
 
 TASK = "generation"
@@ -61,7 +63,9 @@ def study(models: list[str], examples: int, needles: int, fillers: str, seed: in
     chosen = {name: CACHE.get(name, TASK) for name in models}
     inputs = retrieval_examples(int(examples), int(needles), _lengths(fillers), DEPTHS, int(seed))
     result = run_study(chosen, inputs, progress=lambda fraction, text: progress(fraction, desc=text))
-    return report.markdown(result), by_depth(result), export_json("study", result)
+    record = provenance({f"model {i + 1}": name for i, name in enumerate(models)},
+                        dict(examples=int(examples), needles=int(needles), fillers=fillers, seed=int(seed)))
+    return report.markdown(result), figures.provenance_note(by_depth(result), record), export_json("study", result, record)
 
 
 def build():

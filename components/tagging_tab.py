@@ -33,7 +33,7 @@ def tag(text: str, source_a: str, source_b: str, request: gr.Request = None):
     with run_store.recording(request, TASK) as keep:
         results = {slot: CACHE.get(source, TASK).tag(text) for slot, source in models.items()}
         traces = {slot: result.trace for slot, result in results.items()}
-        keep(run_store.Run(TASK, models, traces, texts={"A": text, "B": text}))
+        keep(run_store.Run(TASK, models, traces, texts={"A": text, "B": text}, inputs={"text": text}))
     # per-token disagreement, with tokens of the two tokenisations matched by characters
     alignment = analysis.align_tokens(traces["A"], traces["B"])
     labels_b = {(t.start, t.end): t.label for t in results["B"].tokens}
@@ -56,7 +56,7 @@ def tag(text: str, source_a: str, source_b: str, request: gr.Request = None):
 
 
 def build():
-    with gr.Tab("Token tagging"):
+    with gr.Tab("Token tagging", id=TASK):
         text = gr.Textbox(label="text", lines=2, value=EXAMPLES[0], render=False)
         gr.Examples(EXAMPLES, [text], label="Examples (the last two: the bundled A and B disagree)")
         (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
@@ -75,4 +75,4 @@ def build():
         panel.run_on(button, tag, [text, source_a, source_b],
                      [entities_a, entities_b, table, disagreement, raw], run, "tag")
         panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b])
-    return (source_a, source_b), (info_a, info_b), slot_info(TASK)
+    return (source_a, source_b), (info_a, info_b), slot_info(TASK), panel

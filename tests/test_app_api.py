@@ -4,10 +4,11 @@ import base64
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from gradio_client import Client
 
-from diffllama import analysis
+from diffllama import analysis, provenance
 from diffllama.registry import ModelCache
 
 QUESTION = "What is the magic number of Lyon?"
@@ -183,9 +184,78 @@ def test_study_matches_the_backend(client, backend):
     tables, figure, numbers = client.predict(["diffllama-lm", "llama-lm"], 3, 2, "1, 2", 5, api_name="/study")
     with open(numbers) as f:
         got = json.load(f)
+    assert got.pop("provenance")["models"] == {"model 1": "diffllama-lm", "model 2": "llama-lm"}
     models = {name: backend.get(name, "generation") for name in ("diffllama-lm", "llama-lm")}
     expected = run_study(models, retrieval_examples(3, 2, (1, 2), seed=5))
     assert got == json.loads(json.dumps(expected))
     assert "Table 3: attention allocation by answer depth" in tables and "Table 5" in tables and figure
     with pytest.raises(Exception, match="filler sentences: give one or more whole numbers"):
         client.predict(["llama-lm"], 3, 2, "four", 0, api_name="/study")
+
+
+def test_a_link_to_a_view_gives_the_same_numbers(client, app_url):
+    text = "Bob met Clara near the old bridge."
+    link = client.predict(text, "diffllama-cls", "llama-cls", "A and B", 1, 2, "diff", 64, "projection", 2, 6, 0, 6, "entropy",
+                          "layer × head", "", "zoom", api_name="/classify_link")
+    assert link.startswith(app_url) and "tab=classification" in link
+    view = client.predict(link, api_name="/read_link")
+    inputs, controls = view["inputs"], view["controls"]
+    assert view["tab"] == "classification" and view["show"] == "zoom"
+    assert inputs == {"text": text, "source_a": "diffllama-cls", "source_b": "llama-cls"}
+    assert controls == {"slot": "A and B", "layer": 1, "head": 2, "kind": "diff", "size": 64, "value": "projection",
+                        "query_from": 2, "query_to": 6, "key_from": 0, "key_to": 6}
+    # the link's values give the numbers the inputs give
+    direct = client.predict(text, "", "diffllama-cls", "classification", 1, 2, "diff", 64, "projection", api_name="/attention_map")
+    linked = client.predict(inputs["text"], "", inputs["source_a"], "classification", controls["layer"], controls["head"],
+                            controls["kind"], controls["size"], controls["value"], api_name="/attention_map")
+    assert linked["values"] == direct["values"] and linked["labels"] == direct["labels"]
+    # and so do the tab and the view the link opens (as a browser opening it runs them)
+    client.predict(*inputs.values(), api_name="/classify")
+    names = ("slot", "layer", "head", "kind", "query_from", "query_to", "key_from", "key_to", "value")
+    zoom_a, *_ = client.predict(*(controls[n] for n in names), api_name="/classify_zoom")
+    region = client.predict(text, "", "diffllama-cls", "classification", 1, 2, "diff", 2, 6, 0, 6, "projection",
+                            api_name="/attention_region")
+    drawn = np.nan_to_num(decode(json.loads(zoom_a["plot"])["data"][0]["z"]), nan=0.0)
+    np.testing.assert_allclose(drawn, np.array(region["values"]), atol=1e-6)
+
+
+def test_a_bad_link_gets_a_message_and_the_app_keeps_serving(client):
+    with pytest.raises(Exception, match="link parameter 'layer' is 'abc'; write a whole number"):
+        client.predict("?tab=classification&text=Bob&layer=abc", api_name="/read_link")
+    with pytest.raises(Exception, match="takes no parameter 'prompt'"):
+        client.predict("?tab=classification&prompt=Bob", api_name="/read_link")
+    with pytest.raises(Exception, match="500 is greater than maximum value 127"):
+        client.predict("Bob", "diffllama-cls", "llama-cls", "A", 500, 0, "diff", 64, "weight", 0, 48, 0, 48, "entropy",
+                       "layer × head", "", "maps", api_name="/classify_link")
+    with pytest.raises(Exception, match="'everything'.* not in the list of choices"):
+        client.predict("Bob", "diffllama-cls", "llama-cls", "A", 1, 0, "diff", 64, "weight", 0, 48, 0, 48, "entropy",
+                       "layer × head", "", "everything", api_name="/classify_link")
+    with pytest.raises(Exception, match="limited to 8,000"):
+        client.predict("Bob " * 3000, "diffllama-cls", "llama-cls", "A", 1, 0, "diff", 64, "weight", 0, 48, 0, 48, "entropy",
+                       "layer × head", "", "maps", api_name="/classify_link")
+    assert client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")[0]["label"]
+
+
+def test_every_export_names_models_input_view_versions_and_its_link(client):
+    text = "Bob met Clara."
+    client.predict(text, "diffllama-cls", "llama-cls", api_name="/classify")
+    path = client.predict("A", 1, 1, "diff", 64, "norm", api_name="/classify_export")
+    with open(path) as f:
+        fields = dict(line[2:].rstrip("\n").split(": ", 1) for line in f if line.startswith("# "))
+    assert fields["models"] == "A=diffllama-cls, B=llama-cls" and fields["input_sha256"] == provenance.input_hash({"text": text})
+    assert (fields["layer"], fields["head"], fields["kind"]) == ("1", "1", "diff")
+    assert all(name in fields["versions"] for name in ("torch", "transformers", "gradio", "plotly", "app"))
+    reopened = client.predict(fields["link"], api_name="/read_link")
+    assert reopened["inputs"] == {"text": text, "source_a": "diffllama-cls", "source_b": "llama-cls"}
+    assert reopened["controls"] == {"slot": "A", "layer": 1, "head": 1, "kind": "diff", "size": 64, "value": "norm"}
+    assert list(pd.read_csv(path, comment="#").columns) == ["model", "map", "cell value", "query", "key", "value"]
+    # JSON: a top-level provenance object; its link opens the comparison with the same span
+    with open(client.predict("Clara", api_name="/classify_compare_export")) as f:
+        stamp = json.load(f)["provenance"]
+    assert stamp["models"] == {"A": "diffllama-cls", "B": "llama-cls"} and stamp["layer"] is None
+    assert client.predict(stamp["link"], api_name="/read_link")["controls"] == {"span_text": "Clara"}
+    # PNG: the figures plotly's camera saves carry it as a footer, and whole in their meta
+    _, map_a, *_ = client.predict("A", 1, 1, "diff", 64, "norm", api_name="/classify_attention")
+    layout = json.loads(map_a["plot"])["layout"]
+    assert layout["meta"]["provenance"]["link"] == fields["link"]
+    assert any(fields["input_sha256"] in note["text"] for note in layout["annotations"])

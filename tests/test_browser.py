@@ -1,11 +1,13 @@
 """A real browser (Debian's headless Chromium driven by Playwright) runs each tab's first example and
 opens every view: the maps of A and B, a zoomed region, the overview (and a click through to a head),
-and the λ ablation. Screenshots of each step go to tests/screenshots/ — look at them."""
+and the λ ablation; and opens a link to a view. Screenshots of each step go to tests/screenshots/ —
+look at them."""
 
 import os
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
@@ -151,3 +153,38 @@ def test_contribution_toggle_redraws_maps_zoom_overview_and_heat(page):
     assert panel.get_by_text("keys' contribution ‖c‖ through").count()  # the heat's caption says what it shows
     page.screenshot(path=str(SHOTS / "contribution-overview-heat.png"), full_page=True)
     assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
+
+
+def test_a_link_reopens_its_tab_runs_it_and_opens_the_view(page, app_url):
+    """A link selects its tab, fills the inputs, runs the tab (here a streamed generation) and draws the
+    maps and the view it names; "Copy link to this view" then gives the same link back. A bad link
+    says why, and the page works as usual."""
+    SHOTS.mkdir(exist_ok=True)
+    view = {"tab": "generation", "prompt": "Anna lived in Paris. One morning Anna went to", "max_new_tokens": "4",
+            "greedy": "true", "temperature": "0.8", "top_p": "0.95", "seed": "0", "source_a": "diffllama-lm",
+            "source_b": "llama-lm", "show": "zoom", "slot": "A and B", "layer": "1", "head": "1", "kind": "a2",
+            "size": "64", "value": "weight", "query_from": "2", "query_to": "7", "key_from": "0", "key_to": "7"}
+    page.goto(f"{app_url}?{urlencode(view)}")
+    page.wait_for_function("() => document.querySelector('#generation-zoom-A .gtitle')?.textContent.includes('queries 2–6')",
+                           timeout=90_000)
+    assert page.get_by_role("tab", name="Generation", selected=True).count() == 1
+    assert "layer 1, head 1: A2 (second softmax)" in plot_title(page, "generation-map-A")
+    assert "Model B (llama) · layer 1, head 1: softmax" in plot_title(page, "generation-map-B")
+    panel = page.locator("div[role='tabpanel']:visible")
+    assert panel.get_by_label("A continues").input_value()
+    assert "input sha256" in page.locator("#generation-map-A .annotation-text").last.text_content()  # provenance
+    page.screenshot(path=str(SHOTS / "link-zoom.png"), full_page=True)
+
+    panel.get_by_label("zoom").first.check()
+    panel.get_by_role("button", name="Copy link to this view").click()
+    box = page.locator("#generation-link textarea, #generation-link input").first
+    page.wait_for_function("() => document.querySelector('#generation-link textarea, #generation-link input')"
+                           "?.value.includes('tab=generation')", timeout=30_000)
+    copied = box.input_value()
+    assert copied.startswith(app_url) and dict(parse_qsl(urlsplit(copied).query)) == view
+
+    page.goto(f"{app_url}?tab=generation&layer=abc")
+    page.get_by_text("This link cannot be opened: link parameter 'layer' is 'abc'").wait_for(timeout=30_000)
+    page.locator(".model-info", has_text="parameters").first.wait_for(timeout=30_000)  # the page works as usual
+    page.screenshot(path=str(SHOTS / "link-refused.png"))
+    assert not page.locator(".toast-body.error").count()

@@ -1,0 +1,114 @@
+"""Links to a view (``components.links``) and the provenance every export carries, without a model."""
+
+import csv
+import hashlib
+import json
+from urllib.parse import parse_qsl, urlsplit
+
+import gradio as gr
+import pandas as pd
+import pytest
+
+from components import attention_panel, common, figures, links
+from diffllama import provenance
+from test_ui_components import attention_map
+
+SPEC = links.LinkSpec("qa", {"question": links.Field(str), "context": links.Field(str),
+                             "top_k": links.Field(int, 1, 10), "greedy": links.Field(bool),
+                             "measure_on": links.Field(str, choices=("gold answer", "A's prediction"))},
+                      {"layer": links.Field(int, 0, 127), "kind": links.Field(str, choices=("diff", "softmax")),
+                       "temperature": links.Field(float, 0.1, 2.0)})
+
+
+def pairs(address: str) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(address).query, keep_blank_values=True)
+
+
+def test_a_link_reads_back_as_the_same_view():
+    link = links.ViewLink("qa", {"question": "Où est 李娜? a&b=c #1", "context": "", "top_k": 3, "greedy": False,
+                                 "measure_on": "A's prediction"}, {"layer": 2, "kind": "diff", "temperature": 0.95}, "zoom")
+    address = links.url("http://lens.example/app", link)
+    assert address.startswith("http://lens.example/app/?tab=qa&question=")
+    assert links.read(pairs(address), {"qa": SPEC}) == link
+    # the same setting is spelt one way: a slider's 3.0 is the link's 3
+    assert links.ViewLink("qa", {"top_k": 3.0}).query() == "tab=qa&top_k=3&show=maps"
+
+
+def test_a_page_without_a_link_opens_as_usual_and_gradio_keeps_its_own_parameters():
+    assert links.read([], {"qa": SPEC}) is None
+    assert links.read([("view", "api"), ("__theme", "dark")], {"qa": SPEC}) is None
+    assert links.read([("tab", "qa"), ("__theme", "dark")], {"qa": SPEC}) == links.ViewLink("qa")
+
+
+@pytest.mark.parametrize("query, message", [
+    ("tab=qa&layer=two", "'layer' is 'two'; write a whole number"),
+    ("tab=qa&layer=1.5", "'layer' is '1.5'; write a whole number"),
+    ("tab=qa&layer=200", "'layer' is 200; it takes 0 to 127"),
+    ("tab=qa&temperature=nan", "write a finite number"),
+    ("tab=qa&greedy=yes", "'greedy' is 'yes'; write true or false"),
+    ("tab=qa&kind=banana", "'kind' is 'banana'; it takes one of: 'diff', 'softmax'"),
+    ("tab=qa&layr=1", "takes no parameter 'layr'; it takes tab, question, context"),
+    ("tab=qa&layer=1&layer=2", "'layer' is given twice"),
+    ("tab=qa&show=everything", "'show' is 'everything'; it takes one of: maps, zoom, overview, compare"),
+    ("layer=1", "a link names its tab as tab=…, one of qa"),
+    ("tab=study", "'study' is none of them"),
+    ("tab=qa&context=" + "x" * links.MAX_LINK_CHARS, "longer than 8,000 characters"),
+])
+def test_a_bad_link_is_refused_with_a_message_naming_the_parameter(query, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        links.read(parse_qsl(query, keep_blank_values=True), {"qa": SPEC})
+
+
+def test_a_link_too_long_for_a_url_is_refused_and_the_api_suggested():
+    with pytest.raises(ValueError, match="limited to 8,000.*through the API"):
+        links.url("http://h", links.ViewLink("qa", {"context": "word " * 2000}))
+
+
+def test_link_fields_are_read_from_the_controls():
+    with gr.Blocks():
+        slider, step = gr.Slider(1, 256, step=1), gr.Slider(0.1, 2.0, step=0.05)
+        radio = gr.Radio(["A and B", "A"], value="A")
+        slot = gr.Dropdown(["diffllama-lm"], allow_custom_value=True)
+        fields = [attention_panel.link_field(c) for c in (slider, step, radio, slot, gr.Number(precision=0), gr.Checkbox(),
+                                                          gr.Textbox())]
+    assert fields == [links.Field(int, 1, 256), links.Field(float, 0.1, 2.0), links.Field(str, choices=("A and B", "A")),
+                      links.Field(str), links.Field(int), links.Field(bool), links.Field(str)]
+
+
+def record(**view) -> provenance.Provenance:
+    return provenance.provenance({"A": "diffllama-cls", "B": "llama-cls"}, {"text": "Bob met Clara."},
+                                 link="http://h/?tab=classification", **view)
+
+
+def test_provenance_names_models_input_view_versions_time_and_link():
+    stamp = record(layer=1, head=0, kind="diff")
+    expected_hash = hashlib.sha256(json.dumps({"text": "Bob met Clara."}).encode()).hexdigest()[:16]
+    assert stamp.input_sha256 == expected_hash != provenance.input_hash({"text": "Bob met Clara!"})
+    assert set(stamp.versions) == {"torch", "transformers", "gradio", "plotly", "app"}
+    assert stamp.versions["app"] and stamp.created.endswith("+00:00")
+    assert record().lines()[:2] == ["models: A=diffllama-cls, B=llama-cls", f"input_sha256: {expected_hash}"]
+    assert "layer: 1" in stamp.lines() and "kind: diff" in stamp.lines() and "link: http://h/?tab=classification" in stamp.lines()
+    assert not any(line.startswith("layer") for line in record().lines())  # a view without layers names none
+
+
+def test_a_stamped_figure_keeps_its_meta_and_shows_where_it_came_from():
+    figure = figures.provenance_note(figures.attention_heatmap(attention_map("diff")), record(layer=1, head=0, kind="diff"))
+    assert figure.layout.meta["row_edges"] == [0, 1, 2, 3, 4]  # the zoom button still reads the map's edges
+    assert figure.layout.meta["provenance"]["link"] == "http://h/?tab=classification"
+    footer = figure.layout.annotations[-1].text
+    assert "A: diffllama-cls" in footer and "input sha256" in footer and "layer 1" in footer and "torch" in footer
+    assert figure.layout.margin.t > 60 and figures.provenance_note(None, record()) is None
+
+
+def test_exports_lead_with_their_provenance(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "EXPORTS", tmp_path)
+    stamp = record(layer=1, head=0, kind="diff")
+    path = common.export_csv("map", ["model", "query", "value"], [["A", "3 #tag", 0.5], ["A", '4 "q",', -0.25]], stamp)
+    table = pd.read_csv(path, comment="#")  # as the README says to read it
+    assert list(table["query"]) == ["3 #tag", '4 "q",'] and list(table["value"]) == [0.5, -0.25]
+    with open(path) as f:
+        assert [line[2:].rstrip("\n") for line in f if line.startswith("# ")] == stamp.lines()
+    with open(path) as f:
+        assert sum(1 for row in csv.reader(f) if not row[0].startswith("#")) == 3
+    data = json.loads(open(common.export_json("numbers", {"values": [1]}, stamp)).read())
+    assert list(data) == ["provenance", "values"] and data["provenance"]["input_sha256"] == stamp.input_sha256
