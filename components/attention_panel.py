@@ -552,9 +552,11 @@ def build(run: gr.State, name: str) -> Panel:
         with gr.Row():
             show = gr.Button("Show attention", variant="secondary")
             export = gr.Button("Export the maps' numbers (CSV)", size="sm")
-        with gr.Row(equal_height=True):  # a link recomputes the view from the inputs: nothing is stored
-            share_view = gr.Radio(list(links.VIEWS), value=links.VIEWS[0], label="the link opens (after running the tab)")
-            share = gr.Button("Copy link to this view", size="sm")
+        with gr.Row():  # a link recomputes the view from the inputs: nothing is stored
+            share_view = gr.Radio(list(links.VIEWS), value=links.VIEWS[0], label="the link opens (after running the tab)",
+                                  scale=2)
+            with gr.Column(scale=1, min_width=160):  # the button keeps its own height beside the taller choices
+                share = gr.Button("Copy link to this view", size="sm")
             link_box = gr.Textbox(label="link to this view: reopens the tab with these models and inputs, runs it "
                                         "and opens the view", buttons=["copy"], interactive=False, max_lines=1, scale=3,
                                   elem_id=f"{name}-link")

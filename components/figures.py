@@ -78,8 +78,9 @@ def _token_axis(labels: list[str], categories: list[str]) -> dict:
 
 
 def colour_bar_title(kind: str, value: str = "weight") -> str:
+    """Short enough to fit beside a map half the page wide."""
     if value != "weight":
-        return VALUE_TITLES[value]
+        return {"norm": "‖c‖", "projection": "c · o / ‖o‖"}[value]
     return "A1 − λ·A2" if kind == "diff" else "attention"
 
 
@@ -282,7 +283,7 @@ def provenance_note(figure: go.Figure | None, provenance) -> go.Figure | None:
             lines.append(piece)
         else:
             lines[-1] += f" · {piece}"
-    height = len(lines) * (PROVENANCE_FONT + 3) + 4
+    height = round(len(lines) * PROVENANCE_FONT * 1.4) + 6  # plotly sets a line of text at about 1.3× its font size
     top = (figure.layout.margin.t if figure.layout.margin.t is not None else 100) + height
     figure.add_annotation(text="<br>".join(map(plotly_text, lines)), xref="paper", yref="paper", x=1, y=1,
                           xanchor="right", yanchor="top", yshift=top - 2, align="right", showarrow=False,

@@ -127,7 +127,7 @@ def test_contribution_cells_through_the_app_equal_the_backend(client, backend, v
         figure = json.loads(plot["plot"])
         expected = analysis.attention_map(trace, 1, 1, kind, 512, value).values
         np.testing.assert_allclose(np.nan_to_num(decode(figure["data"][0]["z"]), nan=0.0), expected, atol=1e-5)
-        assert figure["data"][0]["colorbar"]["title"]["text"].startswith("contribution")
+        assert figure["data"][0]["colorbar"]["title"]["text"] == {"norm": "‖c‖", "projection": "c · o / ‖o‖"}[value]
         assert (figure["data"][0]["zmin"] < 0) == (value == "projection")  # along the output: diverging at 0
     assert json.loads(a1_a["plot"])["data"][0]["colorbar"]["title"]["text"] == "attention"  # the decomposition: weights
     zoom_a, *_ = client.predict("A", 1, 1, "diff", 0, 4, 0, 4, value, api_name="/classify_zoom")

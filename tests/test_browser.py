@@ -135,7 +135,7 @@ def test_contribution_toggle_redraws_maps_zoom_overview_and_heat(page):
         page.wait_for_function(f"() => document.querySelector('#classify-map-{slot} .gtitle')?.textContent"
                                f".includes('contribution along the output')", timeout=60_000)
         assert f"through {kind}" in plot_title(page, f"classify-map-{slot}")
-    assert page.locator("#classify-map-A .cbtitle", has_text="contribution along the output").count()
+    assert page.locator("#classify-map-A .cbtitle", has_text="c · o / ‖o‖").count()
     assert panel.get_by_text("Kobayashi").count()  # the measure's definition, under the maps
     page.screenshot(path=str(SHOTS / "contribution-maps.png"), full_page=True)
 
