@@ -135,5 +135,7 @@ def test_two_processes_under_accelerate_equal_one(checkpoint, tmp_path):
     assert (one.pop("processes"), two.pop("processes")) == (1, 2)
     for result in (one, two):
         result["command"].pop("out")
+        assert result["provenance"]["models"] == {"model 1": model} and "torch" in result["provenance"]["versions"]
+        result["provenance"].pop("created")
     assert one == two
     assert (tmp_path / "two.md").read_text() == (tmp_path / "one.md").read_text()

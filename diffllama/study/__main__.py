@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
 
 from ..loading import load
+from ..provenance import provenance
 from ..registry import resolve
 from . import report, run_study
 from .examples import DEPTHS, read_jsonl, retrieval_examples
@@ -52,6 +54,9 @@ def main(argv=None) -> dict:
                        progress=lambda fraction, text: print(f"[{fraction:4.0%}] {text}", flush=True))
     if state.is_main_process:
         result["command"] = {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()}
+        # the same record the app's exports carry: models, a hash of the command's inputs, versions, time
+        inputs = {key: value for key, value in result["command"].items() if key != "out"}
+        result["provenance"] = asdict(provenance({f"model {i + 1}": name for i, name in enumerate(arguments.models)}, inputs))
         arguments.out.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
         arguments.out.with_suffix(".md").write_text(report.markdown(result))
         print(f"wrote {arguments.out.with_suffix('.json')} and {arguments.out.with_suffix('.md')}")
