@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -62,15 +63,20 @@ def measure(fn):
     return seconds, peak[0], before
 
 
-def checkpoint_dir(shape: str) -> Path:
-    """A saved random-weight DiffLlama of ``shape`` plus a byte-level tokenizer, built once."""
-    path = Path(tempfile.gettempdir()) / f"diffllama-lens-bench-{shape}"
+HEADS = {"generation": "DiffLlamaForCausalLM", "classification": "DiffLlamaForSequenceClassification"}
+
+
+def checkpoint_dir(shape: str, task: str = "generation") -> Path:
+    """A saved random-weight DiffLlama of ``shape`` for ``task`` (a language model, or a two-label
+    classifier: the classification tab reads an input of any length), plus a byte-level tokenizer, built once."""
+    path = Path(tempfile.gettempdir()) / f"diffllama-lens-bench-{shape}{'' if task == 'generation' else '-' + task}"
     if not (path / "config.json").exists():
         import torch
-        from transformers import DiffLlamaConfig, DiffLlamaForCausalLM
+        import transformers
 
         torch.manual_seed(0)
-        DiffLlamaForCausalLM(DiffLlamaConfig(max_position_embeddings=16384, **SHAPES[shape])).save_pretrained(path)
+        model_class = getattr(transformers, HEADS[task])
+        model_class(transformers.DiffLlamaConfig(max_position_embeddings=16384, **SHAPES[shape])).save_pretrained(path)
         from diffllama.family.features import tokenizer_texts, train_tokenizer
 
         # a small byte-level BPE: tokens only label axes here
@@ -152,66 +158,153 @@ def part_maps(shape: str, n: int) -> dict:
     return result
 
 
-VIEW_MODELS = {  # name -> the models traced side by side (A, B)
-    "bundled": (str(ROOT / "assets" / "models" / "diffllama-lm"), str(ROOT / "assets" / "models" / "llama-lm")),
-    "12x1024": ("12x1024",),
+VIEW_MODELS = {  # name -> (model A, model B or None, the views' "models" choice)
+    "bundled": ("diffllama", "llama", "A and B"),
+    "12x1024": ("12x1024", None, "A"),
 }
+TAB = "classification"  # the tab the views run on: it reads inputs of any length (past a model's trained length, cut)
+BUNDLED = ROOT / "assets" / "models"
 
 
-def story_ids(tokenizer, n: int) -> list[int]:
-    """``n`` token ids of the project's story corpus (real text, so the maps look like the app's)."""
-    from diffllama import corpus
+def model_dir(name: str, task: str) -> Path:
+    """A bundled model ("diffllama", "llama") or a benchmark shape, as a checkpoint directory for ``task``."""
+    return checkpoint_dir(name, task) if name in SHAPES else BUNDLED / f"{name}-{'cls' if task == 'classification' else 'lm'}"
 
-    ids, seed = [], 0
-    while len(ids) < n:
-        ids += tokenizer(" ".join(corpus.generate("story", seed, 50)))["input_ids"]
+
+def story_text(tokenizer, n: int) -> str:
+    """Story-corpus text (real text, so the maps look like the app's) that ``tokenizer`` reads as ``n``
+    tokens, specials included (or fewer when a last word does not fit)."""
+    from diffllama.family import corpus
+
+    words, seed = [], 0
+    while len(tokenizer(" ".join(words))["input_ids"]) < n:
+        words += " ".join(story.text for story in corpus.generate("story", seed, 20)).split()
         seed += 1
-    return ids[:n]
+    low, high = 0, len(words)  # the most words that fit
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if len(tokenizer(" ".join(words[:middle]))["input_ids"]) <= n else (low, middle - 1)
+    return " ".join(words[:low])
 
 
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+def in_worker(fn) -> tuple[float, object]:
+    """(seconds, result) of ``fn()`` run in a fresh thread, as gradio runs a request's handler and the
+    app its ``generate``. There torch's element-wise operations run on one core; in the main thread on
+    an OpenMP team of two, which stalls for whole time slices whenever the other core is busy (up to
+    10× slower on this shared 2-core machine): main-thread timings would be neither the app's nor stable."""
+    outcome = {}
+
+    def run():
+        start = time.perf_counter()
+        try:
+            outcome["result"] = fn()
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = error
+        outcome["seconds"] = time.perf_counter() - start
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["seconds"], outcome["result"]
 
 
-def view_rows(name: str, slot: str, trace, partner) -> list[dict]:
-    """Each attention view of one trace from a cold start (queries/keys not yet cached, as on the first
-    click after a run): server time split into analysis, figure building and serialisation to the JSON
-    the browser receives (gradio sends ``figure.to_json()``), and that JSON's size."""
+def payload_bytes(value) -> int:
+    """Bytes the browser receives for a handler's (or the API's) outputs: a figure's JSON (what gradio
+    sends), a gallery's image files and captions, anything else as JSON."""
+    import plotly.graph_objects as go
+
+    if isinstance(value, go.Figure):
+        return len(value.to_json())
+    if isinstance(value, (list, tuple)):
+        return sum(payload_bytes(v) for v in value)
+    if isinstance(value, dict) and any(isinstance(v, (str, list, dict)) for v in value.values()):  # e.g. a gallery item
+        return sum(len(str(k)) + payload_bytes(v) for k, v in value.items())
+    if isinstance(value, str) and "\n" not in value and len(value) < 1024 and Path(value).is_file():
+        return Path(value).stat().st_size
+    return len(json.dumps(value, default=str)) if value is not None else 0
+
+
+class FigureClock:
+    """Time spent in ``components.figures`` while it is installed (its public functions wrapped; a
+    call from one of them to another counts once)."""
+
+    def __init__(self):
+        from components import figures
+
+        self.seconds, self._depth, self._module = 0.0, 0, figures
+        self._originals = {name: fn for name, fn in vars(figures).items()
+                           if callable(fn) and getattr(fn, "__module__", None) == figures.__name__ and not name.startswith("_")}
+
+    def _wrap(self, fn):
+        def timed(*args, **kwargs):
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.seconds += time.perf_counter() - start
+        return timed
+
+    def __enter__(self):
+        for name, fn in self._originals.items():
+            setattr(self._module, name, self._wrap(fn))
+        return self
+
+    def __exit__(self, *exc):
+        for name, fn in self._originals.items():
+            setattr(self._module, name, fn)
+
+
+def ui_views(shown: str, trace) -> dict:
+    """The attention views as the UI serves them (``components.attention_panel``'s handlers, on the
+    run stored for tab ``TAB``), with what a visitor would pick for ``trace`` (model A)."""
+    from components import attention_panel as panel
+
+    layer, n = trace.num_layers // 2, trace.seq_len
+    return {
+        "map view (256 blocks, with decomposition and λ)": lambda: panel.show_map(TAB, shown, layer, 0, "diff", 256),
+        "zoomed region 256 × 256, full resolution": lambda: panel.zoom(TAB, shown, layer, 0, "diff", max(n - 256, 0), n,
+                                                                       max(n - 512, 0), max(n - 256, 1)),
+        "overview (every layer × head)": lambda: panel.show_overview(TAB, shown, "diff", "entropy", panel.ORDERS[0]),
+        "compare A vs B": lambda: panel.compare(TAB, ""),
+    }
+
+
+def view_rows(name: str, n: int, run, shown: str) -> list[dict]:
+    """Each view of a stored run through the UI's handler, from a cold start (no queries/keys cached:
+    the first click after a run), in a worker thread as gradio runs it: the handler's time split into
+    figure building (``components.figures``) and the rest (analysis), then serialisation to what the
+    browser receives (``payload_bytes``)."""
     import torch
 
-    from components import figures
     from diffllama import analysis
     from diffllama.tracing import LayerCache
 
-    kind, layer, n, rows = trace.kinds[0], trace.num_layers // 2, trace.seq_len, []
+    trace = run.traces["A"]
+    rows = []
 
-    def view(label, compute, draw=None, cold=True):
-        if cold:  # the first click after the run: no queries/keys cached yet
-            trace.cache = LayerCache(trace.cache.max_bytes)
-        with torch.no_grad():
-            analysis_s, result = timed(compute)
-        build_s, figs = timed(lambda: draw(result)) if draw else (0.0, [])
-        serialise_s, payloads = timed(lambda: [len(figure.to_json()) for figure in figs])
-        rows.append({"models": name, "model": slot, "n": n, "view": label, "analysis_s": analysis_s, "figure_s": build_s,
-                     "serialise_s": serialise_s, "server_s": analysis_s + build_s + serialise_s, "payload_bytes": sum(payloads)})
+    def row(view: str, **values):
+        rows.append({"models": name, "n": n, "view": view, "load": os.getloadavg()[0], **values})
         print(json.dumps(rows[-1]), flush=True)
-        return result
 
-    kinds = (kind, "a1", "a2", "diff") if trace.lambdas else (kind,)  # heatmap, then the A1 | A2 | D decomposition
-    view("map view (256 blocks)", lambda: [analysis.attention_map(trace, layer, 0, k, 256) for k in kinds],
-         lambda maps: [figures.attention_heatmap(maps[0])] + ([figures.decomposition(*maps[1:]), figures.lambda_profile(
-             {slot: (trace.lambdas, trace.lambda_inits)})] if trace.lambdas else []))
-    view("zoomed region 256 × 256, full resolution", lambda: trace.region(layer, 0, kind, (n - 256, n), (n - 512, n - 256)))
-    view("overview: first layer", lambda: next(analysis.overview_layers(trace, kind, size=24)))
-    whole = view("overview: every layer", lambda: analysis.overview(trace, kind, size=24), lambda o: [figures.overview_grid(o)])
-    rows[-1]["sampled_rows"] = len(whole.query_rows) if whole.query_rows else None
-    stats = view("compare: head statistics", lambda: analysis.head_stats(trace, kind))
-    view("compare: activation outliers", lambda: analysis.activation_outliers(trace), cold=False)  # same click
-    if partner is not None:  # B's statistics are timed in B's own rows
-        partner_stats = analysis.head_stats(partner, partner.kinds[0])
-        view("compare: figure (A and B)", lambda: {"A": stats, "B": partner_stats}, lambda both: [figures.head_stats_comparison(both)])
+    def cold():
+        for t in run.traces.values():
+            t.cache = LayerCache(t.cache.max_bytes)
+
+    for view, handler in ui_views(shown, trace).items():
+        cold()
+        with FigureClock() as clock, torch.no_grad():
+            seconds, outputs = in_worker(handler)
+        serialise, payload = in_worker(lambda: payload_bytes(outputs))
+        row(view, analysis_s=seconds - clock.seconds, figure_s=clock.seconds, serialise_s=serialise,
+            server_s=seconds + serialise, payload_bytes=payload)
+    cold()
+    seconds, _ = in_worker(lambda: next(analysis.overview_layers(trace, trace.kinds[0], size=24)))
+    row("overview: first layer (backend, A)", server_s=seconds)
     return rows
 
 
@@ -220,39 +313,42 @@ def part_views(models: list[str], lengths: list[int]) -> list[dict]:
     import torch
 
     import diffllama
-    from diffllama.tracing import trace_ids
+    from components import run_store
 
     rows = []
     for name in models:
-        lenses = [diffllama.load(checkpoint_dir(s) if s in SHAPES else s) for s in VIEW_MODELS[name]]
+        first, second, shown = VIEW_MODELS[name]
+        lenses = {slot: diffllama.load(model_dir(model, "classification")) for slot, model in (("A", first), ("B", second)) if model}
         for n in lengths:
-            traces = []
-            for slot, lens in zip("AB", lenses):
-                ids = story_ids(lens.tokenizer, n)
+            text = story_text(lenses["A"].tokenizer, n)
+            traces = {}
+            for slot, lens in lenses.items():
                 with torch.no_grad():
-                    lens.model(torch.tensor([ids[:64]], device=lens.device))  # warm-up
-                seconds, trace = timed(lambda: trace_ids(lens.model, lens.tokenizer, lens.arch, ids, [(0, 0)] * n, [0] * n))
-                rows.append({"models": name, "model": slot, "n": n, "view": "trace", "server_s": seconds})
+                    lens.model(torch.tensor([lens.tokenizer(text)["input_ids"][:64]], device=lens.device))  # warm-up
+                seconds, traces[slot] = in_worker(lambda: lens.trace(text))
+                rows.append({"models": name, "n": n, "view": f"trace {slot} ({traces[slot].seq_len} tokens)",
+                             "server_s": seconds, "load": os.getloadavg()[0]})
                 print(json.dumps(rows[-1]), flush=True)
-                traces.append(trace)
-            for slot, trace in zip("AB", traces):
-                rows += view_rows(name, slot, trace, traces[1] if slot == "A" and len(traces) > 1 else None)
+            run_store.STORE.keep("local", TAB, run_store.Run(TAB, {s: str(model_dir(m, TAB)) for s, m in (("A", first), ("B", second)) if m},
+                                                             traces, {slot: text for slot in traces}))
+            rows += view_rows(name, n, run_store.current(None, TAB), shown)
     print(views_table(rows))
     return rows
 
 
 def views_table(rows: list[dict]) -> str:
     """The rows as BENCHMARKS.md's Markdown table."""
-    lines = ["| models | model | N | view | server | analysis / figure / serialise | payload |", "|---|---|---|---|---|---|---|"]
+    lines = ["| models | N | view | server | analysis / figures / serialise | payload | load |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         split = f"{r['analysis_s']:.3f} / {r['figure_s']:.3f} / {r['serialise_s']:.3f} s" if "analysis_s" in r else ""
         payload = f"{r['payload_bytes'] / 1e6:.2f} MB" if r.get("payload_bytes") else ""
-        lines.append(f"| {r['models']} | {r['model']} | {r['n']} | {r['view']} | {r['server_s']:.3f} s | {split} | {payload} |")
+        lines.append(f"| {r['models']} | {r['n']} | {r['view']} | {r['server_s']:.3f} s | {split} | {payload} | {r['load']:.1f} |")
     return "\n".join(lines)
 
 
 def part_streaming(source: str, new_tokens: int, repeats: int) -> dict:
-    """Tokens per second: the app's streaming runner vs transformers' generate, greedy, same prompt."""
+    """Tokens per second: the app's streaming runner vs transformers' generate, greedy, same prompt,
+    both in a worker thread (the app's runner generates in one; see ``in_worker``)."""
     import torch
 
     import diffllama
@@ -279,23 +375,216 @@ def part_streaming(source: str, new_tokens: int, repeats: int) -> dict:
             last_piece = time.perf_counter()
         return len(stream.result.token_ids) - stream.result.prompt_length, last_piece - start, time.perf_counter() - start
 
-    transformers_generate()  # warm-up
-    app_stream()
+    in_worker(transformers_generate)  # warm-up
+    in_worker(app_stream)
     reference, streaming, with_trace = [], [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        tokens = transformers_generate()
-        reference.append(tokens / (time.perf_counter() - start))
-        tokens, streamed, total = app_stream()
+        seconds, tokens = in_worker(transformers_generate)
+        reference.append(tokens / seconds)
+        _, (streamed_tokens, streamed, total) = in_worker(app_stream)
+        if streamed_tokens != tokens:
+            raise SystemExit(f"generate made {tokens} tokens and the app's stream {streamed_tokens}: not comparable")
         streaming.append(tokens / streamed)
         with_trace.append(tokens / total)
     rates = {"transformers_generate": statistics.median(reference), "app_stream": statistics.median(streaming),
              "app_stream_and_trace": statistics.median(with_trace)}
     result = {"source": source, "new_tokens": new_tokens, "generated_tokens": tokens, **rates,
               "ratio_streaming": rates["app_stream"] / rates["transformers_generate"],
-              "ratio_with_trace": rates["app_stream_and_trace"] / rates["transformers_generate"]}
+              "ratio_with_trace": rates["app_stream_and_trace"] / rates["transformers_generate"], "load": os.getloadavg()[0]}
     print(json.dumps(result), flush=True)
     return result
+
+
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+BUSY = """() => [...document.querySelectorAll("div[role=tabpanel] .eta-bar, div[role=tabpanel] .progress-text")]
+  .some(e => e.offsetParent !== null)"""  # gradio's status tracker on an output while its event runs
+LOADED = """([id, expected]) => { const imgs = [...document.querySelectorAll(`#${id} img`)];
+  const seen = img => { const box = img.getBoundingClientRect(); return box.bottom > 0 && box.top < innerHeight; };
+  return imgs.length >= expected && imgs.every(img => !seen(img) || img.complete && img.naturalWidth > 0); }"""
+# a gallery holds every thumbnail and has drawn those in sight (the others load as they scroll into it)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class BrowserTab:
+    """The classification tab in headless Chromium: a run, then each view clicked and timed until
+    it is drawn (its plot's title or gallery images there, and no event running)."""
+
+    PREFIX = "classify"
+
+    def __init__(self, page):
+        self.page = page
+        page.get_by_role("tab", name="Classification").click()
+        self.panel = page.locator("div[role='tabpanel']:visible")
+        self.panel.locator(".model-info", has_text="parameters").first.wait_for(timeout=60_000)
+        for title in ("Zoom: a region", "Overview: every layer", "A vs B:"):  # closed accordions render on opening
+            self.panel.get_by_text(title).first.click()
+
+    def _set(self, label: str, value) -> None:
+        field = self.panel.get_by_label(label, exact=True).first
+        field.fill(str(value))
+        field.press("Enter")
+
+    def models(self, sources: dict[str, Path]) -> None:
+        """Type each slot's model (a checkpoint directory) and wait until its info line shows it."""
+        for slot, source in sources.items():
+            field = self.panel.get_by_label(f"Model {slot} (bundled, or a local directory / hub id)")
+            field.fill(str(source))
+            field.press("Enter")
+            config = json.loads((source / "config.json").read_text())
+            heads = config["num_attention_heads"] // (2 if config["model_type"] == "diffllama" else 1)
+            self.panel.locator(".model-info", has_text=f"{config['num_hidden_layers']} layers × {heads} "
+                               f"{'differential ' if config['model_type'] == 'diffllama' else ''}heads").first.wait_for(timeout=300_000)
+
+    def _timed(self, button: str, drawn: str, argument=None) -> float:
+        """Seconds from the click on ``button`` until the JS predicate ``drawn(argument)`` holds, both
+        taken in the page (so Playwright's own waits before a click do not count); then until no event
+        runs, so that the next view starts on a settled page."""
+        target = self.panel.get_by_role("button", name=button)
+        target.scroll_into_view_if_needed()
+        target.evaluate("b => b.addEventListener('click', () => { window.lensClick = performance.now(); "
+                        "window.lensDrawn = null; }, {once: true, capture: true})")
+        target.click()
+        self.page.wait_for_function(f"""argument => {{ if (!({drawn})(argument)) return false;
+            window.lensDrawn ??= performance.now(); return true; }}""", arg=argument, polling="raf", timeout=600_000)
+        self.page.wait_for_function(f"() => !({BUSY})()", polling="raf", timeout=600_000)
+        return self.page.evaluate("() => (window.lensDrawn - window.lensClick) / 1000")
+
+    def run(self, text: str) -> float:
+        self.panel.get_by_label("text", exact=True).fill(text)
+        seconds = self._timed("Classify with A and B", """() => document.querySelectorAll(
+            "div[role=tabpanel] .output-class").length >= 2""")
+        # the views of the previous run are cleared once this one succeeds: wait, or a new view could be wiped
+        self.page.wait_for_function(f"""() => !document.querySelector("#{self.PREFIX}-map-A .gtitle")
+            && !document.querySelector("#{self.PREFIX}-overview-A img")""", timeout=60_000)
+        return seconds
+
+    def views(self, shown: str, layer: int, rows: tuple[int, int], cols: tuple[int, int], heads: int) -> dict[str, float]:
+        """Seconds from click to drawn of each view; ``heads``: model A's layers × heads (its thumbnails)."""
+        p = self.PREFIX
+        self.panel.get_by_label(shown, exact=True).first.check()
+        self._set("number input for layer", layer)
+        self._set("number input for head (differential head for DiffLlama)", 0)
+        for label, value in zip(("query tokens from", "to (exclusive)", "key tokens from"), (rows[0], rows[1], cols[0])):
+            self.panel.get_by_label(label, exact=True).first.fill(str(value))
+        self.panel.get_by_label("to (exclusive)", exact=True).nth(1).fill(str(cols[1]))
+        title = lambda plot, wanted: (f"() => document.querySelector('#{p}-{plot} .gtitle')?.textContent"  # noqa: E731
+                                      f".includes({json.dumps(wanted)})")
+        return {
+            "map view (256 blocks, with decomposition and λ)": self._timed("Show attention", title("map-A", f"layer {layer}, head 0")),
+            "zoomed region 256 × 256, full resolution": self._timed("Recompute the region", title("zoom-A", f"queries {rows[0]}–")),
+            "overview (every layer × head)": self._timed("Draw overview", LOADED, [f"{p}-overview-A", heads]),
+            "compare A vs B": self._timed("Compare A and B", """() => [...document.querySelectorAll(
+                "div[role=tabpanel] .js-plotly-plot")].some(e => e.innerText.includes("negative mass"))"""),
+        }
+
+
+def api_views(client, shown: str, text: str, sources: tuple[str, str], layer: int, rows, cols) -> dict[str, tuple[float, int]]:
+    """(seconds, payload bytes) of the same run and views through the API (gradio_client), one session."""
+    calls = {
+        "run (classify with A and B)": ("/classify", (text, *sources)),
+        "map view (256 blocks, with decomposition and λ)": ("/classify_attention", (shown, layer, 0, "diff", 256)),
+        "zoomed region 256 × 256, full resolution": ("/classify_zoom", (shown, layer, 0, "diff", *rows, *cols)),
+        "overview (every layer × head)": ("/classify_overview", (shown, "diff", "entropy", "layer × head")),
+        "compare A vs B": ("/classify_compare", ("",)),
+    }
+    result = {}
+    for view, (api_name, args) in calls.items():
+        start = time.perf_counter()
+        output = client.predict(*args, api_name=api_name)
+        result[view] = (time.perf_counter() - start, payload_bytes(output))
+    return result
+
+
+def part_browser(models: list[str], lengths: list[int], repeats: int) -> list[dict]:
+    """Each view end to end in headless Chromium (click → drawn) and through the API (round trip and
+    payload), on the app in its own process: per model set and length, ``repeats`` times a fresh run
+    followed by the views in the order a visitor meets them (map, a zoom into it, overview, compare:
+    zoom reuses the map's layer, compare the overview's queries/keys). Medians."""
+    from playwright.sync_api import sync_playwright
+
+    from load_test import launch
+
+    port = free_port()
+    process = launch(port, DIFFLLAMA_LENS_MEMORY_BUDGET_GB=os.environ["DIFFLLAMA_LENS_MEMORY_BUDGET_GB"],
+                     DIFFLLAMA_LENS_REQUEST_SECONDS=3600,  # measure slow views rather than stop them
+                     DIFFLLAMA_LENS_MODEL_DIRS=os.pathsep.join(map(str, (BUNDLED, tempfile.gettempdir()))))  # checkpoint_dir's
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_text("DiffLlama Lens").first.wait_for()
+            try:
+                tab = BrowserTab(page)
+                rows = [row for name in models for row in browser_rows(tab, url, name, lengths, repeats)]
+            except Exception:
+                shot = Path(tempfile.gettempdir()) / "lens-bench-browser-failure.png"
+                page.screenshot(path=str(shot), full_page=True)
+                print(f"the page when the browser benchmark failed: {shot}", file=sys.stderr)
+                raise
+            browser.close()
+    finally:
+        process.terminate()
+    print(browser_table(rows))
+    return rows
+
+
+def browser_rows(tab: BrowserTab, url: str, name: str, lengths: list[int], repeats: int) -> list[dict]:
+    """``part_browser``'s rows for one model set."""
+    from gradio_client import Client
+    from transformers import AutoTokenizer
+
+    first, second, shown = VIEW_MODELS[name]  # B: the bundled Llama when the views show A alone
+    sources = {"A": model_dir(first, TAB), "B": model_dir(second or "llama", TAB)}
+    tab.models(sources)
+    tokenizer = AutoTokenizer.from_pretrained(sources["A"])
+    config = json.loads((sources["A"] / "config.json").read_text())
+    trained = config["max_position_embeddings"]
+    heads = config["num_hidden_layers"] * config["num_attention_heads"] // (2 if config["model_type"] == "diffllama" else 1)
+    rows = []
+    for n in lengths:
+        text, layer, n_read = story_text(tokenizer, n), 1, min(n, trained)
+        query_rows, key_cols = (max(n_read - 256, 0), n_read), (max(n_read - 512, 0), max(n_read - 256, 1))
+        browser_s, api_s, payload, loads = {}, {}, {}, []
+        for _ in range(repeats):
+            timings = {"run (classify with A and B)": tab.run(text), **tab.views(shown, layer, query_rows, key_cols, heads)}
+            through_api = api_views(Client(url, verbose=False), shown, text, tuple(map(str, sources.values())),
+                                    layer, query_rows, key_cols)
+            loads.append(os.getloadavg()[0])
+            for view, seconds in timings.items():
+                browser_s.setdefault(view, []).append(seconds)
+                api_s.setdefault(view, []).append(through_api[view][0])
+                payload[view] = through_api[view][1]
+        for view in browser_s:
+            rows.append({"models": name, "n": n, "n_read": n_read, "view": view, "server_s": statistics.median(api_s[view]),
+                         "browser_s": statistics.median(browser_s[view]), "payload_bytes": payload[view],
+                         "load": statistics.median(loads)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def browser_table(rows: list[dict]) -> str:
+    lines = ["| models | N (read by A) | view | API round trip | payload | browser: click → drawn | load |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        read = f"{r['n']}" if r["n_read"] == r["n"] else f"{r['n']} (cut to {r['n_read']})"
+        lines.append(f"| {r['models']} | {read} | {r['view']} | {r['server_s']:.2f} s | {r['payload_bytes'] / 1e6:.2f} MB | "
+                     f"{r['browser_s']:.2f} s | {r['load']:.1f} |")
+    return "\n".join(lines)
+
+
+def streaming_table(rows: list[dict]) -> str:
+    lines = ["| model | tokens | `generate` | app stream | ratio | ratio with the final trace | load |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {Path(r['source']).name} | {r['generated_tokens']} | {r['transformers_generate']:.0f} tok/s | "
+                     f"{r['app_stream']:.0f} tok/s | **{r['ratio_streaming']:.2f}×** | {r['ratio_with_trace']:.2f}× | {r['load']:.1f} |")
+    return "\n".join(lines)
 
 
 def part_endpoints(repeats: int, port: int = 7871) -> dict:
@@ -331,14 +620,19 @@ def part_endpoints(repeats: int, port: int = 7871) -> dict:
         process.terminate()
 
 
+PARTS = ["forward", "maps", "views", "browser", "streaming", "endpoints"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["forward", "maps", "views", "streaming", "endpoints", "all"], default="all")
+    parser.add_argument("--part", nargs="+", choices=PARTS + ["all"], default=["all"],
+                        help="what to measure (several in one run: e.g. --part browser streaming for BENCHMARKS.md's tables)")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--lengths", nargs="+", type=int, default=[512, 2048, 4096, 8192])
     parser.add_argument("--view-models", nargs="+", choices=list(VIEW_MODELS), default=list(VIEW_MODELS))
     parser.add_argument("--view-lengths", nargs="+", type=int, default=[512, 2048, 4096])
-    parser.add_argument("--stream-models", nargs="+", default=[str(ROOT / "assets" / "models" / "diffllama-lm"), "12x1024"],
+    parser.add_argument("--repeats", type=int, default=3, help="browser part: runs per model set and length (medians)")
+    parser.add_argument("--stream-models", nargs="+", default=[str(BUNDLED / "diffllama-lm"), "12x1024"],
                         help="checkpoint directories, or a shape name for a random-weight model")
     parser.add_argument("--out", default=None, help="write all results as JSON here")
     parser.add_argument("--one", nargs=3, metavar=("SHAPE", "N", "MODE"), help=argparse.SUPPRESS)
@@ -346,16 +640,20 @@ def main():
     if args.one:
         print(json.dumps(one_forward(args.one[0], int(args.one[1]), args.one[2])))
         return
+    parts = PARTS if "all" in args.part else args.part
     results = {}
-    if args.part in ("forward", "all"):
+    if "forward" in parts:
         results["forward"] = part_forward(args.shapes, args.lengths)
-    if args.part in ("maps", "all"):
+    if "maps" in parts:
         results["maps"] = part_maps("12x1024", 4096)
-    if args.part in ("views", "all"):
+    if "views" in parts:
         results["views"] = part_views(args.view_models, args.view_lengths)
-    if args.part in ("streaming", "all"):
+    if "browser" in parts:
+        results["browser"] = part_browser(args.view_models, args.view_lengths, args.repeats)
+    if "streaming" in parts:
         results["streaming"] = [part_streaming(str(checkpoint_dir(m)) if m in SHAPES else m, 64, 5) for m in args.stream_models]
-    if args.part in ("endpoints", "all"):
+        print(streaming_table(results["streaming"]))
+    if "endpoints" in parts:
         results["endpoints"] = part_endpoints(5)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -7,7 +7,9 @@ choice shows comparable maps of both models at the same layer and head."""
 
 from __future__ import annotations
 
+import contextvars
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -297,22 +299,35 @@ def export_comparison(tab: str, span_text, request: gr.Request = None) -> str:
 
 def _comparison(run, span_text):
     """Head statistics, reference-span allocation, outlier rows and sink rows of both models, and the
-    allocation table with its label (which reference, which readings)."""
+    allocation table with its label (which reference, which readings). Each model's measures run in a
+    thread of their own: they are independent, and a server thread's element-wise torch work keeps to
+    one core, so A and B take one each. They are kept with the trace (its cache), so another span or
+    the export does not compute them again."""
     traces = run.traces
-    stats = {f"{s}": analysis.head_stats(t, t.kinds[0]) for s, t in traces.items()}
-    rows = []
-    for slot, trace in traces.items():
-        outliers = analysis.activation_outliers(trace)
-        for what, values in (("attention logits", outliers.attention_logits), ("hidden states", outliers.hidden_states)):
-            rows.append([f"{slot} ({trace.arch})", what] + [round(values[k], 3) for k in
-                                                         ("top-1", "top-2", "top-3", "top-10", "top-100", "median")])
+
+    def measured(slot: str, trace):
+        return trace.cache.get(("comparison", slot), lambda: measure(slot, trace), lambda _: 0)  # a few kB
+
+    def measure(slot: str, trace):
+        logits = analysis.logit_summary(trace)
+        stats = analysis.head_stats(trace, trace.kinds[0], logits=logits)  # one pass over the logits for both
+        outliers = analysis.activation_outliers(trace, logits)
+        rows = [[f"{slot} ({trace.arch})", what] + [round(values[k], 3) for k in ("top-1", "top-2", "top-3", "top-10", "top-100", "median")]
+                for what, values in (("attention logits", outliers.attention_logits), ("hidden states", outliers.hidden_states))]
+        return stats, rows, sink_table({slot: trace})
+
+    with ThreadPoolExecutor(len(traces)) as pool:  # each with the request's context: its time limit holds there too
+        futures = {slot: pool.submit(contextvars.copy_context().run, measured, slot, trace) for slot, trace in traces.items()}
+        results = {slot: future.result() for slot, future in futures.items()}
     references = {slot: _span(run, slot, span_text) for slot in traces}
     allocation = {slot: analysis.reference_allocation(traces[slot], reference)
                   for slot, reference in references.items() if reference is not None}
     first = next(iter(traces))
     label = allocation_label(allocation, references[first], run.texts[first])
     table = allocation_table(allocation, {s: t.arch for s, t in traces.items()}, per_layer=True)
-    return stats, allocation, rows, sink_table(traces), table, label
+    stats = {slot: result[0] for slot, result in results.items()}
+    rows, sinks = ([row for result in results.values() for row in result[i]] for i in (1, 2))
+    return stats, allocation, rows, sinks, table, label
 
 
 def _span(run, slot: str, span_text: str):

@@ -170,7 +170,7 @@ class Trace:
     lambdas: list[float] | None
     lambda_inits: list[float] | None
     logits: torch.Tensor  # float32, CPU
-    hidden_states: tuple[torch.Tensor, ...] = field(repr=False)  # L+1 × [N, D]: inputs of each layer, then final
+    hidden_states: tuple[torch.Tensor, ...] = field(repr=False)  # L+1 × [N, D]: inputs of each layer, then the last one's output (before the final norm)
     _model: torch.nn.Module = field(repr=False, default=None)
     truncated_from: int | None = None  # the input's token count when it was cut to the model's maximum
     cache: LayerCache = field(repr=False, default=None)
@@ -320,10 +320,13 @@ class Trace:
         return list(positions)
 
     @torch.no_grad()
-    def map_blocks(self, layer: int, kind: str, heads: list[int] | None = None, rows=None) -> Iterator["Block"]:
+    def map_blocks(self, layer: int, kind: str, heads: list[int] | None = None, rows=None,
+                   logits: Callable[["Block"], None] | None = None) -> Iterator["Block"]:
         """The maps of ``kind`` for differential/softmax heads ``heads`` (all by default) at the query
         positions ``rows`` (all by default), as ``Block`` s of a few heads × rows × keys 0..e-1 (later
-        keys are zero in every row). The building block of every view: no caller holds a whole map."""
+        keys are zero in every row). The building block of every view: no caller holds a whole map.
+        ``logits``, if given, is handed each block of pre-softmax logits first (−inf after each row's
+        own position), so that a caller summarising them needs no second pass."""
         self._check_kind(kind)
         self._check_layer(layer)
         heads = list(range(self.num_heads)) if heads is None else list(heads)
@@ -331,6 +334,8 @@ class Trace:
             self.check(layer, head, kind)
         unit = 2 if kind == "diff" else 1
         for block in self._logit_blocks(layer, self._softmax_heads(heads, kind), self._rows(rows), unit):
+            if logits is not None:
+                logits(block)
             probs = torch.softmax(block.values, dim=-1)  # [h (2h for diff, A1 and A2 alternating), r, e]
             if kind == "diff":  # A1 − λ·A2, what the layer applies to V
                 probs = torch.sub(probs[0::2], probs[1::2], alpha=self.lambdas[layer])
@@ -697,8 +702,11 @@ def decoded_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int
 def trace_ids(model, tokenizer, arch: str, ids: list[int], offsets, sequence_ids) -> Trace:
     """One forward pass over ``ids`` with hidden states kept, wrapped as a ``Trace``."""
     budget.check(budget.forward_bytes(model, len(ids)), f"a trace of {len(ids)} tokens", "shorten the input")
-    output = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True)
     config = model.config
+    # hidden_states[-1] as the last decoder layer returned it, not after the final norm (transformers'
+    # default): the layer outputs Table 5 summarises, none recomputed; nothing here reads the normed one
+    config.tie_last_hidden_states = False
+    output = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True)
     lambdas = diff_lambdas(model)
     heads = config.num_attention_heads
     return Trace(

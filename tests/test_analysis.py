@@ -192,6 +192,53 @@ def test_magnitude_summary_is_exact_and_merges():
         analysis.MagnitudeSummary().median()
 
 
+def brute_force_row(values: torch.Tensor) -> dict[str, float]:
+    ranked = values.abs().sort(descending=True).values
+    return {**{f"top-{k}": ranked[k - 1].item() for k in analysis.OUTLIER_RANKS}, "median": values.abs().median().item()}
+
+
+def test_magnitude_summary_with_a_window_needs_one_pass_when_the_median_is_inside():
+    generator = torch.Generator().manual_seed(1)
+    chunks = [torch.randn(n, generator=generator) * 3 for n in (5000, 7, 2500)]
+    chunks[0][::50] = float("-inf")  # masked logits are not values
+    finite = torch.cat([c[torch.isfinite(c)] for c in chunks])
+    median_bin = int(finite.abs().median().view(torch.int32)) >> 16
+    inside = analysis.MagnitudeSummary(window=(median_bin - 2, median_bin + 3))
+    for chunk in chunks:
+        inside.add(chunk)
+    assert inside.count == finite.numel() and inside.complete
+    assert inside.as_row() == brute_force_row(finite)
+    # a window that misses the median: pass 2 replays the stream, same numbers
+    missed = analysis.MagnitudeSummary(window=(median_bin + 10, median_bin + 13))
+    for chunk in chunks:
+        missed.add(chunk)
+    assert not missed.complete
+    assert missed.completed(lambda: iter(chunks)).as_row() == brute_force_row(finite)
+    with pytest.raises(ValueError, match="odd number"):
+        analysis.MagnitudeSummary(window=(3, 5))
+
+
+def test_top_k_sum_of_long_rows_equals_topk():
+    generator = torch.Generator().manual_seed(2)
+    rows = torch.rand(3, 5, 1000, generator=generator)
+    rows[0, 0, 100:110] = 2.0  # ties among the largest, all in one group
+    rows[1, 1, ::128] = 3.0  # one per group, ties across groups
+    rows[2, 2, -5:] = 4.0  # in the keys after the last whole group
+    for k in (1, 5, 7):
+        torch.testing.assert_close(analysis.top_k_sum(rows, k), rows.topk(k, dim=-1).values.sum(-1), rtol=0, atol=0)
+
+
+def test_head_stats_feed_the_logit_summary_in_their_own_pass(checkpoint):
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
+    logits = analysis.logit_summary(trace)
+    stats = analysis.head_stats(trace, "diff", logits=logits)
+    assert logits.complete  # the window guess held the median: no second pass over the logits
+    assert analysis.activation_outliers(trace, logits) == analysis.activation_outliers(trace)
+    np.testing.assert_array_equal(stats.entropy, analysis.head_stats(trace, "diff").entropy)
+    with pytest.raises(ValueError, match="kind 'diff' or 'softmax'"):
+        analysis.head_stats(trace, "a1", logits=analysis.logit_summary(trace))
+
+
 def test_activation_outliers_match_brute_force(checkpoint):
     trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
     stats = analysis.activation_outliers(trace)
@@ -228,8 +275,9 @@ def decoder_outputs(trace):
 def test_hidden_states_are_decoder_layer_outputs_before_the_final_norm(checkpoint, name):
     trace = diffllama.load(checkpoint(name)).trace(TEXT)
     hooked = decoder_outputs(trace)
-    torch.testing.assert_close(analysis.last_layer_output(trace), hooked[-1], atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(trace.hidden_states[-1], hooked[-1], atol=1e-3)  # transformers' last one is normed
+    assert len(trace.hidden_states) == len(hooked) + 1  # the embeddings, then every layer's output
+    for kept, output in zip(trace.hidden_states[1:], hooked):  # the last one too: not transformers' normed one
+        torch.testing.assert_close(kept, output, atol=1e-5, rtol=1e-5)
     stats = analysis.activation_outliers(trace)
     everything = torch.cat([h.flatten() for h in hooked]).abs()
     assert stats.hidden_states["top-1"] == pytest.approx(everything.max().item(), rel=1e-5)

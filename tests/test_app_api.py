@@ -259,3 +259,23 @@ def test_every_export_names_models_input_view_versions_and_its_link(client):
     layout = json.loads(map_a["plot"])["layout"]
     assert layout["meta"]["provenance"]["link"] == fields["link"]
     assert any(fields["input_sha256"] in note["text"] for note in layout["annotations"])
+
+
+def test_comparison_is_computed_once_per_run_and_equals_the_backend(client, backend, monkeypatch):
+    from components import attention_panel
+
+    computed = []
+    head_stats = attention_panel.analysis.head_stats
+    monkeypatch.setattr(attention_panel.analysis, "head_stats", lambda trace, *args, **kwargs: computed.append(trace.arch)
+                        or head_stats(trace, *args, **kwargs))
+    text = "Clara said the film was not bad at all."
+    client.predict(text, "diffllama-cls", "llama-cls", api_name="/classify")
+    _, _, outliers, _ = client.predict("Clara", api_name="/classify_compare")
+    assert sorted(computed) == ["diffllama", "llama"]  # A and B
+    client.predict("film", api_name="/classify_compare")  # another span: only the allocation changes
+    client.predict("film", api_name="/classify_compare_export")
+    assert sorted(computed) == ["diffllama", "llama"]
+    trace = backend.get("diffllama-cls", "classification").classify(text).trace
+    expected = analysis.activation_outliers(trace)
+    assert outliers["data"][0][2:] == [round(expected.attention_logits[k], 3) for k in ("top-1", "top-2", "top-3", "top-10", "top-100", "median")]
+    assert outliers["data"][1][2:] == [round(expected.hidden_states[k], 3) for k in ("top-1", "top-2", "top-3", "top-10", "top-100", "median")]

@@ -15,12 +15,12 @@ from . import measures
 from .ablation import lambda_ablation
 from .alignment import align_tokens, token_spans
 from .allocation import find_reference, readings, reference_allocation, span_allocation
-from .head_stats import head_stats, row_statistics
+from .head_stats import head_stats, row_statistics, top_k_sum
 from .maps import MAX_REGION, attention_map, attention_region, attention_row, block_labels, overview, overview_layers
-from .outliers import OUTLIER_RANKS, MagnitudeSummary, activation_outliers, last_layer_output, outlier_streams
+from .outliers import OUTLIER_RANKS, MagnitudeSummary, activation_outliers, logit_summary, outlier_streams
 from .sinks import SINK_THRESHOLD, sink_score, sink_scores
 
 __all__ = ["OUTLIER_RANKS", "READINGS", "SINK_THRESHOLD", "VALUES", "MagnitudeSummary", "activation_outliers", "align_tokens",
            "MAX_REGION", "attention_map", "attention_region", "attention_row", "block_labels", "find_reference", "head_stats", "lambda_ablation",
-           "last_layer_output", "measures", "outlier_streams", "overview", "overview_layers", "readings", "reference_allocation", "row_statistics",
-           "sink_score", "sink_scores", "span_allocation", "token_spans"]
+           "logit_summary", "measures", "outlier_streams", "overview", "overview_layers", "readings", "reference_allocation", "row_statistics",
+           "sink_score", "sink_scores", "span_allocation", "token_spans", "top_k_sum"]
