@@ -229,12 +229,13 @@ def show_overview(tab: str, slot: str, kind: str, measure: str, order: str, valu
     run = current(request, tab)
     if measure not in MEASURES or order not in ORDERS:
         raise ValueError(f"choose a measure of {', '.join(MEASURES)} and an order of {', '.join(ORDERS)}")
-    galleries, orders, legends = {}, {"A": [], "B": []}, []
+    galleries, orders, legends, samples = {}, {"A": [], "B": []}, [], []
     for s in shown_slots(run, slot):
         trace = run.traces[s]
         matched = kind_for(trace, kind, value)
         view = analysis.overview(trace, matched, size=OVERVIEW_SIZE, value=value)
-        values = getattr(analysis.head_stats(trace, matched), MEASURES[measure][0])  # [L, H]
+        # the number under each head reads the rows the thumbnails average over: all, or the view's sample
+        values = getattr(analysis.head_stats(trace, matched, rows=view.query_rows), MEASURES[measure][0])  # [L, H]
         heads = [(l, h) for l in range(trace.num_layers) for h in range(trace.num_heads)]
         if order != ORDERS[0]:
             heads.sort(key=lambda lh: values[lh], reverse=order == ORDERS[2])
@@ -246,9 +247,14 @@ def show_overview(tab: str, slot: str, kind: str, measure: str, order: str, valu
         what = matched if value == "weight" else f"{figures.VALUE_TITLES[value]} through {matched}"
         legends.append(figures.scale_legend(matched, limit, f"<b>{s}</b> ({trace.arch}, {what}), every head:", value))
         blocks = len(view.edges) - 1
+        if view.query_rows is not None:  # a long input: the view says which rows it read
+            samples.append(f"{s}: {len(view.query_rows)} evenly spaced query rows of {trace.seq_len} "
+                           f"({len(view.query_rows) // blocks} per block)")
     cells = "map" if value == "weight" else f"{figures.VALUE_TITLES[value]} map (what each key adds through the head)"
     note = (f"Each thumbnail is one head's {cells}, {'pooled to ' + str(blocks) + '×' + str(blocks) + ' blocks' if view.pooled else 'token by token'}; "
-            f"the number under it is its {measure} (of its weights): {MEASURES[measure][1]}. Click a thumbnail to open that head above.")
+            f"the number under it is its {measure} (of its weights): {MEASURES[measure][1]}. Click a thumbnail to open that head above."
+            + (f" Long input: thumbnails and numbers average a sample of query rows, not all ({'; '.join(samples)}); "
+               "the map view above reads every row." if samples else ""))
     return galleries.get("A"), galleries.get("B"), "".join(legends), note, orders["A"], orders["B"]
 
 

@@ -368,3 +368,16 @@ def test_ablation_reports_probabilities_before_and_after(checkpoint):
     assert result.tokens == ["start", "end"] and all(kl >= 0 for kl in result.kl)
     best = answered.spans[0]
     assert result.answers[0][:2] == (best.start, best.end) and result.answers[0][2] == pytest.approx(best.score, abs=1e-6)
+
+
+def test_head_stats_over_a_sample_of_rows_average_those_rows(checkpoint):
+    """The overview's numbers read the rows its thumbnails average over."""
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
+    sample = [0, 3, 7, trace.seq_len - 1]
+    stats = analysis.head_stats(trace, "diff", rows=sample)
+    rows = torch.stack([trace.rows(2, 1, "diff", [r])[0] for r in sample[1:]])  # row 0 is no row of the means
+    expected = analysis.row_statistics(rows, 5)
+    for name in ("entropy", "top_k_mass", "sink_mass", "negative_mass"):
+        assert getattr(stats, name)[2, 1] == pytest.approx(float(expected[name].mean()), rel=1e-5, abs=1e-7)
+    with pytest.raises(ValueError, match="every row"):
+        analysis.head_stats(trace, "diff", logits=analysis.logit_summary(trace), rows=sample)

@@ -160,7 +160,7 @@ def stored_run(monkeypatch):
         kind, [[np.eye(4) * (l + h) for h in range(trace.num_heads)] for l in range(trace.num_layers)], list(range(5)), 4,
         value=value))
     entropy = lambda trace: np.arange(trace.num_layers * trace.num_heads, dtype=float).reshape(trace.num_layers, -1)[:, ::-1]  # noqa: E731
-    monkeypatch.setattr(attention_panel.analysis, "head_stats", lambda trace, kind: HeadStats(
+    monkeypatch.setattr(attention_panel.analysis, "head_stats", lambda trace, kind, rows=None: HeadStats(
         kind, 5, entropy(trace), entropy(trace), entropy(trace), entropy(trace)))
     monkeypatch.setattr(attention_panel.analysis, "attention_region", lambda trace, layer, head, kind, rows, cols, value="weight": AttentionRegion(
         layer, head, kind, np.ones((rows[1] - rows[0], cols[1] - cols[0]), np.float32), rows, cols,

@@ -45,21 +45,27 @@ def row_statistics(rows: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
     }
 
 
-def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5, logits: MagnitudeSummary | None = None) -> HeadStats:
+def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5, logits: MagnitudeSummary | None = None,
+               rows: list[int] | None = None) -> HeadStats:
     """Entropy, top-k mass, first-token mass and negative mass per layer × head, averaged over query
-    rows 1..N-1 (row 0 can only attend to itself). ``logits`` (a ``logit_summary``): the same pass
-    also feeds every causal pre-softmax logit into it (pass 1 of ``activation_outliers``), which needs
-    every softmax head, so ``kind`` must be ``diff`` or ``softmax``."""
+    rows 1..N-1 (row 0 can only attend to itself), or over the query positions ``rows`` (e.g. the
+    overview's evenly spaced sample, ``Trace.overview_rows``; row 0 still left out). ``logits`` (a
+    ``logit_summary``): the same pass also feeds every causal pre-softmax logit into it (pass 1 of
+    ``activation_outliers``), which needs every row and every softmax head, so ``kind`` must be
+    ``diff`` or ``softmax`` and ``rows`` None."""
     kind = kind or trace.kinds[0]
-    if logits is not None and kind not in ("diff", "softmax"):
-        raise ValueError(f"the logits of every softmax head come with kind 'diff' or 'softmax', not {kind!r}")
+    if logits is not None and (kind not in ("diff", "softmax") or rows is not None):
+        raise ValueError(f"the logits of every softmax head and row come with kind 'diff' or 'softmax' and every row, "
+                         f"not kind {kind!r}" + (" over a sample of rows" if rows is not None else ""))
     names = ("entropy", "top_k_mass", "sink_mass", "negative_mass")
     totals = {name: np.zeros((trace.num_layers, trace.num_heads)) for name in names}
-    skip = 1 if trace.seq_len > 1 else 0  # row 0 is read only for the logits
+    positions = list(range(trace.seq_len)) if rows is None else sorted(int(r) for r in rows)
+    counted = sum(1 for r in positions if r > 0 or trace.seq_len == 1)
+    feed = None if logits is None else lambda block: add_logit_block(logits, block)
     for layer in range(trace.num_layers):
-        feed = None if logits is None else lambda block: add_logit_block(logits, block)
-        for block in trace.map_blocks(layer, kind, logits=feed):  # a few heads × rows at a time
-            values = block.values[:, skip:] if block.span.start == 0 else block.values  # [h, r, e]
+        for block in trace.map_blocks(layer, kind, rows=positions, logits=feed):  # a few heads × rows at a time
+            # row 0 comes along (the logits need it) but is no row of the means
+            values = block.values[:, 1:] if int(block.rows[0]) == 0 and trace.seq_len > 1 else block.values  # [h, r, e]
             for name, value in row_statistics(values, top_k).items():
                 totals[name][layer, block.heads] += value.sum(-1).double().cpu().numpy()
-    return HeadStats(kind=kind, top_k=top_k, **{name: totals[name] / max(trace.seq_len - 1, 1) for name in names})
+    return HeadStats(kind=kind, top_k=top_k, **{name: totals[name] / max(counted, 1) for name in names})
