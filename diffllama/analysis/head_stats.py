@@ -55,9 +55,9 @@ def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5, logits: Ma
         raise ValueError(f"the logits of every softmax head come with kind 'diff' or 'softmax', not {kind!r}")
     names = ("entropy", "top_k_mass", "sink_mass", "negative_mass")
     totals = {name: np.zeros((trace.num_layers, trace.num_heads)) for name in names}
-    skip = 1 if trace.seq_len > 1 else 0  # row 0 is read only for the logits
+    skip = 1 if trace.seq_len > 1 else 0  # row 0 comes along (the logits need it) but is no row of the means
+    feed = None if logits is None else lambda block: add_logit_block(logits, block)
     for layer in range(trace.num_layers):
-        feed = None if logits is None else lambda block: add_logit_block(logits, block)
         for block in trace.map_blocks(layer, kind, logits=feed):  # a few heads × rows at a time
             values = block.values[:, skip:] if block.span.start == 0 else block.values  # [h, r, e]
             for name, value in row_statistics(values, top_k).items():
