@@ -28,10 +28,6 @@ def _bits(chunk: torch.Tensor) -> torch.Tensor:
     return chunk.detach().float().abs().reshape(-1).view(torch.int32)
 
 
-def _floats(bits: torch.Tensor) -> torch.Tensor:
-    return bits.view(torch.float32)
-
-
 class MagnitudeSummary:
     """Exact top-k and median of the finite |values| of a stream of chunks (infinities, such as the
     −inf of masked logits, are not values), in bounded memory.
@@ -82,7 +78,7 @@ class MagnitudeSummary:
             wanted &= bits < INFINITE << 16
         bits = bits[wanted]
         if bits.numel():
-            candidates = torch.cat([self.top, _floats(bits.topk(min(keep, bits.numel())).values).cpu()])
+            candidates = torch.cat([self.top, bits.topk(min(keep, bits.numel())).values.view(torch.float32).cpu()])
             self.top = candidates.topk(min(keep, candidates.numel())).values
 
     def _median_position(self) -> tuple[int, int]:
@@ -180,7 +176,7 @@ def logit_summary(trace: Trace) -> MagnitudeSummary:
     total = trace.num_layers * heads * n * (n + 1) // 2
     wanted = min(total, max(total // SAMPLE_SHARE, SAMPLE_VALUES))
     stride = max(1, total // wanted)  # a row sees (row + 1) keys, N/2 on average over evenly spaced rows
-    rows = torch.arange(stride // 2, n, stride)
+    rows = torch.arange(min(stride // 2, n - 1), n, stride)
     sample = MagnitudeSummary()
     for layer in range(trace.num_layers):
         sample.add(trace.logit_rows(layer, rows, list(range(heads))))  # [H, r, N]; −inf after each row's own position
