@@ -48,8 +48,6 @@ def kind_for(trace, kind: str, value: str = "weight") -> str:
     Contributions (``value``) come only from the main map, the one a head applies to its values."""
     if kind not in KINDS:
         raise ValueError(f"unknown map {kind!r}; choose one of {', '.join(KINDS)}")
-    if value not in analysis.VALUES:
-        raise ValueError(f"unknown cell value {value!r}; choose one of {', '.join(analysis.VALUES)}")
     return kind if kind in trace.kinds and value == "weight" else trace.kinds[0]
 
 
@@ -118,8 +116,8 @@ def show_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int, v
         segments = run.segments.get(s, ())
         views = {k: analysis.attention_map(trace, layer, head, k, size)
                  for k in ({"a1", "a2", "diff"} if trace.lambdas else set())}
-        shown = views.get(matched) if value == "weight" else None
-        shown = shown or analysis.attention_map(trace, layer, head, matched, size, value)
+        shown = views[matched] if value == "weight" and matched in views else \
+            analysis.attention_map(trace, layer, head, matched, size, value)
         maps[s] = figures.attention_heatmap(shown, f"Model {s} ({trace.arch}) · ", segments)
         if trace.lambdas:
             parts[s] = figures.decomposition(views, f"{s} · ", segments)

@@ -246,6 +246,9 @@ def load(source: str | os.PathLike, task: str | None = None, device: str = "auto
         raise LoadError(f"{name}: architecture {arch!r} is not supported; DiffLlama Lens loads {', '.join(ARCH_PREFIX)}")
     task = _task_of(config, arch, task)
     model_class = getattr(transformers, ARCH_PREFIX[arch] + HEADS[task])
+    # a trace keeps hidden_states[-1] as the last decoder layer returned it, not after the final norm
+    # (transformers' default): the layer outputs Table 5 summarises, none run again; nothing reads the normed one
+    config.tie_last_hidden_states = False
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     if max_bytes is not None:

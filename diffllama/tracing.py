@@ -487,13 +487,12 @@ class Trace:
         c_ik·o_i = w_ik·v_kᵀ G m_i."""
         gram = self._head_projection(layer, head)
         gram = gram.T @ gram  # [w, w]
-        key_norms = None
+        if norms:  # ‖W_h v_k‖ of every key [N], once
+            every = self._head_values(layer, head)  # [N, w]
+            key_norms = ((every @ gram) * every).sum(-1).clamp_min(0).sqrt()
         for block, weights, values, mixed in self._contribution_blocks(layer, head, rows):
             pulled = mixed @ gram  # [r, w]: W_hᵀ o_i
             sizes = (pulled * mixed).sum(-1).clamp_min(0).sqrt()  # ‖o_i‖ [r]
-            if norms and key_norms is None:  # ‖W_h v_k‖ of every key [N], once
-                every = self._head_values(layer, head)  # [N, w]
-                key_norms = ((every @ gram) * every).sum(-1).clamp_min(0).sqrt()
             block_norms = weights.abs() * key_norms[:weights.shape[1]] if norms else None
             block_projections = None
             if projections:  # a zero output has no direction: its keys project to 0
@@ -703,9 +702,6 @@ def trace_ids(model, tokenizer, arch: str, ids: list[int], offsets, sequence_ids
     """One forward pass over ``ids`` with hidden states kept, wrapped as a ``Trace``."""
     budget.check(budget.forward_bytes(model, len(ids)), f"a trace of {len(ids)} tokens", "shorten the input")
     config = model.config
-    # hidden_states[-1] as the last decoder layer returned it, not after the final norm (transformers'
-    # default): the layer outputs Table 5 summarises, none recomputed; nothing here reads the normed one
-    config.tie_last_hidden_states = False
     output = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True)
     lambdas = diff_lambdas(model)
     heads = config.num_attention_heads
