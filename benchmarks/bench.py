@@ -274,6 +274,7 @@ def ui_views(shown: str, trace) -> dict:
                                                                        max(n - 512, 0), max(n - 256, 1)),
         "overview (every layer × head)": lambda: panel.show_overview(TAB, shown, "diff", "entropy", panel.ORDERS[0]),
         "compare A vs B": lambda: panel.compare(TAB, ""),
+        "activation outliers (their own button)": lambda: panel.outliers(TAB),
     }
 
 
@@ -496,6 +497,7 @@ def api_views(client, shown: str, text: str, sources: tuple[str, str], layer: in
         "zoomed region 256 × 256, full resolution": ("/classify_zoom", (shown, layer, 0, "diff", *rows, *cols)),
         "overview (every layer × head)": ("/classify_overview", (shown, "diff", "entropy", "layer × head")),
         "compare A vs B": ("/classify_compare", ("",)),
+        "activation outliers (their own button)": ("/classify_outliers", ()),
     }
     result = {}
     for view, (api_name, args) in calls.items():

@@ -7,9 +7,7 @@ choice shows comparable maps of both models at the same layer and head."""
 
 from __future__ import annotations
 
-import contextvars
 import inspect
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -40,6 +38,9 @@ MEASURES = {  # per-head number under each thumbnail: HeadStats field, and its d
 }
 ORDERS = ("layer × head", "measure, low first", "measure, high first")
 DEFAULT_ZOOM = 48  # tokens per side of the zoom region before the user picks one
+# blocks per side of each decomposition map, a third of the page wide (≈ 400 px): ≈ 3 px a block, and
+# more would be finer than the screen (and a heavier figure for the browser to parse and draw)
+DECOMPOSITION_SIZE = 128
 
 
 def kind_for(trace, kind: str, value: str = "weight") -> str:
@@ -114,12 +115,10 @@ def show_map(tab: str, slot: str, layer: int, head: int, kind: str, size: int, v
             continue
         notes += _slot_notes(run, s, trace, matched, kind, value)
         segments = run.segments.get(s, ())
-        views = {k: analysis.attention_map(trace, layer, head, k, size)
-                 for k in ({"a1", "a2", "diff"} if trace.lambdas else set())}
-        shown = views[matched] if value == "weight" and matched in views else \
-            analysis.attention_map(trace, layer, head, matched, size, value)
+        shown = analysis.attention_map(trace, layer, head, matched, size, value)
         maps[s] = figures.attention_heatmap(shown, f"Model {s} ({trace.arch}) · ", segments)
-        if trace.lambdas:
+        if trace.lambdas:  # A1 and A2 pooled once (the trace's cache), D from them
+            views = {k: analysis.attention_map(trace, layer, head, k, min(size, DECOMPOSITION_SIZE)) for k in ("a1", "a2", "diff")}
             parts[s] = figures.decomposition(views, f"{s} · ", segments)
     lambdas = {s: (t.lambdas, t.lambda_inits) for s, t in run.traces.items() if t.lambdas}
     profile = figures.lambda_profile({f"{s} ({run.models[s]})": v for s, v in lambdas.items()}) if lambdas else None
@@ -160,15 +159,10 @@ def allocation_label(allocations: dict, reference, text: str) -> str:
     return label + "".join(f" — note {c}" for c in caveats)
 
 
-def sink_table(traces: dict) -> list[list]:
-    """Per model and map: the share of heads whose first-token sink score exceeds ε, and the scores' mean."""
-    rows = []
-    for slot, trace in traces.items():
-        sinks = analysis.sink_scores(trace)
-        for kind, scores in sinks.scores.items():
-            rows.append([f"{slot} ({trace.arch})", kind, round(sinks.share_above(kind), 4), round(float(scores.mean()), 4),
-                         round(float(scores.max()), 4)])
-    return rows
+def sink_rows(slot: str, trace, sinks) -> list[list]:
+    """Per map of one model: the share of heads whose first-token sink score exceeds ε, and the scores' mean."""
+    return [[f"{slot} ({trace.arch})", kind, round(sinks.share_above(kind), 4), round(float(scores.mean()), 4),
+             round(float(scores.max()), 4)] for kind, scores in sinks.scores.items()]
 
 
 @user_errors
@@ -231,9 +225,11 @@ def show_overview(tab: str, slot: str, kind: str, measure: str, order: str, valu
     for s in shown_slots(run, slot):
         trace = run.traces[s]
         matched = kind_for(trace, kind, value)
-        view = analysis.overview(trace, matched, size=OVERVIEW_SIZE, value=value)
-        # the number under each head reads the rows the thumbnails average over: all, or the view's sample
-        values = getattr(analysis.head_stats(trace, matched, rows=view.query_rows), MEASURES[measure][0])  # [L, H]
+        # kept with the trace (a few kB): another measure or order redraws without computing again
+        view = trace.cache.get(("overview", matched, OVERVIEW_SIZE, value),
+                               lambda: analysis.overview(trace, matched, size=OVERVIEW_SIZE, value=value), lambda _: 0)
+        # the number under each head reads the rows the thumbnails average over (all, or the view's sample)
+        values = getattr(view.stats, MEASURES[measure][0])  # [L, H]
         heads = [(l, h) for l in range(trace.num_layers) for h in range(trace.num_heads)]
         if order != ORDERS[0]:
             heads.sort(key=lambda lh: values[lh], reverse=order == ORDERS[2])
@@ -282,19 +278,28 @@ def open_head(order: list, event: gr.SelectData):
 @gpu
 def compare(tab: str, span_text, request: gr.Request = None):
     """A vs B: head statistics, attention to a reference span vs the rest (the paper's allocation, in
-    every reading), outliers and attention sinks."""
+    every reading) and attention sinks."""
     run = current(request, tab)
-    stats, _, rows, sinks, table, label = _comparison(run, span_text)
+    stats, _, sinks, table, label = _comparison(run, span_text)
     stamp = stamper(request, run, "compare", span_text=span_text or "")
-    return stamp(figures.head_stats_comparison(stats)), gr.update(value=table, label=label), rows, sinks
+    return stamp(figures.head_stats_comparison(stats)), gr.update(value=table, label=label), sinks
+
+
+@user_errors
+@gpu
+def outliers(tab: str, request: gr.Request = None) -> list[list]:
+    """Activation outliers (the paper's Table 5) of both models: their own pass over every logit."""
+    run = current(request, tab)
+    return [row for slot, trace in run.traces.items() for row in _outlier_rows(slot, trace)]
 
 
 @user_errors
 @gpu
 def export_comparison(tab: str, span_text, request: gr.Request = None) -> str:
-    """The numbers behind the comparison as JSON, written only when asked for."""
+    """The numbers behind the comparison, the outliers included, as JSON, written only when asked for."""
     run = current(request, tab)
-    stats, allocation, rows, sinks, _, _ = _comparison(run, span_text)
+    stats, allocation, sinks, _, _ = _comparison(run, span_text)
+    rows = [row for slot, trace in run.traces.items() for row in _outlier_rows(slot, trace)]
     return export_json("comparison", {"head_stats": {s: plain(r) for s, r in stats.items()},
                                       "span_allocation": {s: plain(r) for s, r in allocation.items()},
                                       "outliers": rows, "sinks": sinks},
@@ -302,27 +307,20 @@ def export_comparison(tab: str, span_text, request: gr.Request = None) -> str:
 
 
 def _comparison(run, span_text):
-    """Head statistics, reference-span allocation, outlier rows and sink rows of both models, and the
-    allocation table with its label (which reference, which readings). Each model's measures run in a
-    thread of their own: they are independent, and a server thread's element-wise torch work keeps to
-    one core, so A and B take one each. They are kept with the trace (its cache), so another span or
-    the export does not compute them again."""
+    """Head statistics, reference-span allocation and sink rows of both models, and the allocation
+    table with its label (which reference, which readings). Each model's statistics and sink scores
+    come from one pass over its maps (``analysis.scan``: the layers in worker threads), kept with the
+    trace (its cache), so another span or the export does not compute them again."""
     traces = run.traces
 
     def measured(slot: str, trace):
-        return trace.cache.get(("comparison", slot), lambda: measure(slot, trace), lambda _: 0)  # a few kB
+        def measure():
+            sinks = analysis.SinkTotals(trace)
+            stats = analysis.head_stats(trace, trace.kinds[0], sinks=sinks)  # one pass: statistics and sink scores
+            return stats, sink_rows(slot, trace, sinks.result())
+        return trace.cache.get(("comparison", slot), measure, lambda _: 0)  # a few kB
 
-    def measure(slot: str, trace):
-        logits = analysis.logit_summary(trace)
-        stats = analysis.head_stats(trace, trace.kinds[0], logits=logits)  # one pass over the logits for both
-        outliers = analysis.activation_outliers(trace, logits)
-        rows = [[f"{slot} ({trace.arch})", what] + [round(values[k], 3) for k in ("top-1", "top-2", "top-3", "top-10", "top-100", "median")]
-                for what, values in (("attention logits", outliers.attention_logits), ("hidden states", outliers.hidden_states))]
-        return stats, rows, sink_table({slot: trace})
-
-    with ThreadPoolExecutor(len(traces)) as pool:  # each with the request's context: its time limit holds there too
-        futures = {slot: pool.submit(contextvars.copy_context().run, measured, slot, trace) for slot, trace in traces.items()}
-        results = {slot: future.result() for slot, future in futures.items()}
+    results = {slot: measured(slot, trace) for slot, trace in traces.items()}
     references = {slot: _span(run, slot, span_text) for slot in traces}
     allocation = {slot: analysis.reference_allocation(traces[slot], reference)
                   for slot, reference in references.items() if reference is not None}
@@ -330,8 +328,17 @@ def _comparison(run, span_text):
     label = allocation_label(allocation, references[first], run.texts[first])
     table = allocation_table(allocation, {s: t.arch for s, t in traces.items()}, per_layer=True)
     stats = {slot: result[0] for slot, result in results.items()}
-    rows, sinks = ([row for result in results.values() for row in result[i]] for i in (1, 2))
-    return stats, allocation, rows, sinks, table, label
+    sinks = [row for result in results.values() for row in result[1]]
+    return stats, allocation, sinks, table, label
+
+
+def _outlier_rows(slot: str, trace) -> list[list]:
+    """The outlier table's rows of one model, kept with its trace once computed."""
+    def measure():
+        outliers = analysis.activation_outliers(trace)
+        return [[f"{slot} ({trace.arch})", what] + [round(values[k], 3) for k in ("top-1", "top-2", "top-3", "top-10", "top-100", "median")]
+                for what, values in (("attention logits", outliers.attention_logits), ("hidden states", outliers.hidden_states))]
+    return trace.cache.get(("outliers", slot), measure, lambda _: 0)
 
 
 def _span(run, slot: str, span_text: str):
@@ -481,7 +488,7 @@ class Panel:
     name: str  # the prefix of the views' API endpoints
     controls: dict  # every control of the views by the views' parameter names (what links carry)
     views: dict  # view (links.VIEWS) -> (fn, inputs, outputs, its accordion or None)
-    relayout: tuple  # (inputs, outputs) of ``layout``, run after a view is drawn
+    relayout: tuple  # (inputs, outputs) of ``layout``, run when a run's views are cleared
     share: tuple  # (button, "the link opens" choice, link box) of "Copy link to this view"
     link: gr.State  # the ViewLink the page was opened with, when it is this tab's (set once, at page load)
     opened: gr.State  # True once that link's view is open (later runs leave the views to the user)
@@ -500,8 +507,14 @@ class Panel:
 
     def clear_on(self, event):
         """Once ``event`` (a new run, or another part of the input) succeeds, the views still show the
-        old one: clear them, and any error badge they carry."""
-        return event.success(lambda: [None] * len(self.stale), None, self.stale, api_visibility="private")
+        old one: clear them, and any error badge they carry, and fit them to the run's models (``layout``)."""
+        inputs, fitted = self.relayout
+
+        def cleared(tab: str, slot: str, request: gr.Request):
+            fits = layout(tab, slot, request)
+            return [{**fits[i], "value": None} if i is not None else None
+                    for i in (next((i for i, f in enumerate(fitted) if f is c), None) for c in self.stale)]
+        return event.success(cleared, inputs, self.stale, api_visibility="private")
 
     def share_links(self, fn, inputs: list) -> None:
         """"Copy link to this view" and its endpoint ``/<name>_link``: the tab's inputs (named as
@@ -531,8 +544,7 @@ class Panel:
             .success(apply, self.link, [*self.controls.values(), *boxes, self.opened], **private)
         for view, (fn, inputs, outputs, _) in self.views.items():
             chosen = applied if view == "maps" else applied.success(_showing(view), self.link, None, **private)
-            chosen.success(fn, inputs, outputs, api_visibility="private", **model_queue()) \
-                .then(layout, *self.relayout, api_visibility="private")
+            chosen.success(fn, inputs, outputs, api_visibility="private", **model_queue())
 
     def fit_to_models(self, task: str, sources: list, infos: list, layer_sliders: list = ()) -> None:
         """Size the layer and head sliders (and the tab's other ``layer_sliders``) to the models as
@@ -592,7 +604,7 @@ def build(run: gr.State, name: str) -> Panel:
         csv = gr.File(label="numbers behind the maps (CSV)", height=90)
         map_outputs = [note, map_a, map_b, *parts, profile]
         map_inputs = [run, slot, layer, head, kind, size, value]
-        shown = show.click(show_map, map_inputs, map_outputs, api_name=f"{name}_attention", **limits)
+        show.click(show_map, map_inputs, map_outputs, api_name=f"{name}_attention", **limits)
         export.click(export_map, map_inputs, csv, api_name=f"{name}_export", **limits)
     with gr.Accordion("Zoom: a region at full resolution", open=False) as zoom_box:
         gr.Markdown("Drag a box on a map above (plotly's zoom), then press **Recompute the region** — or type token ranges. "
@@ -610,7 +622,7 @@ def build(run: gr.State, name: str) -> Panel:
         ranges = [query_from, query_to, key_from, key_to]
         plots = [f"{name}-map-A", f"{name}-map-B", f"{name}-zoom-A", f"{name}-zoom-B"]
         zoom_inputs, zoom_outputs = [run, slot, layer, head, kind, *ranges, value], [zoom_a, zoom_b, zoom_note, *ranges]
-        zoomed = zoom_button.click(zoom, zoom_inputs, zoom_outputs, js=ZOOM_SCRIPT.replace("PLOTS", str(plots)),
+        zoom_button.click(zoom, zoom_inputs, zoom_outputs, js=ZOOM_SCRIPT.replace("PLOTS", str(plots)),
                                    api_name=f"{name}_zoom", **limits)
     with gr.Accordion("Overview: every layer × head — click one to open it", open=False) as overview_box:
         with gr.Row():
@@ -625,7 +637,7 @@ def build(run: gr.State, name: str) -> Panel:
         order_a, order_b = gr.State([]), gr.State([])  # (layer, head) of each thumbnail, in gallery order
         overview_inputs = [run, slot, kind, measure, order, value]
         overview_outputs = [gallery_a, gallery_b, overview_legend, overview_note, order_a, order_b]
-        drawn = overview_button.click(show_overview, overview_inputs, overview_outputs, api_name=f"{name}_overview", **limits)
+        overview_button.click(show_overview, overview_inputs, overview_outputs, api_name=f"{name}_overview", **limits)
         opened = [gallery.select(open_head, heads, [layer, head], **private).then(
             show_map, map_inputs, map_outputs, **private, **limits) for gallery, heads in ((gallery_a, order_a), (gallery_b, order_b))]
     with gr.Accordion("A vs B: entropy, sparsity, sink, negative mass, span allocation, outliers", open=False) as compare_box:
@@ -635,15 +647,18 @@ def build(run: gr.State, name: str) -> Panel:
             export_button = gr.Button("Export the comparison's numbers (JSON)", size="sm")
         stats = gr.Plot()
         allocation = gr.Dataframe(label="attention from the last token to the span vs the rest of the input", wrap=True)
-        outliers = gr.Dataframe(headers=["model", "values", "top-1", "top-2", "top-3", "top-10", "top-100", "median"],
-                                label="activation outliers: |pre-softmax attention logits| and |decoder-layer outputs|")
         sinks = gr.Dataframe(headers=["model", "map", f"share of heads with sink score > {analysis.SINK_THRESHOLD}",
                                       "mean sink score", "largest sink score"], label="attention sinks on the first token")
+        # exact top-k and median of every logit: a pass of its own, so only when asked for
+        outliers_button = gr.Button("Activation outliers (exact, one more pass over every logit)", size="sm")
+        outlier_table = gr.Dataframe(headers=["model", "values", "top-1", "top-2", "top-3", "top-10", "top-100", "median"],
+                                     label="activation outliers: |pre-softmax attention logits| and |decoder-layer outputs|")
         comparison_file = gr.File(label="numbers behind the comparison (JSON)")
         with gr.Accordion("definitions of these measures", open=False):
             gr.Markdown(COMPARISON_NOTE)
-        compare_inputs, compare_outputs = [run, span], [stats, allocation, outliers, sinks]
+        compare_inputs, compare_outputs = [run, span], [stats, allocation, sinks]
         compare_button.click(compare, compare_inputs, compare_outputs, api_name=f"{name}_compare", **limits)
+        outliers_button.click(outliers, run, outlier_table, api_name=f"{name}_outliers", **limits)
         export_button.click(export_comparison, compare_inputs, comparison_file, api_name=f"{name}_compare_export", **limits)
     with gr.Accordion("λ ablation (a DiffLlama): what changes when the subtraction is switched off", open=False):
         with gr.Row():
@@ -658,14 +673,13 @@ def build(run: gr.State, name: str) -> Panel:
         ablate_button.click(ablate, [run, ablated, lambda_value], [ablation_plot, ablation_table, ablation_note],
                             api_name=f"{name}_ablation", **limits)
     fitted = [map_a, map_b, *parts, profile, zoom_a, zoom_b, gallery_a, gallery_b]  # what layout() updates
+    # fitted when the slot changes and when a run's views are cleared (``clear_on``), not after each view:
+    # every event costs the page a pass over every output's value, which made up most of a view's time
     slot.change(layout, [run, slot], fitted, **private)
-    for event in (shown, zoomed, drawn):
-        event.then(layout, [run, slot], fitted, **private)
     for event in opened:  # a clicked thumbnail opens its head in the main view, scrolled into sight
-        event.then(layout, [run, slot], fitted, **private).then(
-            None, js=f"() => document.getElementById('{name}-maps').scrollIntoView()", **private)
+        event.then(None, js=f"() => document.getElementById('{name}-maps').scrollIntoView()", **private)
     stale = [*map_outputs, csv, zoom_a, zoom_b, zoom_note, gallery_a, gallery_b, overview_legend, overview_note,
-             stats, allocation, outliers, sinks, comparison_file, ablation_plot, ablation_table, ablation_note]
+             stats, allocation, sinks, outlier_table, comparison_file, ablation_plot, ablation_table, ablation_note]
     controls = dict(slot=slot, layer=layer, head=head, kind=kind, size=size, value=value, query_from=query_from, query_to=query_to,
                     key_from=key_from, key_to=key_to, measure=measure, order=order, span_text=span)
     views = {"maps": (show_map, map_inputs, map_outputs, None), "zoom": (zoom, zoom_inputs, zoom_outputs, zoom_box),

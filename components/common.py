@@ -306,7 +306,7 @@ def image_file(pixels: np.ndarray, name: str) -> str:
     image array in place, so two visitors shown the same picture at once could download a half-written
     one; a file is copied into its cache atomically instead."""
     path = _export_path(name, ".png")
-    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    Image.fromarray(pixels.astype(np.uint8)).save(path, compress_level=1)  # a thumbnail: speed over bytes
     return str(path)
 
 

@@ -8,6 +8,8 @@ map stays a figure of about 1.5 MB."""
 
 from __future__ import annotations
 
+import functools
+import html
 import math
 from dataclasses import asdict
 
@@ -69,12 +71,23 @@ def axis_position(edges: list[int], position: int) -> float:
 
 
 def _token_axis(labels: list[str], categories: list[str]) -> dict:
-    """Tick labels: every token up to ``ALL_LABELS`` of them, evenly spaced ones beyond (hover names every cell)."""
+    """Tick labels: every token up to ``ALL_LABELS`` of them, evenly spaced ones beyond (hover names every cell).
+    The axis keeps plotly from measuring its labels to grow the margins (``automargin``: a second layout
+    pass per figure, most of a map's drawing time): ``label_room`` sets margins that fit them."""
     step = 1 if len(labels) <= ALL_LABELS else math.ceil(len(labels) / 40)
     ticks = list(range(0, len(labels), step))
     size = 11 if len(ticks) <= 24 else 9 if len(ticks) <= 40 else 7
-    return dict(type="category", tickvals=[categories[i] for i in ticks],
+    return dict(type="category", tickvals=[categories[i] for i in ticks], automargin=False,
                 ticktext=[plotly_text(_short(labels[i])) for i in ticks], tickfont=dict(size=size))
+
+
+def label_room(axis: dict, angle: float = 0) -> int:
+    """Pixels from the plot's edge that ``axis``'s tick labels (``_token_axis``) and its title need,
+    labels written at ``angle`` degrees from horizontal (a character is at most ≈ 0.65 of the font size wide)."""
+    size = axis["tickfont"]["size"]
+    width = 0.65 * size * max((len(html.unescape(t)) for t in axis["ticktext"]), default=0)
+    return math.ceil(width * abs(math.sin(math.radians(angle))) + size * abs(math.cos(math.radians(angle))) + 28) if angle \
+        else math.ceil(width + 28)
 
 
 def colour_bar_title(kind: str, value: str = "weight") -> str:
@@ -109,11 +122,12 @@ def attention_figure(values: np.ndarray, row_edges: list[int], col_edges: list[i
                     figure.add_annotation(x=at, y=-0.5, text=f"▸ {plotly_text(name)}", showarrow=False,
                                           xanchor="left", yanchor="bottom", font=dict(size=10))
     n = max(len(rows), len(cols))
+    xaxis, yaxis = _token_axis(col_labels, cols), _token_axis(row_labels, rows)
     figure.update_layout(
         title=dict(text=title, font=dict(size=13)), plot_bgcolor=MASKED, height=height if n > 24 else height - 100,
-        margin=dict(l=10, r=10, t=80 if segments else 60, b=10),
-        xaxis=dict(**_token_axis(col_labels, cols), tickangle=-60, title_text="key", constrain="domain", showgrid=False),
-        yaxis=dict(**_token_axis(row_labels, rows), autorange="reversed", title_text="query", scaleanchor="x",
+        margin=dict(l=label_room(yaxis), r=10, t=80 if segments else 60, b=label_room(xaxis, angle=60)),
+        xaxis=dict(**xaxis, tickangle=-60, title_text="key", constrain="domain", showgrid=False),
+        yaxis=dict(**yaxis, autorange="reversed", title_text="query", scaleanchor="x",
                    scaleratio=1, constrain="domain", showgrid=False),
         meta=dict(row_edges=list(row_edges), col_edges=list(col_edges)))  # read by the zoom button's script
     return figure
@@ -153,6 +167,7 @@ def decomposition(views: dict, title_prefix: str = "", segments=(), height: int 
 
 
 # --- overview: thumbnails, one colour scale -----------------------------------------------------------
+@functools.lru_cache(maxsize=None)  # a few scales, each sampled once (sampling a plotly scale is slow)
 def _colour_table(kind: str, value: str = "weight") -> np.ndarray:
     """[256, 3] uint8 colours of the map's colour scale (``colour_range``), low to high."""
     samples = plotly.colors.sample_colorscale(colour_range(kind, 1.0, value)["colorscale"], np.linspace(0, 1, 256))

@@ -138,6 +138,9 @@ def tools_only(demo, tools) -> None:
 def launch_settings() -> dict:
     """``Blocks.launch`` settings, new for each launch: gradio adds its lifespan handlers (the cache
     clean-up, the MCP session manager) to ``app_kwargs``, which must not carry over to another launch.
-    The app takes no files: gradio's upload route then accepts none (anything uploaded would be served back)."""
-    return dict(max_file_size=0, mcp_server=mcp_enabled(),
+    The app takes no files: gradio's upload route then accepts none (anything uploaded would be served back).
+    No run history: gradio would keep every call's inputs and outputs in the visitor's localStorage (up to 100
+    runs; a map view's output is ≈ 2 MB), re-serialising that list after each event, which took most of a view's
+    time in the browser; a link (``components.links``) reopens a view instead, recomputed."""
+    return dict(max_file_size=0, mcp_server=mcp_enabled(), run_history=False,
                 app_kwargs={"middleware": [Middleware(BodyLimit), Middleware(QueueJoins)]})

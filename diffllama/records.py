@@ -160,6 +160,7 @@ class Overview:
     seq_len: int
     query_rows: list[int] | None = None  # the query positions averaged over when sampled; None: every row
     value: str = "weight"  # as AttentionMap.value
+    stats: HeadStats | None = None  # every head's statistics of its weights over the same rows, once every layer is done
 
     @property
     def pooled(self) -> bool:

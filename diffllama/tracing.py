@@ -188,6 +188,11 @@ class Trace:
         return len(self.input_ids)
 
     @property
+    def device(self) -> torch.device:
+        """Where the maps are computed: the model's device."""
+        return self.hidden_states[0].device
+
+    @property
     def nbytes(self) -> int:
         """Bytes this trace may hold in tensors: the pass's own (linear in N by construction) plus
         its cache's bound (also linear in N: at most every layer's queries and keys)."""
@@ -321,12 +326,13 @@ class Trace:
 
     @torch.no_grad()
     def map_blocks(self, layer: int, kind: str, heads: list[int] | None = None, rows=None,
-                   logits: Callable[["Block"], None] | None = None) -> Iterator["Block"]:
+                   softmax: Callable[["Block"], None] | None = None) -> Iterator["Block"]:
         """The maps of ``kind`` for differential/softmax heads ``heads`` (all by default) at the query
         positions ``rows`` (all by default), as ``Block`` s of a few heads × rows × keys 0..e-1 (later
         keys are zero in every row). The building block of every view: no caller holds a whole map.
-        ``logits``, if given, is handed each block of pre-softmax logits first (−inf after each row's
-        own position), so that a caller summarising them needs no second pass."""
+        So that a caller reading the softmax maps too needs no second pass, ``softmax``, if given, is
+        handed each block of them before D is formed (for ``diff``: A1 and A2 alternating along the
+        heads, ``heads`` counting both)."""
         self._check_kind(kind)
         self._check_layer(layer)
         heads = list(range(self.num_heads)) if heads is None else list(heads)
@@ -334,9 +340,9 @@ class Trace:
             self.check(layer, head, kind)
         unit = 2 if kind == "diff" else 1
         for block in self._logit_blocks(layer, self._softmax_heads(heads, kind), self._rows(rows), unit):
-            if logits is not None:
-                logits(block)
             probs = torch.softmax(block.values, dim=-1)  # [h (2h for diff, A1 and A2 alternating), r, e]
+            if softmax is not None:
+                softmax(Block(block.heads, block.span, block.rows, probs))
             if kind == "diff":  # A1 − λ·A2, what the layer applies to V
                 probs = torch.sub(probs[0::2], probs[1::2], alpha=self.lambdas[layer])
                 block.heads = slice(block.heads.start // 2, block.heads.stop // 2)
@@ -505,7 +511,8 @@ class Trace:
         return PooledMap(values=values[0], edges=edges)
 
     def pooled_heads(self, layer: int, kind: str, max_size: int, heads: list[int] | None = None,
-                     rows: list[int] | None = None, value: str = "weight") -> tuple[torch.Tensor, list[int]]:
+                     rows: list[int] | None = None, value: str = "weight",
+                     observe: Callable[["Block"], None] | None = None) -> tuple[torch.Tensor, list[int]]:
         """Pooled maps ``[h, B, B]`` (float32, CPU) of differential/softmax heads ``heads`` (all by
         default), holding ``value`` (``VALUES``), and their block edges. With ``rows`` (query positions,
         every block holding some), a block's value is the mean over those rows only: an evenly spaced
@@ -513,7 +520,9 @@ class Trace:
         sampled.
 
         Pooled softmax maps are kept in the cache, so A1, A2 and D = A1 − λ·A2 of one head (the
-        decomposition view) cost one computation; D's pooled map is A1's − λ·A2's (pooling is linear)."""
+        decomposition view) cost one computation; D's pooled map is A1's − λ·A2's (pooling is linear).
+        With ``observe`` (weights only), the maps of ``kind`` are pooled from one pass that also hands
+        each of their blocks to ``observe`` (e.g. the overview's head statistics), without the cache."""
         self._check_kind(kind)
         heads = list(range(self.num_heads)) if heads is None else list(heads)
         for head in heads:
@@ -521,6 +530,16 @@ class Trace:
         self._check_value(kind, value)
         edges = block_edges(self.seq_len, max_size)
         positions = self._rows(rows)
+        if observe is not None:
+            if value != "weight":
+                raise ValueError("observe reads the blocks of the weights; contributions are pooled one head at a time")
+
+            def observed(blocks):
+                for block in blocks:
+                    observe(block)
+                    yield block
+
+            return self._pool(observed(self.map_blocks(layer, kind, heads, positions)), len(heads), edges, positions), edges
         if value != "weight":  # contributions are not linear in the softmax maps: one head at a time
             return torch.stack([self._pool(self.value_blocks(layer, h, kind, value, positions), 1, edges, positions)[0]
                                 for h in heads]), edges

@@ -8,6 +8,7 @@ import torch
 
 import diffllama
 from diffllama import analysis
+from diffllama.analysis.head_stats import HeadStatTotals
 
 TEXT = "The magic number of Lyon is 4821. The magic number of Paris is 1234. What is the magic number of Lyon?"
 
@@ -228,17 +229,6 @@ def test_top_k_sum_of_long_rows_equals_topk():
         torch.testing.assert_close(analysis.top_k_sum(rows, k), rows.topk(k, dim=-1).values.sum(-1), rtol=0, atol=0)
 
 
-def test_head_stats_feed_the_logit_summary_in_their_own_pass(checkpoint):
-    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
-    logits = analysis.logit_summary(trace)
-    stats = analysis.head_stats(trace, "diff", logits=logits)
-    assert logits.complete  # the window guess held the median: no second pass over the logits
-    assert analysis.activation_outliers(trace, logits) == analysis.activation_outliers(trace)
-    np.testing.assert_array_equal(stats.entropy, analysis.head_stats(trace, "diff").entropy)
-    with pytest.raises(ValueError, match="kind 'diff' or 'softmax'"):
-        analysis.head_stats(trace, "a1", logits=analysis.logit_summary(trace))
-
-
 def test_activation_outliers_match_brute_force(checkpoint):
     trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
     stats = analysis.activation_outliers(trace)
@@ -332,6 +322,46 @@ def test_sink_scores_match_brute_force(checkpoint):
     assert list(llama.scores) == ["softmax"] and 0 <= llama.share_above("softmax") <= 1
 
 
+@pytest.mark.parametrize("name", ["diffllama-gqa", "llama-gqa"])
+def test_one_pass_gives_head_stats_and_sink_scores_in_any_number_of_threads(checkpoint, name):
+    """The comparison's single pass (``head_stats(..., sinks=)``) equals each measure on its own, and a
+    scan spread over worker threads equals one in a single thread."""
+    trace = diffllama.load(checkpoint(name)).trace(TEXT)
+    sinks = analysis.SinkTotals(trace)
+    stats = analysis.head_stats(trace, sinks=sinks)
+    alone = analysis.sink_scores(trace)
+    for kind, scores in alone.scores.items():
+        np.testing.assert_allclose(sinks.result().scores[kind], scores, atol=1e-7)
+    np.testing.assert_allclose(stats.entropy, analysis.head_stats(trace).entropy, atol=1e-7)
+    threaded, single = (HeadStatTotals(trace, trace.kinds[0], 5, None) for _ in range(2))
+    analysis.scan(trace, trace.kinds[0], maps=threaded, workers=3)
+    analysis.scan(trace, trace.kinds[0], maps=single, workers=1)
+    for name_ in ("entropy", "top_k_mass", "sink_mass", "negative_mass"):
+        np.testing.assert_array_equal(getattr(threaded.result(), name_), getattr(single.result(), name_))
+
+
+def test_overview_numbers_come_from_its_own_pass(checkpoint):
+    """The overview's head statistics (read while its thumbnails are pooled) equal ``head_stats`` over
+    the same rows, for the weights and when the thumbnails show contributions; its thumbnails equal the
+    pooled maps."""
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT * 3)
+    sample = trace.overview_rows(4, max_logits=20_000)
+    assert sample is not None  # a sampled overview
+    trace.overview_rows = lambda size: sample
+    for value in ("weight", "norm"):
+        view = analysis.overview(trace, "diff", size=4, value=value)
+        expected = analysis.head_stats(trace, "diff", rows=sample)
+        assert view.query_rows == sample and view.stats.kind == "diff"
+        for name in ("entropy", "top_k_mass", "sink_mass", "negative_mass"):
+            np.testing.assert_allclose(getattr(view.stats, name), getattr(expected, name), atol=1e-6)
+        pooled, _ = trace.pooled_heads(2, "diff", 4, rows=sample, value=value)
+        np.testing.assert_allclose(np.stack(view.maps[2]), pooled.numpy(), atol=1e-6)
+    steps = analysis.overview_layers(trace, "diff", size=4)
+    first = next(steps)
+    assert len(first.maps) == 1 and first.stats is None  # the numbers come with the last layer
+    steps.close()
+
+
 def test_labels_name_tokens_readably_and_uniquely(checkpoint):
     trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
     labels = analysis.attention_map(trace, 0, 0, "diff", max_size=512).labels
@@ -380,4 +410,4 @@ def test_head_stats_over_a_sample_of_rows_average_those_rows(checkpoint):
     for name in ("entropy", "top_k_mass", "sink_mass", "negative_mass"):
         assert getattr(stats, name)[2, 1] == pytest.approx(float(expected[name].mean()), rel=1e-5, abs=1e-7)
     with pytest.raises(ValueError, match="every row"):
-        analysis.head_stats(trace, "diff", logits=analysis.logit_summary(trace), rows=sample)
+        analysis.head_stats(trace, "diff", rows=sample, sinks=analysis.SinkTotals(trace))

@@ -85,8 +85,9 @@ def test_attention_views_use_the_last_run_of_the_session(client):
     note, map_a, map_b, a1_a, a2_a, diff_a, *_, profile = client.predict("A", 1, 1, "diff", 64, api_name="/classify_attention")
     assert map_a and a1_a and a2_a and diff_a and profile and not map_b
     assert client.predict("A", 1, 1, "diff", 64, api_name="/classify_export").endswith(".csv")
-    stats, allocation, outliers, sinks = client.predict("Clara", api_name="/classify_compare")
+    stats, allocation, sinks = client.predict("Clara", api_name="/classify_compare")
     assert client.predict("Clara", api_name="/classify_compare_export").endswith("comparison.json")
+    outliers = client.predict(api_name="/classify_outliers")
     assert [row[1] for row in outliers["data"]] == ["attention logits", "hidden states"] * 2
     assert [row[1] for row in allocation["value"]["data"]] == [*analysis.READINGS, "softmax: all readings equal"]
     assert "'Clara' (marked span)" in allocation["label"]
@@ -264,18 +265,24 @@ def test_every_export_names_models_input_view_versions_and_its_link(client):
 def test_comparison_is_computed_once_per_run_and_equals_the_backend(client, backend, monkeypatch):
     from components import attention_panel
 
-    computed = []
-    head_stats = attention_panel.analysis.head_stats
+    computed, outlier_passes = [], []
+    head_stats, activation_outliers = attention_panel.analysis.head_stats, attention_panel.analysis.activation_outliers
     monkeypatch.setattr(attention_panel.analysis, "head_stats", lambda trace, *args, **kwargs: computed.append(trace.arch)
                         or head_stats(trace, *args, **kwargs))
+    monkeypatch.setattr(attention_panel.analysis, "activation_outliers", lambda trace: outlier_passes.append(trace.arch)
+                        or activation_outliers(trace))
     text = "Clara said the film was not bad at all."
     client.predict(text, "diffllama-cls", "llama-cls", api_name="/classify")
-    _, _, outliers, _ = client.predict("Clara", api_name="/classify_compare")
-    assert sorted(computed) == ["diffllama", "llama"]  # A and B
+    _, _, sinks = client.predict("Clara", api_name="/classify_compare")
+    assert sorted(computed) == ["diffllama", "llama"] and not outlier_passes  # A and B; the outliers wait for their button
+    outliers = client.predict(api_name="/classify_outliers")
     client.predict("film", api_name="/classify_compare")  # another span: only the allocation changes
     client.predict("film", api_name="/classify_compare_export")
-    assert sorted(computed) == ["diffllama", "llama"]
+    assert sorted(computed) == ["diffllama", "llama"] and sorted(outlier_passes) == ["diffllama", "llama"]
     trace = backend.get("diffllama-cls", "classification").classify(text).trace
+    expected_sinks = analysis.sink_scores(trace)  # the one pass gives what the sink pass alone gives
+    assert sinks["data"][0][2:] == [round(expected_sinks.share_above("diff"), 4), round(float(expected_sinks.scores["diff"].mean()), 4),
+                                    round(float(expected_sinks.scores["diff"].max()), 4)]
     expected = analysis.activation_outliers(trace)
     assert outliers["data"][0][2:] == [round(expected.attention_logits[k], 3) for k in ("top-1", "top-2", "top-3", "top-10", "top-100", "median")]
     assert outliers["data"][1][2:] == [round(expected.hidden_states[k], 3) for k in ("top-1", "top-2", "top-3", "top-10", "top-100", "median")]

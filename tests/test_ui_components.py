@@ -10,6 +10,7 @@ from components import (attention_panel, classification_tab, common, figures, ge
 from diffllama.records import (AblationResult, AnswerSpan, AttentionMap, AttentionRegion, ClassificationResult, Entity,
                                HeadStats, LabelScore, ModelInfo, Overview, TaggingResult, TokenAlignment, TokenTag)
 from diffllama.tokens import display_token, display_tokens
+from diffllama.tracing import LayerCache
 
 
 @pytest.fixture(autouse=True)
@@ -108,6 +109,7 @@ class FakeTrace:
         self.sequence_ids = [None] + [0] * len(text) + ([None] if end_token else [])
         self.tokens = ["<s>"] + list(text) + (["</s>"] if end_token else [])
         self.seq_len = len(self.tokens)
+        self.cache = LayerCache(1 << 20)
 
     def check(self, layer, head, kind):
         if not 0 <= layer < self.num_layers:
@@ -156,12 +158,10 @@ def stored_run(monkeypatch):
     maps = lambda trace, layer, head, kind, size=512, value="weight": attention_map(  # noqa: E731
         kind, trace.seq_len, layer=layer, head=head, value=value)
     monkeypatch.setattr(attention_panel.analysis, "attention_map", maps)
+    entropy = lambda trace: np.arange(trace.num_layers * trace.num_heads, dtype=float).reshape(trace.num_layers, -1)[:, ::-1]  # noqa: E731
     monkeypatch.setattr(attention_panel.analysis, "overview", lambda trace, kind, size, value="weight": Overview(
         kind, [[np.eye(4) * (l + h) for h in range(trace.num_heads)] for l in range(trace.num_layers)], list(range(5)), 4,
-        value=value))
-    entropy = lambda trace: np.arange(trace.num_layers * trace.num_heads, dtype=float).reshape(trace.num_layers, -1)[:, ::-1]  # noqa: E731
-    monkeypatch.setattr(attention_panel.analysis, "head_stats", lambda trace, kind, rows=None: HeadStats(
-        kind, 5, entropy(trace), entropy(trace), entropy(trace), entropy(trace)))
+        value=value, stats=HeadStats(kind, 5, entropy(trace), entropy(trace), entropy(trace), entropy(trace))))
     monkeypatch.setattr(attention_panel.analysis, "attention_region", lambda trace, layer, head, kind, rows, cols, value="weight": AttentionRegion(
         layer, head, kind, np.ones((rows[1] - rows[0], cols[1] - cols[0]), np.float32), rows, cols,
         [f"{i} r" for i in range(*rows)], [f"{i} c" for i in range(*cols)], None, value))
@@ -195,6 +195,19 @@ def test_a_and_b_side_by_side_at_the_same_layer_head_and_matched_kind(stored_run
     assert map_b and map_a is None
     *_, gallery_a, gallery_b = attention_panel.layout("test", "B")
     assert not gallery_a["visible"] and gallery_b["visible"] and gallery_b["columns"] == 2
+
+
+def test_the_decomposition_is_pooled_no_finer_than_its_third_of_the_page(stored_run, monkeypatch):
+    asked = []
+    maps = attention_panel.analysis.attention_map
+    monkeypatch.setattr(attention_panel.analysis, "attention_map", lambda trace, layer, head, kind, size=512, value="weight":
+                        asked.append((trace.arch, kind, size)) or maps(trace, layer, head, kind, size, value))
+    attention_panel.show_map("test", "A and B", 1, 0, "diff", 256)
+    assert asked == [("diffllama", "diff", 256), *[("diffllama", k, attention_panel.DECOMPOSITION_SIZE) for k in ("a1", "a2", "diff")],
+                     ("llama", "softmax", 256)]
+    asked.clear()
+    attention_panel.show_map("test", "A", 1, 0, "diff", 64)  # a coarser main map: the decomposition as coarse
+    assert asked == [("diffllama", k, 64) for k in ("diff", "a1", "a2", "diff")]
 
 
 def test_sliders_fit_the_larger_model_at_its_middle_layer(monkeypatch):

@@ -7,11 +7,13 @@ import numpy as np
 import torch
 
 from ..records import HeadStats
-from ..tracing import Trace
-from .outliers import MagnitudeSummary, add_logit_block
+from ..tracing import Block, Trace
+from .scan import scan
+from .sinks import SinkTotals
 
 
 TOP_K_GROUP = 64  # keys per group when the k largest entries of a long row are looked for group-wise
+STATISTICS = ("entropy", "top_k_mass", "sink_mass", "negative_mass")
 
 
 def top_k_sum(rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -45,27 +47,39 @@ def row_statistics(rows: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
     }
 
 
-def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5, logits: MagnitudeSummary | None = None,
-               rows: list[int] | None = None) -> HeadStats:
+class HeadStatTotals:
+    """``head_stats`` accumulated from the map blocks of a pass (a ``scan`` reader, or fed one
+    layer's blocks at a time): sums per layer × head over the query rows read, row 0 left out (it
+    can only attend to itself), then ``result()`` the means."""
+
+    def __init__(self, trace: Trace, kind: str, top_k: int, rows: list[int] | None):
+        self.trace, self.kind, self.top_k = trace, kind, top_k
+        positions = range(trace.seq_len) if rows is None else rows
+        self.counted = sum(1 for r in positions if r > 0 or trace.seq_len == 1)
+        self.totals = {name: np.zeros((trace.num_layers, trace.num_heads)) for name in STATISTICS}
+
+    def __call__(self, layer: int, block: Block) -> None:
+        # row 0 comes along (the sink scores need it) but is no row of the means
+        values = block.values[:, 1:] if int(block.rows[0]) == 0 and self.trace.seq_len > 1 else block.values  # [h, r, e]
+        for name, value in row_statistics(values, self.top_k).items():
+            self.totals[name][layer, block.heads] += value.sum(-1).double().cpu().numpy()
+
+    def result(self) -> HeadStats:
+        return HeadStats(kind=self.kind, top_k=self.top_k,
+                         **{name: self.totals[name] / max(self.counted, 1) for name in STATISTICS})
+
+
+def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5, rows: list[int] | None = None,
+               sinks: SinkTotals | None = None) -> HeadStats:
     """Entropy, top-k mass, first-token mass and negative mass per layer × head, averaged over query
     rows 1..N-1 (row 0 can only attend to itself), or over the query positions ``rows`` (e.g. the
-    overview's evenly spaced sample, ``Trace.overview_rows``; row 0 still left out). ``logits`` (a
-    ``logit_summary``): the same pass also feeds every causal pre-softmax logit into it (pass 1 of
-    ``activation_outliers``), which needs every row and every softmax head, so ``kind`` must be
-    ``diff`` or ``softmax`` and ``rows`` None."""
+    overview's evenly spaced sample, ``Trace.overview_rows``; row 0 still left out). ``sinks`` (a
+    ``SinkTotals``): the same pass also gives the sink scores, which read every row of the trace's
+    first kind (``diff`` or ``softmax``)."""
     kind = kind or trace.kinds[0]
-    if logits is not None and (kind not in ("diff", "softmax") or rows is not None):
-        raise ValueError(f"the logits of every softmax head and row come with kind 'diff' or 'softmax' and every row, "
-                         f"not kind {kind!r}" + (" over a sample of rows" if rows is not None else ""))
-    names = ("entropy", "top_k_mass", "sink_mass", "negative_mass")
-    totals = {name: np.zeros((trace.num_layers, trace.num_heads)) for name in names}
-    positions = list(range(trace.seq_len)) if rows is None else sorted(int(r) for r in rows)
-    counted = sum(1 for r in positions if r > 0 or trace.seq_len == 1)
-    feed = None if logits is None else lambda block: add_logit_block(logits, block)
-    for layer in range(trace.num_layers):
-        for block in trace.map_blocks(layer, kind, rows=positions, logits=feed):  # a few heads × rows at a time
-            # row 0 comes along (the logits need it) but is no row of the means
-            values = block.values[:, 1:] if int(block.rows[0]) == 0 and trace.seq_len > 1 else block.values  # [h, r, e]
-            for name, value in row_statistics(values, top_k).items():
-                totals[name][layer, block.heads] += value.sum(-1).double().cpu().numpy()
-    return HeadStats(kind=kind, top_k=top_k, **{name: totals[name] / max(counted, 1) for name in names})
+    if sinks is not None and (kind != trace.kinds[0] or rows is not None):
+        raise ValueError(f"sink scores read every row of kind {trace.kinds[0]!r}")
+    positions = None if rows is None else sorted(int(r) for r in rows)
+    totals = HeadStatTotals(trace, kind, top_k, positions)
+    scan(trace, kind, positions, maps=totals, softmax=sinks)
+    return totals.result()

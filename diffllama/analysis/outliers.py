@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from ..records import OutlierStats
-from ..tracing import Block, Trace
+from ..tracing import Trace
 
 OUTLIER_RANKS = (1, 2, 3, 10, 100)
 HALF = 1 << 16  # a float32 bit pattern is split into its upper and lower 16 bits
@@ -146,14 +146,6 @@ class MagnitudeSummary:
         return row
 
 
-def add_logit_block(summary: MagnitudeSummary, block: Block) -> None:
-    """Pass 1 over a ``Block`` of masked logits (``Trace.map_blocks(..., logits=)``): the keys up to
-    its first row are every row's and hold no −inf, so most values take the summary's quick path."""
-    first = int(block.rows[0]) + 1
-    summary.add(block.values[:, :, :first])
-    summary.add(block.values[:, :, first:])
-
-
 def window_around(sample: MagnitudeSummary) -> tuple[int, int]:
     """Coarse bins ``[lo, hi)`` around the median of ``sample`` (pass 1 over a sample of the stream),
     wide enough that the whole stream's median falls inside unless the sample is far off."""
@@ -201,14 +193,13 @@ def outlier_streams(trace: Trace) -> dict[str, Callable[[], Iterator[torch.Tenso
     return {"attention_logits": lambda: logit_chunks(trace), "hidden_states": lambda: hidden_chunks(trace)}
 
 
-def activation_outliers(trace: Trace, logits: MagnitudeSummary | None = None) -> OutlierStats:
-    """|pre-softmax attention logits| and |hidden states| of ``trace`` summarised as Table 5.
-    ``logits``: a ``logit_summary`` whose pass 1 another pass over every logit already fed
-    (``head_stats(..., logits=)``); otherwise the logits are streamed here."""
+def activation_outliers(trace: Trace) -> OutlierStats:
+    """|pre-softmax attention logits| and |hidden states| of ``trace`` summarised as Table 5: the
+    logits in one pass (a second only when the median falls outside the window ``logit_summary``
+    guessed)."""
     streams = outlier_streams(trace)
-    if logits is None:
-        logits = logit_summary(trace)
-        for chunk in streams["attention_logits"]():
-            logits.add(chunk)
+    logits = logit_summary(trace)
+    for chunk in streams["attention_logits"]():
+        logits.add(chunk)
     return OutlierStats(attention_logits=logits.completed(streams["attention_logits"]).as_row(),
                         hidden_states=MagnitudeSummary.exact(streams["hidden_states"]).as_row())

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ..records import SinkScores
-from ..tracing import Trace
+from ..tracing import Block, Trace
+from .scan import scan
 
 SINK_THRESHOLD = 0.3  # ε of Gu et al.
 
@@ -24,16 +25,34 @@ def sink_score(blocks: Iterable[torch.Tensor]) -> float:
     return received / rows
 
 
+class SinkTotals:
+    """``sink_scores`` accumulated from the softmax blocks of a pass over every query row (a ``scan``
+    ``softmax`` reader). For DiffLlama only A1 and A2 are read: a column mean is linear, so
+    D = A1 − λ·A2 scores exactly A1's score − λ·A2's."""
+
+    def __init__(self, trace: Trace, threshold: float = SINK_THRESHOLD):
+        self.trace, self.threshold = trace, threshold
+        self.softmax_kinds = [kind for kind in trace.kinds if kind != "diff"]
+        self.received = {kind: np.zeros((trace.num_layers, trace.num_heads)) for kind in self.softmax_kinds}
+
+    def __call__(self, layer: int, block: Block) -> None:
+        first = block.values[:, :, 0].sum(-1).double().cpu().numpy()  # [h]
+        if self.trace.arch == "diffllama":  # A1 and A2 alternate: differential heads heads.start // 2 ..
+            heads = slice(block.heads.start // 2, block.heads.stop // 2)
+            self.received["a1"][layer, heads] += first[0::2]
+            self.received["a2"][layer, heads] += first[1::2]
+        else:
+            self.received["softmax"][layer, block.heads] += first
+
+    def result(self) -> SinkScores:
+        scores = {kind: value / self.trace.seq_len for kind, value in self.received.items()}  # mean over every query row
+        if "diff" in self.trace.kinds:
+            scores["diff"] = scores["a1"] - np.asarray(self.trace.lambdas)[:, None] * scores["a2"]
+        return SinkScores(threshold=self.threshold, scores={kind: scores[kind] for kind in self.trace.kinds})
+
+
 def sink_scores(trace: Trace, threshold: float = SINK_THRESHOLD) -> SinkScores:
-    """Sink scores ``[L, H]`` of every map kind of ``trace``. For DiffLlama only A1 and A2 are
-    computed: a column mean is linear, so D = A1 − λ·A2 scores exactly A1's score − λ·A2's."""
-    softmax_kinds = [kind for kind in trace.kinds if kind != "diff"]
-    scores = {kind: np.zeros((trace.num_layers, trace.num_heads)) for kind in softmax_kinds}
-    for layer in range(trace.num_layers):
-        for kind in softmax_kinds:
-            for block in trace.map_blocks(layer, kind):  # a few heads × rows at a time
-                scores[kind][layer, block.heads] += block.values[:, :, 0].sum(-1).double().cpu().numpy()
-    scores = {kind: value / trace.seq_len for kind, value in scores.items()}  # mean over every query row
-    if "diff" in trace.kinds:
-        scores["diff"] = scores["a1"] - np.asarray(trace.lambdas)[:, None] * scores["a2"]
-    return SinkScores(threshold=threshold, scores={kind: scores[kind] for kind in trace.kinds})
+    """Sink scores ``[L, H]`` of every map kind of ``trace``, in one pass over its softmax maps."""
+    totals = SinkTotals(trace, threshold)
+    scan(trace, trace.kinds[0], softmax=totals)
+    return totals.result()
