@@ -1,12 +1,17 @@
 """Token heat: one query token's attention row drawn on the input text, A and B side by side, with a
 legend that says what full colour means.
 
-A row of a differential map can be negative, so the heat is signed: gradio's ``HighlightedText``
-colours a score s in [-1, 1] red (s > 0) or purple (s < 0) with opacity |s|. Scores are the row's
-values divided by the scale the legend names: each model's own largest |value|, or one scale for both."""
+A row of a differential map can be negative, so the heat is signed: a score s in [-1, 1] is drawn red
+(s > 0) or purple (s < 0) with opacity |s|. Scores are the row's values divided by the scale the legend
+names: each model's own largest |value|, or one scale for both.
+
+The heat is one HTML string, not a ``gr.HighlightedText`` list of pieces: after every event the page
+copies every output's value, and a list of thousands of tokens per model made that copying most of the
+time of each view clicked afterwards."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import gradio as gr
@@ -18,7 +23,7 @@ from diffllama.tokens import display_token
 from . import figures, run_store
 from .common import markdown_code, user_errors
 
-NEGATIVE, POSITIVE = "rgb(128, 90, 213)", "rgb(239, 68, 60)"  # HighlightedText's colours for scores < 0 and > 0
+NEGATIVE, POSITIVE = "rgb(128, 90, 213)", "rgb(239, 68, 60)"  # colours of scores < 0 and > 0 (as gradio's HighlightedText)
 LAST = -1  # query position meaning "the last real (non-special) token of each model's input"
 
 
@@ -28,7 +33,7 @@ def last_real_token(trace) -> int:
 
 
 def heat_pieces(trace, texts: dict[int, str], values: np.ndarray, upto: int, scale: float) -> list:
-    """``gr.HighlightedText`` value: the input up to token ``upto``, each token scored value / scale
+    """(text, score or None) pieces: the input up to token ``upto``, each token scored value / scale
     (clipped to [-1, 1]). Text between tokens stays unmarked; special tokens appear by name (⟨s⟩);
     a sequence without its text in ``texts`` (a QA question) is drawn from its decoded tokens."""
     pieces, cursor = [], {}
@@ -51,6 +56,17 @@ def heat_pieces(trace, texts: dict[int, str], values: np.ndarray, upto: int, sca
         pieces.append((text[start:end], score))
         cursor[sequence] = end
     return pieces
+
+
+def heat_html(pieces: list) -> str:
+    """``heat_pieces`` as HTML: each scored piece on red (score > 0) or purple (< 0) at opacity |score|,
+    its score on hover; the text escaped (it is the visitor's input)."""
+    def piece(text: str, score: float | None) -> str:
+        if score is None:
+            return html.escape(text)
+        colour = (POSITIVE if score >= 0 else NEGATIVE).replace("rgb(", "rgba(").replace(")", f", {abs(score):.3f})")
+        return f'<span style="background:{colour}" title="{score:+.4f}">{html.escape(text)}</span>'
+    return f'<div class="heat">{"".join(piece(text, score) for text, score in pieces)}</div>'
 
 
 @dataclass
@@ -109,7 +125,7 @@ def draw(traces: dict, texts: dict[str, dict[int, str]], layer: int | None, posi
     sequence id to the text its offsets point into; ``value``: weights or contributions."""
     rows = heat_rows(traces, layer, position, value)
     scales = heat_scales(rows, shared)
-    heat = {s: heat_pieces(traces[s], texts[s], r.values, r.query, scales[s]) for s, r in rows.items()}
+    heat = {s: heat_html(heat_pieces(traces[s], texts[s], r.values, r.query, scales[s])) for s, r in rows.items()}
     captions = {s: caption(traces[s], r, scales[s], value) for s, r in rows.items()}
     return heat.get("A"), heat.get("B"), legend(rows, scales, value), captions.get("A", ""), captions.get("B", "")
 
@@ -163,8 +179,8 @@ def build(what: str) -> HeatView:
     with gr.Row():
         with gr.Column():
             caption_a = gr.Markdown()
-            heat_a = gr.HighlightedText(label="A: attention row as token heat", show_legend=False, elem_classes=["heat"])
+            heat_a = gr.HTML(label="A: attention row as token heat")
         with gr.Column():
             caption_b = gr.Markdown()
-            heat_b = gr.HighlightedText(label="B: attention row as token heat", show_legend=False, elem_classes=["heat"])
+            heat_b = gr.HTML(label="B: attention row as token heat")
     return HeatView(layer, position, shared, value, [heat_a, heat_b, legend_html, caption_a, caption_b, position])

@@ -123,6 +123,13 @@ def test_heat_draws_special_tokens_and_keeps_the_text():
     assert dict(pieces[1:])["b"] == -0.25
 
 
+def test_heat_is_drawn_as_escaped_html_with_signed_colours():
+    html = token_heat.heat_html([("⟨s⟩", 1.0), ("<b>", -0.5), (" & ", None), ("x", 0.0)])
+    assert html.startswith('<div class="heat">') and "&lt;b&gt;" in html and " &amp; " in html and "<b>" not in html
+    assert 'background:rgba(239, 68, 60, 1.000)" title="+1.0000">⟨s⟩' in html
+    assert 'background:rgba(128, 90, 213, 0.500)" title="-0.5000">&lt;b&gt;' in html
+
+
 def test_heat_of_a_window_starts_where_the_window_does():
     trace = FakeTrace("xyz")
     trace.offsets = [(0, 0), (5, 6), (6, 7), (7, 8)]

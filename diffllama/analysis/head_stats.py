@@ -31,11 +31,13 @@ def top_k_sum(rows: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([searched, rows[..., groups * TOP_K_GROUP:]], -1).topk(k, dim=-1).values.sum(-1)
 
 
-def row_statistics(rows: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+def row_statistics(rows: torch.Tensor, top_k: int, signed: bool | None = None) -> dict[str, torch.Tensor]:
     """Per-row entropy, top-k mass, first-token mass and negative share of attention rows [..., N].
     A row is read as p = |row| / Σ|row|, so its entropy −Σ p·log p is log Σ|row| − Σ |row|·log|row| / Σ|row|
-    (passes over the row: no p is formed, and a softmax row, never negative, is its own magnitude)."""
-    signed = bool(rows.min() < 0)
+    and its negative share (Σ|row| − Σ row) / (2·Σ|row|): passes over the row, no p formed. ``signed``:
+    whether rows may hold negative entries (differential rows); found from the rows when not given. A
+    softmax row, never negative, is its own magnitude."""
+    signed = bool(rows.min() < 0) if signed is None else signed
     magnitude = rows.abs() if signed else rows
     total = magnitude.sum(-1)
     tiny = torch.finfo(rows.dtype).tiny  # 0·log 0 = 0: keys after the row's own position are 0
@@ -43,7 +45,7 @@ def row_statistics(rows: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
         "entropy": torch.log(total) - (magnitude * magnitude.clamp_min(tiny).log_()).sum(-1) / total,
         "top_k_mass": top_k_sum(magnitude, top_k) / total,
         "sink_mass": magnitude[..., 0] / total,
-        "negative_mass": -rows.clamp(max=0).sum(-1) / total if signed else torch.zeros_like(total),
+        "negative_mass": (total - rows.sum(-1)).clamp_min_(0) / (2 * total) if signed else torch.zeros_like(total),
     }
 
 
@@ -61,7 +63,7 @@ class HeadStatTotals:
     def __call__(self, layer: int, block: Block) -> None:
         # row 0 comes along (the sink scores need it) but is no row of the means
         values = block.values[:, 1:] if int(block.rows[0]) == 0 and self.trace.seq_len > 1 else block.values  # [h, r, e]
-        for name, value in row_statistics(values, self.top_k).items():
+        for name, value in row_statistics(values, self.top_k, signed=self.kind == "diff").items():
             self.totals[name][layer, block.heads] += value.sum(-1).double().cpu().numpy()
 
     def result(self) -> HeadStats:
