@@ -1,7 +1,7 @@
 """Side-by-side timings and peak memory: plain forward vs trace vs eager output_attentions, map costs,
 every attention view through the UI's handlers (server side) and in headless Chromium (end to end),
-streaming vs transformers' generate, and the app's endpoints. Rerun: python benchmarks/bench.py --help;
-BENCHMARKS.md's view and streaming tables: python benchmarks/bench.py --part views browser streaming
+each step of a pass over the maps on one block, streaming vs transformers' generate, and the app's endpoints. Rerun: python benchmarks/bench.py --help;
+BENCHMARKS.md's view and streaming tables: python benchmarks/bench.py --part views block browser streaming
 
 Each forward measurement runs in a fresh subprocess so peak memory is that measurement's alone;
 peak RSS is sampled every 2 ms while the measured call runs. Views and streaming are timed in a
@@ -626,7 +626,40 @@ def part_endpoints(repeats: int, port: int = 7871) -> dict:
         process.terminate()
 
 
-PARTS = ["forward", "maps", "views", "browser", "streaming", "endpoints"]
+def part_block(repeats: int = 50) -> dict:
+    """Where a pass over the maps (overview, compare) spends its time: each step on one block of logits
+    as ``Trace.map_blocks`` makes them on a CPU (``tracing.block_values``: 2^19 numbers, here 4 softmax
+    heads = 2 differential heads × 64 query rows × 2048 keys, head_dim 64), in a worker thread (one core
+    for element-wise work, as the app's threads run). Milliseconds per block, mean of ``repeats``."""
+    import torch
+
+    from diffllama.analysis import row_statistics
+
+    generator = torch.Generator().manual_seed(0)
+    heads, rows, keys, dim = 4, 64, 2048, 64
+    query, keys_t = torch.randn(heads, rows, dim, generator=generator), torch.randn(heads, dim, keys, generator=generator)
+    logits = torch.empty(heads, rows, keys)
+
+    def products():
+        for head in range(heads):
+            torch.mm(query[head], keys_t[head], out=logits[head])
+
+    products()
+    probs = torch.softmax(logits, -1)
+    diff = torch.sub(probs[0::2], probs[1::2], alpha=0.5)
+    steps = {"logits (a product per head)": products, "softmax": lambda: torch.softmax(logits, -1),
+             "A1 − λ·A2": lambda: torch.sub(probs[0::2], probs[1::2], alpha=0.5),
+             "row statistics of D (entropy, top-5, first token, negative)": lambda: row_statistics(diff, 5, signed=True)}
+    result = {}
+    for name, step in steps.items():
+        step()  # warm-up
+        seconds, _ = in_worker(lambda: [step() for _ in range(repeats)])
+        result[name] = seconds / repeats * 1e3
+    print("| step, per block of 2^19 logits | ms |\n|---|---|\n" + "\n".join(f"| {k} | {v:.2f} |" for k, v in result.items()))
+    return result
+
+
+PARTS = ["forward", "maps", "views", "block", "browser", "streaming", "endpoints"]
 
 
 def main():
@@ -654,6 +687,8 @@ def main():
         results["maps"] = part_maps("12x1024", 4096)
     if "views" in parts:
         results["views"] = part_views(args.view_models, args.view_lengths)
+    if "block" in parts:
+        results["block"] = part_block()
     if "browser" in parts:
         results["browser"] = part_browser(args.view_models, args.view_lengths, args.repeats)
     if "streaming" in parts:

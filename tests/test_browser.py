@@ -111,6 +111,16 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
                            f".includes('layer {layer}, head {head}')", timeout=60_000)
     shot("overview")
 
+    # A vs B: statistics and sinks at once; the exact activation outliers on their own button
+    open_accordion(panel, "A vs B: entropy, sparsity", "Compare A and B")
+    panel.get_by_role("button", name="Compare A and B").click()
+    panel.locator(".js-plotly-plot", has_text="negative mass").first.wait_for(timeout=60_000)
+    panel.get_by_text("attention sinks on the first token").first.wait_for()
+    assert not panel.get_by_text("attention logits", exact=True).count()  # not computed until asked for
+    panel.get_by_role("button", name="Activation outliers").click()
+    panel.locator('text="attention logits" >> visible=true').first.wait_for(timeout=60_000)
+    shot("compare")
+
     # λ ablation of the DiffLlama: before → after, with probabilities
     open_accordion(panel, "λ ablation (a DiffLlama)", "Run ablation")
     panel.get_by_role("button", name="Run ablation").click()
