@@ -309,7 +309,7 @@ def export_comparison(tab: str, span_text, request: gr.Request = None) -> str:
 def _comparison(run, span_text):
     """Head statistics, reference-span allocation and sink rows of both models, and the allocation
     table with its label (which reference, which readings). Each model's statistics and sink scores
-    come from one pass over its maps (``analysis.scan``), kept with the
+    come from one pass over its maps (``analysis.scan``: the layers in worker threads), kept with the
     trace (its cache), so another span or the export does not compute them again."""
     traces = run.traces
 

@@ -188,6 +188,11 @@ class Trace:
         return len(self.input_ids)
 
     @property
+    def device(self) -> torch.device:
+        """Where the maps are computed: the model's device."""
+        return self.hidden_states[0].device
+
+    @property
     def nbytes(self) -> int:
         """Bytes this trace may hold in tensors: the pass's own (linear in N by construction) plus
         its cache's bound (also linear in N: at most every layer's queries and keys)."""

@@ -8,6 +8,7 @@ import torch
 
 import diffllama
 from diffllama import analysis
+from diffllama.analysis.head_stats import HeadStatTotals
 
 TEXT = "The magic number of Lyon is 4821. The magic number of Paris is 1234. What is the magic number of Lyon?"
 
@@ -322,8 +323,9 @@ def test_sink_scores_match_brute_force(checkpoint):
 
 
 @pytest.mark.parametrize("name", ["diffllama-gqa", "llama-gqa"])
-def test_one_pass_gives_head_stats_and_sink_scores(checkpoint, name):
-    """The comparison's single pass (``head_stats(..., sinks=)``) equals each measure on its own."""
+def test_one_pass_gives_head_stats_and_sink_scores_in_any_number_of_threads(checkpoint, name):
+    """The comparison's single pass (``head_stats(..., sinks=)``) equals each measure on its own, and a
+    scan spread over worker threads equals one in a single thread."""
     trace = diffllama.load(checkpoint(name)).trace(TEXT)
     sinks = analysis.SinkTotals(trace)
     stats = analysis.head_stats(trace, sinks=sinks)
@@ -331,6 +333,11 @@ def test_one_pass_gives_head_stats_and_sink_scores(checkpoint, name):
     for kind, scores in alone.scores.items():
         np.testing.assert_allclose(sinks.result().scores[kind], scores, atol=1e-7)
     np.testing.assert_allclose(stats.entropy, analysis.head_stats(trace).entropy, atol=1e-7)
+    threaded, single = (HeadStatTotals(trace, trace.kinds[0], 5, None) for _ in range(2))
+    analysis.scan(trace, trace.kinds[0], maps=threaded, workers=3)
+    analysis.scan(trace, trace.kinds[0], maps=single, workers=1)
+    for name_ in ("entropy", "top_k_mass", "sink_mass", "negative_mass"):
+        np.testing.assert_array_equal(getattr(threaded.result(), name_), getattr(single.result(), name_))
 
 
 def test_overview_numbers_come_from_its_own_pass(checkpoint):
@@ -349,8 +356,10 @@ def test_overview_numbers_come_from_its_own_pass(checkpoint):
             np.testing.assert_allclose(getattr(view.stats, name), getattr(expected, name), atol=1e-6)
         pooled, _ = trace.pooled_heads(2, "diff", 4, rows=sample, value=value)
         np.testing.assert_allclose(np.stack(view.maps[2]), pooled.numpy(), atol=1e-6)
-    first = next(analysis.overview_layers(trace, "diff", size=4))
+    steps = analysis.overview_layers(trace, "diff", size=4)
+    first = next(steps)
     assert len(first.maps) == 1 and first.stats is None  # the numbers come with the last layer
+    steps.close()
 
 
 def test_labels_name_tokens_readably_and_uniquely(checkpoint):

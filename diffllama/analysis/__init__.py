@@ -3,7 +3,7 @@
 returns a typed record of numpy arrays and plain values.
 
 - ``maps``: display views (one head's map, a query's row, the overview)
-- ``scan``: one pass over every layer's maps that several measures read
+- ``scan``: one pass over every layer's maps that several measures read, the layers in worker threads
 - ``head_stats``: entropy, top-k mass, first-token mass, negative mass
 - ``allocation``: attention to answer vs noise on a reference span, three readings (Table 3)
 - ``sinks``: first-token sink scores and the share of sink heads
