@@ -225,9 +225,10 @@ def show_overview(tab: str, slot: str, kind: str, measure: str, order: str, valu
     for s in shown_slots(run, slot):
         trace = run.traces[s]
         matched = kind_for(trace, kind, value)
-        # kept with the trace (a few kB): another measure or order redraws without computing again
+        # kept with the trace (counted against its cache's bound): another measure or order redraws at once
         view = trace.cache.get(("overview", matched, OVERVIEW_SIZE, value),
-                               lambda: analysis.overview(trace, matched, size=OVERVIEW_SIZE, value=value), lambda _: 0)
+                               lambda: analysis.overview(trace, matched, size=OVERVIEW_SIZE, value=value),
+                               lambda kept: sum(m.nbytes for row in kept.maps for m in row))
         # the number under each head reads the rows the thumbnails average over (all, or the view's sample)
         values = getattr(view.stats, MEASURES[measure][0])  # [L, H]
         heads = [(l, h) for l in range(trace.num_layers) for h in range(trace.num_heads)]

@@ -239,6 +239,18 @@ def test_overview_sorts_by_the_measure_and_a_click_opens_that_head(stored_run):
     assert order_a[0] == (0, 1)  # the fake entropy is lowest at layer 0, head 1
 
 
+def test_another_measure_or_order_redraws_the_overview_without_computing_it_again(stored_run, monkeypatch):
+    computed = []
+    overview = attention_panel.analysis.overview
+    monkeypatch.setattr(attention_panel.analysis, "overview", lambda trace, kind, size, value="weight":
+                        computed.append((trace.arch, kind, value)) or overview(trace, kind, size, value))
+    attention_panel.show_overview("test", "A and B", "diff", "entropy", "layer × head")
+    attention_panel.show_overview("test", "A and B", "diff", "negative mass", "measure, high first")
+    assert computed == [("diffllama", "diff", "weight"), ("llama", "softmax", "weight")]
+    attention_panel.show_overview("test", "A", "diff", "entropy", "layer × head", "norm")  # other cells: computed
+    assert computed[-1] == ("diffllama", "diff", "norm")
+
+
 def test_thumbnails_share_one_colour_scale():
     low, high = np.full((4, 4), 0.1), np.full((4, 4), 0.8)
     limit = figures.overview_limit([[low, high]])
