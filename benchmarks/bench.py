@@ -497,7 +497,6 @@ def api_views(client, shown: str, text: str, sources: tuple[str, str], layer: in
         "zoomed region 256 × 256, full resolution": ("/classify_zoom", (shown, layer, 0, "diff", *rows, *cols)),
         "overview (every layer × head)": ("/classify_overview", (shown, "diff", "entropy", "layer × head")),
         "compare A vs B": ("/classify_compare", ("",)),
-        "activation outliers (their own button)": ("/classify_outliers", ()),
     }
     result = {}
     for view, (api_name, args) in calls.items():

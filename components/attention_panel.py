@@ -290,8 +290,7 @@ def compare(tab: str, span_text, request: gr.Request = None):
 @gpu
 def outliers(tab: str, request: gr.Request = None) -> list[list]:
     """Activation outliers (the paper's Table 5) of both models: their own pass over every logit."""
-    run = current(request, tab)
-    return [row for slot, trace in run.traces.items() for row in _outlier_rows(slot, trace)]
+    return _outlier_rows(current(request, tab))
 
 
 @user_errors
@@ -300,10 +299,9 @@ def export_comparison(tab: str, span_text, request: gr.Request = None) -> str:
     """The numbers behind the comparison, the outliers included, as JSON, written only when asked for."""
     run = current(request, tab)
     stats, allocation, sinks, _, _ = _comparison(run, span_text)
-    rows = [row for slot, trace in run.traces.items() for row in _outlier_rows(slot, trace)]
     return export_json("comparison", {"head_stats": {s: plain(r) for s, r in stats.items()},
                                       "span_allocation": {s: plain(r) for s, r in allocation.items()},
-                                      "outliers": rows, "sinks": sinks},
+                                      "outliers": _outlier_rows(run), "sinks": sinks},
                        view_provenance(request, run, "compare", span_text=span_text or ""))
 
 
@@ -333,13 +331,14 @@ def _comparison(run, span_text):
     return stats, allocation, sinks, table, label
 
 
-def _outlier_rows(slot: str, trace) -> list[list]:
-    """The outlier table's rows of one model, kept with its trace once computed."""
-    def measure():
+def _outlier_rows(run) -> list[list]:
+    """The outlier table's rows of each model, kept with its trace once computed."""
+    def measure(slot: str, trace):
         outliers = analysis.activation_outliers(trace)
         return [[f"{slot} ({trace.arch})", what] + [round(values[k], 3) for k in ("top-1", "top-2", "top-3", "top-10", "top-100", "median")]
                 for what, values in (("attention logits", outliers.attention_logits), ("hidden states", outliers.hidden_states))]
-    return trace.cache.get(("outliers", slot), measure, lambda _: 0)
+    return [row for slot, trace in run.traces.items()
+            for row in trace.cache.get(("outliers", slot), lambda: measure(slot, trace), lambda _: 0)]
 
 
 def _span(run, slot: str, span_text: str):
@@ -512,9 +511,8 @@ class Panel:
         inputs, fitted = self.relayout
 
         def cleared(tab: str, slot: str, request: gr.Request):
-            fits = layout(tab, slot, request)
-            return [{**fits[i], "value": None} if i is not None else None
-                    for i in (next((i for i, f in enumerate(fitted) if f is c), None) for c in self.stale)]
+            fits = {id(component): update for component, update in zip(fitted, layout(tab, slot, request))}
+            return [{**fits[id(c)], "value": None} if id(c) in fits else None for c in self.stale]
         return event.success(cleared, inputs, self.stale, api_visibility="private")
 
     def share_links(self, fn, inputs: list) -> None:

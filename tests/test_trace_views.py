@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerFast
 
 import diffllama
 from diffllama import analysis, budget, tracing
+from diffllama.analysis import passes
 from diffllama.tracing import block_edges, decoded_offsets, sample_rows
 
 TEXT = "The magic number of Lyon is 4821. Anna walked to the old market in Paris. " * 3
@@ -143,11 +144,16 @@ def test_cache_bound_is_kept_and_answers_stay_exact(checkpoint, monkeypatch):
     monkeypatch.setenv(budget.QK_CACHE_ENV, str(1.5 * reference._qk_bytes() / 1e9))  # room for one layer
     trace = lens.trace(TEXT)
     calls = count_qk_computations(trace)
-    for _ in range(2):
-        stats = analysis.head_stats(trace, "diff")
+    with monkeypatch.context() as one_thread:  # layers in turn: which layer is evicted is then fixed
+        one_thread.setattr(passes, "scan_workers", lambda trace: 1)
+        for _ in range(2):
+            stats = analysis.head_stats(trace, "diff")
     assert calls == [2] * trace.num_layers  # nothing kept between the two scans but what fits
     assert trace.cache.nbytes <= trace.cache.max_bytes < reference.cache.max_bytes
     np.testing.assert_allclose(stats.entropy, analysis.head_stats(reference, "diff").entropy, atol=1e-6)
+    threaded = analysis.head_stats(trace, "diff")  # layers in worker threads: the same bound, the same answers
+    assert trace.cache.nbytes <= trace.cache.max_bytes
+    np.testing.assert_array_equal(threaded.entropy, stats.entropy)
 
 
 # --- token offsets in one pass ----------------------------------------------------------------

@@ -3,7 +3,7 @@
 returns a typed record of numpy arrays and plain values.
 
 - ``maps``: display views (one head's map, a query's row, the overview)
-- ``scan``: one pass over every layer's maps that several measures read, the layers in worker threads
+- ``passes``: ``scan``, one pass over every layer's maps that several measures read, the layers in worker threads
 - ``head_stats``: entropy, top-k mass, first-token mass, negative mass
 - ``allocation``: attention to answer vs noise on a reference span, three readings (Table 3)
 - ``sinks``: first-token sink scores and the share of sink heads
@@ -19,7 +19,7 @@ from .allocation import find_reference, readings, reference_allocation, span_all
 from .head_stats import head_stats, row_statistics, top_k_sum
 from .maps import MAX_REGION, attention_map, attention_region, attention_row, block_labels, overview, overview_layers
 from .outliers import OUTLIER_RANKS, MagnitudeSummary, activation_outliers, logit_summary, outlier_streams
-from .scan import scan
+from .passes import scan
 from .sinks import SINK_THRESHOLD, SinkTotals, sink_score, sink_scores
 
 __all__ = ["OUTLIER_RANKS", "READINGS", "SINK_THRESHOLD", "VALUES", "MagnitudeSummary", "SinkTotals", "scan", "activation_outliers", "align_tokens",

@@ -8,7 +8,7 @@ import torch
 
 from ..records import HeadStats
 from ..tracing import Block, Trace
-from .scan import scan
+from .passes import scan
 from .sinks import SinkTotals
 
 

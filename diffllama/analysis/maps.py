@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -13,7 +11,7 @@ from ..records import AttentionMap, AttentionRegion, Overview
 from ..tokens import display_tokens
 from ..tracing import Trace, block_edges
 from .head_stats import HeadStatTotals
-from .scan import scan, scan_workers
+from .passes import per_layer
 
 MAX_REGION = 256  # tokens per side of a full-resolution region: 256 × 256 cells stay a light figure
 
@@ -69,7 +67,7 @@ def overview_layers(trace: Trace, kind: str, size: int = 32, value: str = "weigh
     last also holds every head's statistics (``head_stats``) of its weights over the same query rows,
     read from the same pass when the thumbnails show weights. Long inputs are averaged over an evenly
     spaced sample of query rows, which the record names. The layers are shared among worker threads
-    (``scan_workers``) and yielded in order."""
+    (``per_layer``) and yielded in order."""
     edges, rows = block_edges(trace.seq_len, size), trace.overview_rows(size)
     stats = HeadStatTotals(trace, kind, top_k, rows)
 
@@ -78,20 +76,15 @@ def overview_layers(trace: Trace, kind: str, size: int = 32, value: str = "weigh
             values, _ = trace.pooled_heads(layer, kind, size, rows=rows, observe=lambda block: stats(layer, block))
         else:  # the thumbnails show contributions; the numbers read the weights
             values, _ = trace.pooled_heads(layer, kind, size, rows=rows, value=value)
-            scan(trace, kind, rows, maps=stats, layers=[layer], workers=1)
+            for block in trace.map_blocks(layer, kind, rows=rows):
+                stats(layer, block)
         return values.numpy()  # [heads, b, b]
 
     maps = []
-    pool = ThreadPoolExecutor(scan_workers(trace))
-    try:
-        layers = [pool.submit(contextvars.copy_context().run, one_layer, layer) for layer in range(trace.num_layers)]
-        for layer in layers:
-            maps.append(list(layer.result()))
-            done = len(maps) == trace.num_layers
-            yield Overview(kind=kind, maps=list(maps), edges=edges, seq_len=trace.seq_len, query_rows=rows, value=value,
-                           stats=stats.result() if done else None)
-    finally:  # a caller that stops early (the first layer drawn) leaves the rest undone
-        pool.shutdown(cancel_futures=True)
+    for values in per_layer(trace, one_layer):
+        maps.append(list(values))
+        yield Overview(kind=kind, maps=list(maps), edges=edges, seq_len=trace.seq_len, query_rows=rows, value=value,
+                       stats=stats.result() if len(maps) == trace.num_layers else None)
 
 
 def overview(trace: Trace, kind: str, size: int = 32, value: str = "weight", top_k: int = 5) -> Overview:

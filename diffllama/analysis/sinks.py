@@ -11,7 +11,7 @@ import torch
 
 from ..records import SinkScores
 from ..tracing import Block, Trace
-from .scan import scan
+from .passes import scan
 
 SINK_THRESHOLD = 0.3  # ε of Gu et al.
 
