@@ -64,8 +64,14 @@ def test_language_model_stages_reduce_the_loss(arch, stage, tokenizer):
                             128, tokenizer.pad_token_id))
     model = micro_lm(arch, tokenizer)
     record = train.train_loop(model, train.row_batches(*rows, spec.batch, "cpu"), spec.steps, spec.lr,
-                              train.weighted_lm_loss, 0.1, f"{arch}-{stage}", log_every=1000)
+                              train.weighted_lm_loss, train.Recipe(warmup=0.1), f"{arch}-{stage}", log_every=10)
     assert record["final_loss"] < 0.9 * record["first_loss"]
+    if arch == "diffllama":  # λ per layer at every log step, from the parameters as the attention forms them
+        steps, lambdas = zip(*record["lambdas"])
+        assert steps == (0, 1, 10, 20, 25) and all(len(layer) == MICRO.num_hidden_layers for layer in lambdas)
+        assert lambdas[-1] == train.layer_lambdas(model) and lambdas[0] != lambdas[-1]
+    else:
+        assert "lambdas" not in record
 
 
 @pytest.mark.parametrize("task,steps,batch", [("cls", 150, 8), ("tag", 30, 8), ("qa", 30, 2)])  # sentiment needs the words;
@@ -75,9 +81,20 @@ def test_head_fine_tuning_reduces_the_loss(task, steps, batch, tokenizer):
     model = train.head_model("diffllama", task, lm)
     assert torch.equal(model.base_model.embed_tokens.weight, lm.base_model.embed_tokens.weight)  # body copied
     batches = train.head_batches(tokenizer, features.HEADS[task], corpus.TRAIN_SEED, steps, batch, "cpu")
-    record = train.train_loop(model, batches, steps, 3e-3, lambda m, b: m(**b).loss, 0.1, task, log_every=1000,
+    record = train.train_loop(model, batches, steps, 3e-3, lambda m, b: m(**b).loss, train.Recipe(warmup=0.1), task, log_every=1000,
                               probe=lambda m: 0.0, probe_every=10)
     assert record["final_loss"] < 0.9 * record["first_loss"] and record["kept_step"] == steps
+
+
+def test_lambda_vectors_learn_slower_and_without_weight_decay(tokenizer):
+    recipe = train.Recipe(lambda_lr_scale=0.05, weight_decay=0.01)
+    model = micro_lm("diffllama", tokenizer)
+    decay, no_decay, lambdas = train.parameter_groups(model, 2e-3, recipe)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)].rsplit(".", 1)[-1] for p in lambdas["params"]) == sorted(train.LAMBDA_VECTORS * MICRO.num_hidden_layers)
+    assert lambdas["lr"] == 2e-3 * 0.05 and lambdas["weight_decay"] == 0.0 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.01
+    assert len(decay["params"]) + len(no_decay["params"]) + len(lambdas["params"]) == len(list(model.parameters()))
 
 
 def test_family_parameter_counts_match_within_two_percent(tokenizer):
