@@ -101,3 +101,12 @@ def test_family_parameter_counts_match_within_two_percent(tokenizer):
     shape = train.ModelShape()
     counts = [train.count_parameters(train.lm_config(arch, shape, tokenizer)) for arch in train.ARCHS]
     assert max(counts) / min(counts) < 1.02
+
+
+def test_model_card_shows_lambda_per_layer_and_the_layers_outside_zero_one():
+    from diffllama.family import evaluate
+    training = {"stages": {"lm": {"lambdas": [(0, [0.2, 0.35]), (100, [0.3, 0.5]), (200, [-0.1, 1.2])]}}}
+    table = evaluate.lambda_table(training)
+    assert table[2].startswith("| stage | step | λ0 | λ1 |")
+    assert table[-2] == "| lm | 200 | -0.100 | +1.200 | 2 |" and table[4] == "| lm | 0 | +0.200 | +0.350 | 0 |"
+    assert evaluate.lambda_table({"stage": "cls"}) == []  # Llama and Persimmon record no λ

@@ -199,6 +199,24 @@ def _dig(value, keys):
     return value
 
 
+def lambda_table(training: dict) -> list[str]:
+    """The card's λ section: λ per layer at each stage's start, middle and end (a DiffLlama's training
+    records them at every log step), with how many layers sit outside (0, 1), where the paper's reading
+    of "attention noise" holds."""
+    stages = training.get("stages") or {training.get("stage", "head"): training}
+    rows = [(stage, step, values) for stage, record in stages.items()
+            for i, (step, values) in enumerate(record.get("lambdas", []))
+            if i in (0, len(record["lambdas"]) // 2, len(record["lambdas"]) - 1)]
+    if not rows:
+        return []
+    layers = len(rows[0][2])
+    lines = ["## λ per layer through training", "", "| stage | step | " + " | ".join(f"λ{i}" for i in range(layers)) +
+             " | layers outside (0, 1) |", "|---|---|" + "---|" * (layers + 1)]
+    lines += [f"| {stage} | {step} | " + " | ".join(f"{v:+.3f}" for v in values) +
+              f" | {sum(not 0 < v < 1 for v in values)} |" for stage, step, values in rows]
+    return lines + [""]
+
+
 def card(name: str, training: dict, result: dict) -> str:
     """A model card: what the checkpoint is, how it was trained, its held-out results."""
     arch, _, task = name.partition("-")
@@ -212,6 +230,7 @@ def card(name: str, training: dict, result: dict) -> str:
         "`python -m diffllama.family.train`, evaluated by `python -m diffllama.family.evaluate` on held-out data "
         f"(seed {corpus.HELD_OUT_SEED}; training used seed {corpus.TRAIN_SEED}).", "",
         "## Held-out results", "", "```json", json.dumps(result, indent=1), "```", "",
+        *lambda_table(training),
         "## Training", "", "```json", json.dumps({k: v for k, v in training.items() if k != "recipe"}, indent=1)[:6000], "```", ""])
 
 
