@@ -110,3 +110,20 @@ def test_model_card_shows_lambda_per_layer_and_the_layers_outside_zero_one():
     assert table[2].startswith("| stage | step | λ0 | λ1 |")
     assert table[-2] == "| lm | 200 | -0.100 | +1.200 | 2 |" and table[4] == "| lm | 0 | +0.200 | +0.350 | 0 |"
     assert evaluate.lambda_table({"stage": "cls"}) == []  # Llama and Persimmon record no λ
+
+
+def test_a_run_can_stop_after_any_stage_and_the_next_resumes_it(tmp_path, tokenizer, monkeypatch):
+    """A GPU lent for ≈ 10 minutes trains one stage per run: ``--until`` stops there, ``--resume`` goes on."""
+    trained = []
+    monkeypatch.setattr(train, "train_loop", lambda model, *a, **k: trained.append(a[5]) or {"steps": 0})
+    monkeypatch.setattr(train, "load_rows", lambda work, stage: (torch.zeros(4, 8, dtype=torch.long), torch.ones(4, 8)))
+    monkeypatch.setattr(train, "fine_tune", lambda arch, task, lm, tok, recipe: (trained.append(task) or lm, {}))
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    run = lambda until: train.train_architecture("llama", tmp_path, tmp_path / "work", train.Recipe(), MICRO, "cpu",  # noqa: E731
+                                                 resume=True, until=until)
+    run("induction")
+    assert trained == ["llama-induction"] and not (tmp_path / "llama-lm").exists()
+    run("long")
+    assert trained[1:] == ["llama-lm", "llama-long"] and (tmp_path / "llama-lm" / "training.json").exists()
+    run("heads")
+    assert trained[3:] == train.tasks_for("llama")

@@ -17,6 +17,7 @@ during the LM stages and the best checkpoint of each stage is kept.
 
     python -m diffllama.family.train                          # everything into assets/models/
     python -m diffllama.family.train --resume                 # skip finished stages
+    python -m diffllama.family.train --resume --until lm      # stop after the lm stage (one GPU loan a run)
     python -m diffllama.family.train --only llama --steps lm=50 long=10 cls=10 tag=10 qa=10 --out /tmp/trial
 """
 
@@ -359,16 +360,19 @@ def load_rows(work: Path, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
     return saved["ids"], saved["weights"]
 
 
+LM_STAGES = ("induction", "lm", "long")
+
+
 def train_language_model(arch: str, tokenizer, shape: ModelShape, recipe: Recipe, work: Path, device,
-                         resume: bool) -> tuple:
-    """The three LM stages of one architecture, each resumable from ``work``."""
+                         resume: bool, until: str = "long") -> tuple:
+    """The LM stages of one architecture up to ``until``, each resumable from ``work``."""
     torch.manual_seed(recipe.seed)  # the same initial draw for every run of one architecture
     model = getattr(transformers, ARCHS[arch] + "ForCausalLM")(lm_config(arch, shape, tokenizer)).to(device)
     print(f"[{arch}] {num_parameters(model):,} parameters", flush=True)
     probe_set = corpus.generate("retrieval", corpus.PROBE_SEED, 96, needles=4, fillers=30, lookalikes=1)
     probe = lambda m: evaluate.retrieval_accuracy(m, tokenizer, probe_set)  # noqa: E731
     records = {}
-    for stage in ("induction", "lm", "long"):
+    for stage in LM_STAGES[:LM_STAGES.index(until) + 1]:
         directory = work / f"{arch}-{stage}"
         if finished(directory, resume):
             model = type(model).from_pretrained(directory, dtype=torch.float32).to(device)
@@ -401,16 +405,22 @@ def tasks_for(arch: str) -> list[str]:
 
 
 def train_architecture(arch: str, out: Path, work: Path, recipe: Recipe, shape: ModelShape, device,
-                       resume: bool) -> None:
-    """All stages of one architecture: the LM, then every head on it."""
+                       resume: bool, until: str = "heads") -> None:
+    """The stages of one architecture up to ``until``: the LM stages, then every head on the LM. A run
+    that stops early leaves its finished stages in ``work`` for the next run's ``--resume``."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(out / "tokenizer")
     lm_dir = out / f"{arch}-lm"
     if finished(lm_dir, resume):
         lm = transformers.AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32).to(device)
     else:
-        lm, records = train_language_model(arch, tokenizer, shape, recipe, work, device, resume)
+        lm, records = train_language_model(arch, tokenizer, shape, recipe, work, device, resume,
+                                           until if until in LM_STAGES else "long")
+        if until in LM_STAGES[:-1]:
+            return
         save_stage(lm, tokenizer, lm_dir, {"stage": "lm", "arch": arch, "parameters": num_parameters(lm),
                                            "recipe": asdict(recipe), "shape": asdict(shape), "stages": records})
+    if until in LM_STAGES:
+        return
     for task in tasks_for(arch):
         head_dir = out / f"{arch}-{task}"
         if not finished(head_dir, resume):
@@ -425,7 +435,7 @@ def prepare_data(out: Path, work: Path, recipe: Recipe, shape: ModelShape, worke
     if not (resume and (tokenizer_dir / "tokenizer.json").exists()):
         features.train_tokenizer(features.tokenizer_texts(corpus.TRAIN_SEED, 20000), shape.vocab_size).save_pretrained(tokenizer_dir)
     work.mkdir(parents=True, exist_ok=True)
-    for stage in ("induction", "lm", "long"):
+    for stage in LM_STAGES:
         path = work / f"rows-{stage}.pt"
         if resume and path.exists():
             continue
@@ -461,6 +471,8 @@ def main(argv=None) -> None:
     parser.add_argument("--stage", choices=["data", "train", "all"], default="all",
                         help="data: tokenizer and rows only; train: architectures only (data must exist)")
     parser.add_argument("--resume", action="store_true", help="skip stages whose checkpoint is complete")
+    parser.add_argument("--until", choices=[*LM_STAGES, "heads"], default="heads",
+                        help="stop after this stage (a GPU lent for ≈ 10 minutes at a time: one stage per run, --resume the next)")
     parser.add_argument("--workers", type=int, default=2, help="processes making the data")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--device", default="auto")
@@ -476,7 +488,7 @@ def main(argv=None) -> None:
         prepare_data(args.out, work, recipe, shape, args.workers, args.resume)
     if args.stage in ("train", "all"):
         for arch in args.only or list(ARCHS):
-            train_architecture(arch, args.out, work, recipe, shape, device, args.resume)
+            train_architecture(arch, args.out, work, recipe, shape, device, args.resume, args.until)
     print(f"finished in {(time.time() - begin) / 60:.1f} min on {device}", flush=True)
 
 
