@@ -127,3 +127,9 @@ def test_a_run_can_stop_after_any_stage_and_the_next_resumes_it(tmp_path, tokeni
     assert trained[1:] == ["llama-lm", "llama-long"] and (tmp_path / "llama-lm" / "training.json").exists()
     run("heads")
     assert trained[3:] == train.tasks_for("llama")
+
+
+def test_distinct_bigrams_tell_a_loop_from_a_story():
+    from diffllama.family import evaluate
+    assert evaluate.distinct_bigrams([1, 2, 3, 4, 5]) == 1.0
+    assert evaluate.distinct_bigrams([1, 2] * 10) == 2 / 19  # (1, 2) and (2, 1) over 19 bigrams
