@@ -76,6 +76,31 @@ def retrieval_set(seed: int, samples: int, length: int, needles: int = 4, lookal
                              lookalikes=lookalikes) for i in range(samples)]
 
 
+STORY_OPENINGS = ("Once upon a time", "One morning", "Long ago, in a small village", "The old fisherman",
+                  "On a rainy day")
+STORY_TOKENS = 48
+
+
+def distinct_bigrams(ids: list[int]) -> float:
+    """Share of a continuation's token bigrams that are distinct: 1 never repeats, a loop tends to 0."""
+    bigrams = list(zip(ids, ids[1:]))
+    return len(set(bigrams)) / max(1, len(bigrams))
+
+
+@torch.no_grad()
+def story_samples(model, tokenizer) -> dict:
+    """Greedy ``STORY_TOKENS``-token continuations of ``STORY_OPENINGS`` (a model that loops writes
+    the same sentence again and again) with their distinct-bigram shares and the mean of them."""
+    samples = []
+    for opening in STORY_OPENINGS:
+        ids = tokenizer(opening, return_tensors="pt")["input_ids"].to(model.device)
+        out = model.generate(ids, max_new_tokens=STORY_TOKENS, min_new_tokens=STORY_TOKENS, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+        samples.append({"opening": opening, "text": tokenizer.decode(out, skip_special_tokens=True),
+                        "distinct_bigrams": round(distinct_bigrams(out), 3)})
+    return {"samples": samples, "distinct_bigrams": round(sum(s["distinct_bigrams"] for s in samples) / len(samples), 3)}
+
+
 def evaluate_lm(directory: Path, samples: int, device: str = "auto") -> dict:
     from diffllama import load  # the lens's own loader: what the app runs
 
@@ -83,7 +108,7 @@ def evaluate_lm(directory: Path, samples: int, device: str = "auto") -> dict:
     model, tokenizer = lens.model, lens.tokenizer
     stories = [s.text for s in corpus.generate("story", corpus.HELD_OUT_SEED, samples * 2)]
     result = {"perplexity": perplexity(model, tokenizer, stories), "uniform_perplexity": model.config.vocab_size,
-              "retrieval": {}}
+              "stories": story_samples(model, tokenizer), "retrieval": {}}
     for length in RETRIEVAL_LENGTHS:
         examples = retrieval_set(corpus.HELD_OUT_SEED, samples, length)
         tokens = sum(len(tokenizer(e.context)["input_ids"]) for e in examples) / len(examples)
@@ -174,7 +199,9 @@ def comparison(results: dict) -> str:
     """The family README's table: every model, every task, retrieval by length."""
     archs = ["diffllama", "llama", "persimmon"]
     get = lambda arch, task, *keys: _dig(results.get(f"{arch}-{task}"), keys)  # noqa: E731
-    rows = [("LM perplexity, held-out stories ↓", lambda a: get(a, "lm", "perplexity"))]
+    rows = [("LM perplexity, held-out stories ↓", lambda a: get(a, "lm", "perplexity")),
+            (f"greedy story continuations ({STORY_TOKENS} tokens), distinct bigrams ↑",
+             lambda a: get(a, "lm", "stories", "distinct_bigrams"))]
     for length in RETRIEVAL_LENGTHS:
         rows.append((f"retrieval EM, ≈{length} tokens, 4 needles + look-alike, lead-in ↑",
                      lambda a, n=str(length): get(a, "lm", "retrieval", n, "lead_in")))
@@ -199,6 +226,24 @@ def _dig(value, keys):
     return value
 
 
+def lambda_table(training: dict) -> list[str]:
+    """The card's λ section: λ per layer at each stage's start, middle and end (a DiffLlama's training
+    records them at every log step), with how many layers sit outside (0, 1), where the paper's reading
+    of "attention noise" holds."""
+    stages = training.get("stages") or {training.get("stage", "head"): training}
+    rows = [(stage, step, values) for stage, record in stages.items()
+            for i, (step, values) in enumerate(record.get("lambdas", []))
+            if i in (0, len(record["lambdas"]) // 2, len(record["lambdas"]) - 1)]
+    if not rows:
+        return []
+    layers = len(rows[0][2])
+    lines = ["## λ per layer through training", "", "| stage | step | " + " | ".join(f"λ{i}" for i in range(layers)) +
+             " | layers outside (0, 1) |", "|---|---|" + "---|" * (layers + 1)]
+    lines += [f"| {stage} | {step} | " + " | ".join(f"{v:+.3f}" for v in values) +
+              f" | {sum(not 0 < v < 1 for v in values)} |" for stage, step, values in rows]
+    return lines + [""]
+
+
 def card(name: str, training: dict, result: dict) -> str:
     """A model card: what the checkpoint is, how it was trained, its held-out results."""
     arch, _, task = name.partition("-")
@@ -212,6 +257,7 @@ def card(name: str, training: dict, result: dict) -> str:
         "`python -m diffllama.family.train`, evaluated by `python -m diffllama.family.evaluate` on held-out data "
         f"(seed {corpus.HELD_OUT_SEED}; training used seed {corpus.TRAIN_SEED}).", "",
         "## Held-out results", "", "```json", json.dumps(result, indent=1), "```", "",
+        *lambda_table(training),
         "## Training", "", "```json", json.dumps({k: v for k, v in training.items() if k != "recipe"}, indent=1)[:6000], "```", ""])
 
 

@@ -17,6 +17,7 @@ during the LM stages and the best checkpoint of each stage is kept.
 
     python -m diffllama.family.train                          # everything into assets/models/
     python -m diffllama.family.train --resume                 # skip finished stages
+    python -m diffllama.family.train --resume --until lm      # stop after the lm stage (one GPU loan a run)
     python -m diffllama.family.train --only llama --steps lm=50 long=10 cls=10 tag=10 qa=10 --out /tmp/trial
 """
 
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import PreTrainedTokenizerFast
 
+from ..tracing import diff_lambdas
 from . import corpus, evaluate, features
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +83,11 @@ class Recipe:
     head_batch: int = 32
     head_lr: float = 1e-3
     warmup: float = 0.03  # share of steps with linear warm-up before the cosine decay
+    weight_decay: float = 0.01  # on weight matrices only: not on norms, biases or DiffLlama's λ vectors
+    # DiffLlama's λ = exp(λq1·λk1) − exp(λq2·λk2) + λ_init moves exponentially fast in its vectors: at the
+    # body's lr (2e-3) the first family left (0, 1) in three of four layers; the λ vectors learn at this
+    # share of each stage's lr (set 1.0 to reproduce the first family)
+    lambda_lr_scale: float = 0.05
     answer_weight: float = 5.0  # loss weight on answer tokens: random 4-digit numbers are rare among all tokens
     probe_every: int = 500
 
@@ -261,16 +268,39 @@ def head_model(arch: str, task: str, lm):
 
 
 # --- training loop ------------------------------------------------------------------------------
-def train_loop(model, batches: Iterator[dict], steps: int, lr: float, loss_fn: Callable, warmup: float,
+LAMBDA_VECTORS = ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2")
+
+
+def parameter_groups(model, lr: float, recipe: Recipe) -> list[dict]:
+    """AdamW's groups: weight matrices with weight decay; norms, biases and embeddings' 1-D parameters
+    without; DiffLlama's λ vectors without decay and at ``recipe.lambda_lr_scale`` of the lr."""
+    groups = {"decay": [], "no_decay": [], "lambda": []}
+    for name, parameter in model.named_parameters():
+        kind = ("lambda" if name.rsplit(".", 1)[-1] in LAMBDA_VECTORS else
+                "decay" if parameter.ndim >= 2 else "no_decay")
+        groups[kind].append(parameter)
+    return [dict(params=groups["decay"], lr=lr, weight_decay=recipe.weight_decay),
+            dict(params=groups["no_decay"], lr=lr, weight_decay=0.0),
+            dict(params=groups["lambda"], lr=lr * recipe.lambda_lr_scale, weight_decay=0.0)]
+
+
+def layer_lambdas(model) -> list[float] | None:
+    """DiffLlama's λ per layer as its attention forms them (None for other architectures)."""
+    lambdas = diff_lambdas(model)
+    return None if lambdas is None else [round(value, 4) for value in lambdas[0]]
+
+
+def train_loop(model, batches: Iterator[dict], steps: int, lr: float, loss_fn: Callable, recipe: Recipe,
                name: str, log_every: int = 100, probe: Callable | None = None, probe_every: int = 0) -> dict:
-    """AdamW, linear warm-up then cosine decay to 10 %; ``probe(model) -> float`` (held-out accuracy)
-    runs every ``probe_every`` steps and at the end, and the best-probed weights are restored at the
-    end. Returns the losses and probes."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
-    warm = max(1, round(steps * warmup))
+    """AdamW (``parameter_groups``), linear warm-up then cosine decay to 10 %; ``probe(model) -> float``
+    (held-out accuracy) runs every ``probe_every`` steps and at the end, and the best-probed weights are
+    restored at the end. Returns the losses, probes and, for a DiffLlama, λ per layer at every log step."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, lr, recipe), betas=(0.9, 0.95))
+    warm = max(1, round(steps * recipe.warmup))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warm, 0.1 + 0.45 * (1 + math.cos(math.pi * min(s / steps, 1.0)))))
     losses, probes, best, start = [], [], None, time.time()
+    lambdas = [(0, layer_lambdas(model))] if layer_lambdas(model) else []
     model.train()
     for step in range(steps):
         loss = loss_fn(model, next(batches))
@@ -289,6 +319,8 @@ def train_loop(model, batches: Iterator[dict], steps: int, lr: float, loss_fn: C
             if best is None or score >= best[0]:
                 best = (score, step + 1, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if (step + 1) % log_every == 0 or step == 0 or last:
+            if lambdas:
+                lambdas.append((step + 1, layer_lambdas(model)))
             recent = losses[-log_every:]
             probe_text = f" probe {probes[-1][1]:.3f}" if probes and probes[-1][0] == step + 1 else ""
             print(f"[{name}] step {step + 1}/{steps} loss {sum(recent) / len(recent):.4f}{probe_text} "
@@ -296,9 +328,13 @@ def train_loop(model, batches: Iterator[dict], steps: int, lr: float, loss_fn: C
     model.eval()
     record = {"steps": steps, "seconds": round(time.time() - start, 1), "first_loss": losses[0],
               "final_loss": sum(losses[-20:]) / len(losses[-20:]), "probes": probes}
+    if lambdas:
+        record["lambdas"] = lambdas  # [(step, λ per layer)]: the trajectory, before any best-probe restore
     if best is not None:
         model.load_state_dict(best[2])
         record["kept_step"], record["kept_probe"] = best[1], best[0]
+        if lambdas:
+            record["kept_lambdas"] = layer_lambdas(model)
     return record
 
 
@@ -324,16 +360,19 @@ def load_rows(work: Path, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
     return saved["ids"], saved["weights"]
 
 
+LM_STAGES = ("induction", "lm", "long")
+
+
 def train_language_model(arch: str, tokenizer, shape: ModelShape, recipe: Recipe, work: Path, device,
-                         resume: bool) -> tuple:
-    """The three LM stages of one architecture, each resumable from ``work``."""
+                         resume: bool, until: str = "long") -> tuple:
+    """The LM stages of one architecture up to ``until``, each resumable from ``work``."""
     torch.manual_seed(recipe.seed)  # the same initial draw for every run of one architecture
     model = getattr(transformers, ARCHS[arch] + "ForCausalLM")(lm_config(arch, shape, tokenizer)).to(device)
     print(f"[{arch}] {num_parameters(model):,} parameters", flush=True)
     probe_set = corpus.generate("retrieval", corpus.PROBE_SEED, 96, needles=4, fillers=30, lookalikes=1)
     probe = lambda m: evaluate.retrieval_accuracy(m, tokenizer, probe_set)  # noqa: E731
     records = {}
-    for stage in ("induction", "lm", "long"):
+    for stage in LM_STAGES[:LM_STAGES.index(until) + 1]:
         directory = work / f"{arch}-{stage}"
         if finished(directory, resume):
             model = type(model).from_pretrained(directory, dtype=torch.float32).to(device)
@@ -342,7 +381,7 @@ def train_language_model(arch: str, tokenizer, shape: ModelShape, recipe: Recipe
         spec = getattr(recipe, stage)
         ids, weights = load_rows(work, stage)
         records[stage] = train_loop(model, row_batches(ids, weights, spec.batch, device), spec.steps, spec.lr,
-                                    weighted_lm_loss, recipe.warmup, f"{arch}-{stage}",
+                                    weighted_lm_loss, recipe, f"{arch}-{stage}",
                                     probe=None if stage == "induction" else probe, probe_every=recipe.probe_every)
         save_stage(model, tokenizer, directory, records[stage])
     return model, records
@@ -356,7 +395,7 @@ def fine_tune(arch: str, task: str, lm, tokenizer, recipe: Recipe) -> tuple:
     steps = getattr(recipe, f"{task}_steps")
     batches = head_batches(tokenizer, features.HEADS[task], corpus.TRAIN_SEED, steps, recipe.head_batch, lm.device)
     probe = evaluate.head_probe(task, tokenizer, corpus.PROBE_SEED)
-    record = train_loop(model, batches, steps, recipe.head_lr, lambda m, b: m(**b).loss, recipe.warmup,
+    record = train_loop(model, batches, steps, recipe.head_lr, lambda m, b: m(**b).loss, recipe,
                         f"{arch}-{task}", probe=probe, probe_every=max(steps // 6, 1))
     return model, record
 
@@ -366,16 +405,22 @@ def tasks_for(arch: str) -> list[str]:
 
 
 def train_architecture(arch: str, out: Path, work: Path, recipe: Recipe, shape: ModelShape, device,
-                       resume: bool) -> None:
-    """All stages of one architecture: the LM, then every head on it."""
+                       resume: bool, until: str = "heads") -> None:
+    """The stages of one architecture up to ``until``: the LM stages, then every head on the LM. A run
+    that stops early leaves its finished stages in ``work`` for the next run's ``--resume``."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(out / "tokenizer")
     lm_dir = out / f"{arch}-lm"
     if finished(lm_dir, resume):
         lm = transformers.AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32).to(device)
     else:
-        lm, records = train_language_model(arch, tokenizer, shape, recipe, work, device, resume)
+        lm, records = train_language_model(arch, tokenizer, shape, recipe, work, device, resume,
+                                           until if until in LM_STAGES else "long")
+        if until in LM_STAGES[:-1]:
+            return
         save_stage(lm, tokenizer, lm_dir, {"stage": "lm", "arch": arch, "parameters": num_parameters(lm),
                                            "recipe": asdict(recipe), "shape": asdict(shape), "stages": records})
+    if until in LM_STAGES:
+        return
     for task in tasks_for(arch):
         head_dir = out / f"{arch}-{task}"
         if not finished(head_dir, resume):
@@ -390,7 +435,7 @@ def prepare_data(out: Path, work: Path, recipe: Recipe, shape: ModelShape, worke
     if not (resume and (tokenizer_dir / "tokenizer.json").exists()):
         features.train_tokenizer(features.tokenizer_texts(corpus.TRAIN_SEED, 20000), shape.vocab_size).save_pretrained(tokenizer_dir)
     work.mkdir(parents=True, exist_ok=True)
-    for stage in ("induction", "lm", "long"):
+    for stage in LM_STAGES:
         path = work / f"rows-{stage}.pt"
         if resume and path.exists():
             continue
@@ -426,6 +471,8 @@ def main(argv=None) -> None:
     parser.add_argument("--stage", choices=["data", "train", "all"], default="all",
                         help="data: tokenizer and rows only; train: architectures only (data must exist)")
     parser.add_argument("--resume", action="store_true", help="skip stages whose checkpoint is complete")
+    parser.add_argument("--until", choices=[*LM_STAGES, "heads"], default="heads",
+                        help="stop after this stage (a GPU lent for ≈ 10 minutes at a time: one stage per run, --resume the next)")
     parser.add_argument("--workers", type=int, default=2, help="processes making the data")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--device", default="auto")
@@ -441,7 +488,7 @@ def main(argv=None) -> None:
         prepare_data(args.out, work, recipe, shape, args.workers, args.resume)
     if args.stage in ("train", "all"):
         for arch in args.only or list(ARCHS):
-            train_architecture(arch, args.out, work, recipe, shape, device, args.resume)
+            train_architecture(arch, args.out, work, recipe, shape, device, args.resume, args.until)
     print(f"finished in {(time.time() - begin) / 60:.1f} min on {device}", flush=True)
 
 
