@@ -3,6 +3,7 @@ and the scales the check runs at."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def build(arch: str, scale: Scale, root: Path, device: torch.device) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=16)
 def text_of(tokenizer, n: int) -> str:
     """Story text that ``tokenizer`` reads as about ``n`` tokens (``bench.story_text``)."""
     import bench

@@ -81,7 +81,11 @@ def streaming(report: Report, arch: str, path: Path, scale: Scale) -> None:
     """``bench.part_streaming`` on the checkpoint (loaded with the app's defaults)."""
     import bench
 
-    result = bench.part_streaming(str(path), scale.new_tokens, scale.stream_repeats)
+    try:
+        result = bench.part_streaming(str(path), scale.new_tokens, scale.stream_repeats)
+    except SystemExit as refusal:  # the two made different numbers of tokens: nothing to compare
+        report.add("streaming", f"{arch} streaming vs generate", False, refused=str(refusal))
+        return
     report.add("streaming", f"{arch} {result['generated_tokens']} new tokens (tokens/s)", None,
                generate=result["transformers_generate"], app_stream=result["app_stream"],
                app_stream_and_trace=result["app_stream_and_trace"], ratio=result["ratio_streaming"])

@@ -104,6 +104,10 @@ def check(report: Report, paths: dict) -> None:
     stand_in = install()
     os.environ["DIFFLLAMA_LENS_MODEL_DIRS"] = os.pathsep.join(str(p.parent) for p in paths.values())
     os.environ["DIFFLLAMA_LENS_LOAD_SECONDS"] = "600"  # a first load of 2.5 GB may take longer than a visitor waits
+    from components.common import CACHE
+
+    for path in paths.values():  # loaded first, as picking a model in a slot does, outside any request's time limit
+        CACHE.get(str(path), "generation")
     prompt = "The magic number of Lyon is 4821. Anna walked to the old market in Paris. The magic number of Lyon is"
     for name, call in handler_calls(paths, prompt, "4821").items():
         wrapped = name.split(".")[-1].split(" ")[0]
