@@ -104,7 +104,7 @@ def study(report: Report, lenses: dict, paths: dict[str, Path], scale: Scale) ->
         return
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "study"
-        command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "-m", "diffllama.study",
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m", "diffllama.study",
                    *(str(paths[arch]) for arch in lenses), "--examples", str(len(examples)),
                    "--fillers", str(scale.study_fillers),
                    "--resamples", str(scale.study_resamples), "--out", str(out)]
