@@ -10,8 +10,9 @@
 # Settings (environment): DOCKER (docker), IMAGE (diffllama-lens:smoke), PORT (7860; the host port),
 # NETWORK=host (run the build and the containers on the host's network, e.g. where Docker has no
 # bridge; the app then listens on PORT itself), TORCH_WHEELS (a folder holding the torch wheel, served
-# as the PyTorch index on 127.0.0.1; implies NETWORK=host), BUILD_ARGS (more `docker build` arguments,
-# e.g. "--build-arg PIP_INDEX_URL=https://mirror/simple"), STOP_TIMEOUT (30, seconds docker stop waits).
+# as the PyTorch index on 127.0.0.1, port INDEX_PORT or a free one; implies NETWORK=host),
+# BUILD_ARGS (more `docker build` arguments, e.g. "--build-arg PIP_INDEX_URL=https://mirror/simple"),
+# STOP_TIMEOUT (30, the seconds docker stop waits before SIGKILL).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,8 +39,8 @@ serve_torch_index() {  # a PEP 503 index of TORCH_WHEELS' torch wheels on a free
     INDEX_DIR=$(mktemp -d)
     mkdir -p "$INDEX_DIR/simple/torch"
     ln -s "$(cd "$TORCH_WHEELS" && pwd)"/torch-*.whl "$INDEX_DIR/simple/torch/"
-    local port
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    local port=${INDEX_PORT:-}  # the same port for every build keeps the torch layer cached (its URL is a build argument)
+    [ -n "$port" ] || port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     python3 -m http.server "$port" --bind 127.0.0.1 --directory "$INDEX_DIR" >/dev/null 2>&1 &
     INDEX_PID=$!
     TORCH_INDEX_URL="http://127.0.0.1:$port/simple"
