@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,8 +62,11 @@ def package_versions() -> dict[str, str]:
 
 
 def app_commit() -> str:
-    """The app's git commit ("-dirty" when files differ from it), or why there is none (a Space or a
-    container holds the files without their history)."""
+    """The app's git commit ("-dirty" when files differ from it): ``DIFFLLAMA_LENS_COMMIT`` when set
+    (the Dockerfile sets it from ``--build-arg GIT_COMMIT``), else git's answer, or why there is none
+    (a Space or a container holds the files without their history)."""
+    if os.environ.get("DIFFLLAMA_LENS_COMMIT", "unknown") != "unknown":
+        return os.environ["DIFFLLAMA_LENS_COMMIT"]
     try:
         done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=ROOT, capture_output=True,
                               text=True, timeout=5)
