@@ -10,7 +10,7 @@ from .trace.architectures import architecture_of
 BUDGET_ENV = "DIFFLLAMA_LENS_MEMORY_BUDGET_GB"
 DEFAULT_BUDGET_GB = 6.0  # per request; leaves room for several requests and the cached models on 24 GB
 QK_CACHE_ENV = "DIFFLLAMA_LENS_QK_CACHE_GB"
-DEFAULT_QK_CACHE_GB = 0.5  # per trace: all 12 layers of a 12 × 1024 model at 4K tokens (0.4 GB)
+DEFAULT_QK_CACHE_GB = 0.5  # per trace: every layer's queries of a 12 × 1024 model at 4K tokens (0.2 GB), with room for values and pooled maps
 
 
 class MemoryBudgetError(ValueError):
@@ -61,5 +61,6 @@ def check(estimate: float, what: str, reduce: str) -> None:
 
 
 def qk_cache_bytes() -> float:
-    """Bytes of queries and keys one trace may keep for reuse (every layer's, up to this bound)."""
+    """Bytes of queries (and values, pooled maps) one trace may keep for reuse (every layer's, up to this
+    bound); the keys come with the trace's forward pass."""
     return float(os.environ.get(QK_CACHE_ENV, DEFAULT_QK_CACHE_GB)) * 1e9

@@ -14,13 +14,7 @@ from .hooks import ATTENTION_IMPLEMENTATION, LambdaOverride, lens_attention
 from .lazy import Trace
 from .pooling import OVERVIEW_LOGITS, PooledMap, block_edges, pool_columns, sample_rows
 
-
-def diff_lambdas(model) -> tuple[list[float], list[float]] | None:
-    """λ and λ_init per layer, or None for a model without λ."""
-    return architecture_of(model.config).lambdas(model)
-
-
 __all__ = ["ARCHITECTURES", "ATTENTION_IMPLEMENTATION", "Architecture", "AttentionShape", "BLOCK_ROWS", "Block",
            "IncrementalDecoder", "LambdaOverride", "LayerCache", "OVERVIEW_LOGITS", "PooledMap", "Trace",
-           "architecture_of", "block_edges", "block_values", "decoded_offsets", "diff_lambdas", "lens_attention",
+           "architecture_of", "block_edges", "block_values", "decoded_offsets", "lens_attention",
            "pool_columns", "run_trace", "sample_rows", "task_logits", "trace_encoding", "trace_ids"]
