@@ -97,7 +97,7 @@ def one_forward(shape: str, n: int, mode: str) -> dict:
     ids = torch.randint(3, 2000 if vocab > 2000 else vocab, (1, n))
     if mode == "trace":
         import diffllama
-        from diffllama.tracing import trace_ids
+        from diffllama.trace import trace_ids
 
         lens = diffllama.load(path)
         model = lens.model
@@ -143,7 +143,7 @@ def part_maps(shape: str, n: int) -> dict:
 
     import diffllama
     from diffllama import analysis
-    from diffllama.tracing import trace_ids
+    from diffllama.trace import trace_ids
 
     lens = diffllama.load(checkpoint_dir(shape))
     ids = torch.randint(3, 2000, (n,)).tolist()
@@ -286,7 +286,7 @@ def view_rows(name: str, n: int, run, shown: str) -> list[dict]:
     import torch
 
     from diffllama import analysis
-    from diffllama.tracing import LayerCache
+    from diffllama.trace import LayerCache
 
     trace = run.traces["A"]
     rows = []
@@ -627,7 +627,7 @@ def part_endpoints(repeats: int, port: int = 7871) -> dict:
 
 def part_block(repeats: int = 50) -> dict:
     """Where a pass over the maps (overview, compare) spends its time: each step on one block of logits
-    as ``Trace.map_blocks`` makes them on a CPU (``tracing.block_values``: 2^19 numbers, here 4 softmax
+    as ``Trace.map_blocks`` makes them on a CPU (``trace.blocks.block_values``: 2^19 numbers, here 4 softmax
     heads = 2 differential heads × 64 query rows × 2048 keys, head_dim 64), in a worker thread (one core
     for element-wise work, as the app's threads run). Milliseconds per block, mean of ``repeats``."""
     import torch

@@ -1,6 +1,6 @@
 """DiffLlama Lens backend: load checkpoints, trace attention lazily, run tasks, analyse."""
 
 from .loading import LensModel, LoadError, load
-from .tracing import Trace
+from .trace import Trace
 
 __all__ = ["LensModel", "LoadError", "Trace", "load"]

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,12 +23,12 @@ from transformers import AutoConfig, AutoTokenizer
 
 from . import limits, tasks
 from .records import ModelInfo
-from .tracing import ATTENTION_IMPLEMENTATION, Trace, diff_lambdas, run_trace
+from .trace import ARCHITECTURES, ATTENTION_IMPLEMENTATION, Architecture, Trace, architecture_of, run_trace
 
 # (config.model_type, task) -> transformers class name. Persimmon has no question-answering head.
 HEADS = {"generation": "ForCausalLM", "classification": "ForSequenceClassification",
          "qa": "ForQuestionAnswering", "tagging": "ForTokenClassification"}
-ARCH_PREFIX = {"diffllama": "DiffLlama", "llama": "Llama", "persimmon": "Persimmon"}
+ARCH_PREFIX = {name: architecture.class_prefix for name, architecture in ARCHITECTURES.items()}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 HUB_PROBE_SECONDS = 1.0  # a hub that does not accept a connection this fast counts as unreachable
 HUB_PROBE_REUSE_SECONDS = 30.0  # one probe answers every hub load for this long
@@ -90,10 +91,8 @@ def estimated_bytes(config, dtype: torch.dtype) -> float:
     """Parameter bytes a config describes once loaded in ``dtype`` (embeddings, attention and MLP
     weights; norms and biases are negligible), known before any weights are read."""
     hidden, layers = config.hidden_size, config.num_hidden_layers
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim  # q, o; k, v
+    shape = ARCHITECTURES[config.model_type].attention_shape(config)
+    attention = 2 * hidden * (shape.heads + shape.kv_heads) * shape.head_dim  # q, o; k, v
     mlp = 3 * hidden * config.intermediate_size  # gate, up, down (Persimmon has two: an upper bound)
     embeddings = config.vocab_size * hidden * (1 if getattr(config, "tie_word_embeddings", False) else 2)
     return (embeddings + layers * (attention + mlp)) * torch.empty(0, dtype=dtype).element_size()
@@ -122,16 +121,21 @@ class LensModel:
     def device(self) -> torch.device:
         return self.model.device
 
+    @cached_property
+    def architecture(self) -> Architecture:
+        """What the trace reads differently for this architecture, and the model's attention shape."""
+        return architecture_of(self.config)
+
     @property
     def info(self) -> ModelInfo:
-        lambdas = diff_lambdas(self.model)
+        lambdas = self.architecture.lambdas(self.model)
         return ModelInfo(
             source=self.source,
             arch=self.arch,
             task=self.task,
             num_parameters=sum(p.numel() for p in self.model.parameters()),
             num_layers=self.config.num_hidden_layers,
-            num_heads=self.config.num_attention_heads // (2 if lambdas else 1),
+            num_heads=self.architecture.shape.map_heads,
             has_lambda=lambdas is not None,
             device=str(self.device),
             dtype=str(self.model.dtype).removeprefix("torch."),

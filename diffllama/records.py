@@ -112,7 +112,7 @@ class AttentionMap:
     edges: list[int]  # block boundaries in token positions, len B + 1
     labels: list[str]  # one per block: the token, or "first…last (i–j)" when pooled
     lambda_: float | None  # λ of this layer for DiffLlama kinds
-    value: str = "weight"  # what the cells hold (tracing.VALUES): the weights, or contributions ‖c‖ / along o
+    value: str = "weight"  # what the cells hold (VALUES): the weights, or contributions ‖c‖ / along o
 
     @property
     def pooled(self) -> bool:

@@ -15,7 +15,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from . import budget, limits
 from .records import AnswerSpan, ClassificationResult, Entity, GenerationResult, LabelScore, QAResult, TaggingResult, TokenTag
-from .tracing import IncrementalDecoder, decoded_offsets, run_trace, trace_encoding, trace_ids
+from .trace import IncrementalDecoder, decoded_offsets, run_trace, trace_encoding, trace_ids
 
 
 def _require(model, task: str) -> None:

@@ -155,7 +155,7 @@ def test_lambda_override_equals_the_model_with_lambda_set_by_hand(checkpoint):
 def test_lambda_ablation_restores_after_an_error_and_refuses_standard_models(checkpoint):
     lens = diffllama.load(checkpoint("diffllama-gqa"))
     trace = lens.trace(TEXT)
-    broken = diffllama.tracing.Trace(**{**trace.__dict__, "lambdas": trace.lambdas[:1]})  # λ missing for layer 1
+    broken = diffllama.trace.Trace(**{**trace.__dict__, "lambdas": trace.lambdas[:1]})  # λ missing for layer 1
     with pytest.raises(IndexError):
         analysis.lambda_ablation(lens, broken, 0.3)
     torch.testing.assert_close(lens.trace(TEXT).logits, trace.logits, atol=0, rtol=0)

@@ -11,9 +11,9 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 import diffllama
-from diffllama import analysis, budget, tracing
+from diffllama import analysis, budget
 from diffllama.analysis import passes
-from diffllama.tracing import block_edges, decoded_offsets, sample_rows
+from diffllama.trace import block_edges, blocks, decoded_offsets, sample_rows
 
 TEXT = "The magic number of Lyon is 4821. Anna walked to the old market in Paris. " * 3
 
@@ -46,7 +46,7 @@ def test_region_is_the_slice_of_the_full_map(traces, name):
 
 @pytest.mark.parametrize("limit", [1 << 19, 300])  # the default, and blocks small enough to split heads and rows
 def test_map_blocks_cover_every_head_and_row_once(traces, monkeypatch, limit):
-    monkeypatch.setattr(tracing, "block_values", lambda device: limit)
+    monkeypatch.setattr(blocks, "block_values", lambda device: limit)
     trace = traces["diffllama-gqa"]
     for kind in trace.kinds:
         full = torch.stack([trace.attention(2, head, kind) for head in range(trace.num_heads)])  # [h, N, N]

@@ -10,7 +10,7 @@ from components import (attention_panel, classification_tab, common, figures, ge
 from diffllama.records import (AblationResult, AnswerSpan, AttentionMap, AttentionRegion, ClassificationResult, Entity,
                                HeadStats, LabelScore, ModelInfo, Overview, TaggingResult, TokenAlignment, TokenTag)
 from diffllama.tokens import display_token, display_tokens
-from diffllama.tracing import LayerCache
+from diffllama.trace import LayerCache
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import torch
 from ..records import AblationResult
 from ..tasks import MAX_ANSWER_TOKENS, answer_tokens, best_spans
 from ..tokens import display_token, display_tokens
-from ..tracing import LambdaOverride, Trace, task_logits
+from ..trace import LambdaOverride, Trace, task_logits
 from .maps import block_labels
 
 

@@ -4,7 +4,7 @@ tokenisations of one text that share characters. Spans are compared across model
 from __future__ import annotations
 
 from ..records import TokenAlignment
-from ..tracing import Trace
+from ..trace import Trace
 
 
 def token_spans(trace: Trace, char_start: int, char_end: int, sequence: int | None = None) -> tuple[int, int]:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..records import READINGS, ReferenceSpan, SpanAllocation
-from ..tracing import Trace
+from ..trace import Trace
 from .alignment import token_spans
 
 

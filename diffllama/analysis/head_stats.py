@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..records import HeadStats
-from ..tracing import Block, Trace
+from ..trace import Block, Trace
 from .passes import scan
 from .sinks import SinkTotals
 

@@ -9,7 +9,7 @@ import torch
 
 from ..records import AttentionMap, AttentionRegion, Overview
 from ..tokens import display_tokens
-from ..tracing import Trace, block_edges
+from ..trace import Trace, block_edges
 from .head_stats import HeadStatTotals
 from .passes import per_layer
 
@@ -26,7 +26,7 @@ def block_labels(trace: Trace, edges: list[int]) -> list[str]:
 
 def attention_map(trace: Trace, layer: int, head: int, kind: str, max_size: int = 512,
                   value: str = "weight") -> AttentionMap:
-    """One head's map, or its keys' contributions (``value``: ``tracing.VALUES``), pooled to at most
+    """One head's map, or its keys' contributions (``value``: ``records.VALUES``), pooled to at most
     ``max_size`` blocks a side (mean over a block's query rows, sum over its keys)."""
     pooled = trace.pooled(layer, head, kind, max_size, value)
     return AttentionMap(layer=layer, head=head, kind=kind, values=pooled.values.numpy(), edges=pooled.edges,

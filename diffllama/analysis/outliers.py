@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from ..records import OutlierStats
-from ..tracing import Trace
+from ..trace import Trace
 
 OUTLIER_RANKS = (1, 2, 3, 10, 100)
 HALF = 1 << 16  # a float32 bit pattern is split into its upper and lower 16 bits

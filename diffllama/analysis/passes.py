@@ -13,7 +13,7 @@ from typing import Callable, Iterator, TypeVar
 
 import torch
 
-from ..tracing import Block, Trace
+from ..trace import Block, Trace
 
 Reader = Callable[[int, Block], None]
 Result = TypeVar("Result")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..records import SinkScores
-from ..tracing import Block, Trace
+from ..trace import Block, Trace
 from .passes import scan
 
 SINK_THRESHOLD = 0.3  # ε of Gu et al.
@@ -32,17 +32,15 @@ class SinkTotals:
 
     def __init__(self, trace: Trace, threshold: float = SINK_THRESHOLD):
         self.trace, self.threshold = trace, threshold
-        self.softmax_kinds = [kind for kind in trace.kinds if kind != "diff"]
+        self.softmax_kinds = trace.architecture.softmax_maps(trace.kinds[0])  # what a scan's softmax blocks hold
         self.received = {kind: np.zeros((trace.num_layers, trace.num_heads)) for kind in self.softmax_kinds}
 
     def __call__(self, layer: int, block: Block) -> None:
         first = block.values[:, :, 0].sum(-1).double().cpu().numpy()  # [h]
-        if self.trace.arch == "diffllama":  # A1 and A2 alternate: differential heads heads.start // 2 ..
-            heads = slice(block.heads.start // 2, block.heads.stop // 2)
-            self.received["a1"][layer, heads] += first[0::2]
-            self.received["a2"][layer, heads] += first[1::2]
-        else:
-            self.received["softmax"][layer, block.heads] += first
+        maps = len(self.softmax_kinds)  # each head's softmax maps in turn (for diff: A1 and A2 alternate)
+        heads = slice(block.heads.start // maps, block.heads.stop // maps)
+        for i, kind in enumerate(self.softmax_kinds):
+            self.received[kind][layer, heads] += first[i::maps]
 
     def result(self) -> SinkScores:
         scores = {kind: value / self.trace.seq_len for kind, value in self.received.items()}  # mean over every query row

@@ -72,7 +72,7 @@ def summarise(lens, rows: list[Measured], summaries: dict[str, MagnitudeSummary]
         return {**breakdown(rows, value, depths, resamples), "by_layer": by_layer}
 
     return {
-        "source": lens.source, "arch": lens.arch, "task": lens.task, "map": "diff" if lens.arch == "diffllama" else "softmax",
+        "source": lens.source, "arch": lens.arch, "task": lens.task, "map": lens.architecture.kinds[0],
         "examples": len(rows),
         "found_answer": {"measure": "QA exact match" if lens.task == "qa" else "retrieval accuracy",
                          **breakdown(rows, lambda row: float(row.found), depths, resamples)},

@@ -10,7 +10,7 @@ import torch
 
 from .. import analysis
 from ..records import ReferenceSpan
-from ..tracing import Trace
+from ..trace import Trace
 from .examples import Example
 
 TASKS = ("generation", "qa")
