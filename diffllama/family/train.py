@@ -38,7 +38,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import PreTrainedTokenizerFast
 
-from ..tracing import diff_lambdas
+from ..trace import architecture_of
 from . import corpus, evaluate, features
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,7 +286,7 @@ def parameter_groups(model, lr: float, recipe: Recipe) -> list[dict]:
 
 def layer_lambdas(model) -> list[float] | None:
     """DiffLlama's λ per layer as its attention forms them (None for other architectures)."""
-    lambdas = diff_lambdas(model)
+    lambdas = architecture_of(model.config).lambdas(model)
     return None if lambdas is None else [round(value, 4) for value in lambdas[0]]
 
 
