@@ -29,7 +29,7 @@ RUN useradd --create-home --uid 1000 user
 
 # torch alone first (1.4 GB installed): the CPU wheel from PyTorch's index (the default index would pull
 # the CUDA build), its dependencies from the usual one. A mirror: --build-arg TORCH_INDEX_URL=…, and
-# PIP_INDEX_URL=… for everything else.
+# PIP_INDEX_URL=… for everything else (build arguments stay in the image's history: no credentials in them).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
