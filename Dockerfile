@@ -16,12 +16,6 @@ RUN grep -E '^torch==' /tmp/requirements.txt > /tmp/torch.txt
 
 FROM python:3.11-slim
 
-# The CPU wheel of torch from PyTorch's index (the default index would pull the CUDA build); a mirror:
-# --build-arg TORCH_INDEX_URL=…, and PIP_INDEX_URL=… for everything else (torch's dependencies included).
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG PIP_INDEX_URL
-ARG PIP_EXTRA_INDEX_URL
-
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -33,7 +27,12 @@ ENV PYTHONUNBUFFERED=1 \
 
 RUN useradd --create-home --uid 1000 user
 
-# torch alone first (1.4 GB installed): the wheel from the torch index, its dependencies from the usual one
+# torch alone first (1.4 GB installed): the CPU wheel from PyTorch's index (the default index would pull
+# the CUDA build), its dependencies from the usual one. A mirror: --build-arg TORCH_INDEX_URL=…, and
+# PIP_INDEX_URL=… for everything else (build arguments stay in the image's history: no credentials in them).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 COPY --from=torch-pin /tmp/torch.txt /tmp/torch.txt
 RUN pip install --no-deps --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt \
  && pip install -r /tmp/torch.txt

@@ -4,7 +4,7 @@ meta-llama/Llama-3.2-1B (hidden 2048, 16 layers, 32 query / 8 KV heads, head_dim
 scaling, tied embeddings, vocabulary 128256, MLP 8192) built locally, loaded through
 ``diffllama.load`` with the app's defaults (on CUDA: bfloat16, accelerate's ``device_map="auto"``).
 
-    python -m benchmarks.gpu_check                    # the full run on CUDA (≈ 10 minutes on one GPU)
+    python -m benchmarks.gpu_check                    # the full run on CUDA (sized for ≈ 10 minutes on one GPU)
     python -m benchmarks.gpu_check --scale tiny --device cpu   # the same checks in seconds (the test suite's)
 
 Parts (``--parts``; each prints its rows as they come, then a Markdown table):

@@ -83,20 +83,8 @@ def run_part(part: str, report, lenses: dict, paths: dict, scale) -> None:
     elif part == "zerogpu":
         zerogpu.check(report, paths)
     elif part == "quantized":
-        quantized(report)
+        speed.quantized(report, lenses, paths, checkpoints.text_of(lenses["diffllama"].tokenizer, scale.exact_tokens))
     free(next(iter(lenses.values())).device)
-
-
-def quantized(report) -> None:
-    import importlib.util
-
-    try:
-        present = importlib.util.find_spec("diffllama.interventions.quantize") is not None
-    except ModuleNotFoundError:
-        present = False
-    report.add("quantized", "a quantized model slot on the GPU", None,
-               skipped="diffllama.interventions.quantize is not there yet" if not present else
-               "diffllama.interventions.quantize exists but this check has no quantized slot yet")
 
 
 if __name__ == "__main__":

@@ -97,9 +97,9 @@ def check(report: Report, arch: str, lens, path, text: str) -> None:
         check_lambdas(report, arch, trace.lambdas, lambdas, dtype)
     for layer in layers:
         for head in heads:
-            lam, lam_t = (lambdas[layer][0], trace.lambdas[layer]) if differential else (None, None)
+            lam, lam_shown = (lambdas[layer][0], trace.lambdas[layer]) if differential else (None, None)
             want = kind_maps(exact.maps[layer], head, trace.num_heads, lam)
-            near = kind_maps(rounded.maps[layer], head, trace.num_heads, lam_t)
+            near = kind_maps(rounded.maps[layer], head, trace.num_heads, lam_shown)  # with the λ the app shows
             for kind, reference in want.items():
                 error = float((trace.attention(layer, head, kind) - reference).abs().max())
                 allowed = max(MARGIN * float((near[kind] - reference).abs().max()), FLOOR)

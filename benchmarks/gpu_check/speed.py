@@ -127,3 +127,32 @@ def largest_difference(a, b) -> float:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return abs(a - b)
     return 0.0 if a == b else float("inf")
+
+
+def quantized(report: Report, lenses: dict, paths: dict[str, Path], text: str, scheme: str = "int8") -> None:
+    """Each model loaded into a quantized slot (``source#int8``, as the app's slots take it) with the app's
+    defaults, and compared with its full-precision copy on ``text``: the quantized trace runs, λ (not
+    quantized: only linear layers are) is unchanged, and what quantization changes is reported."""
+    try:
+        from diffllama.interventions import compare_quantized
+    except ImportError:
+        report.add("quantized", f"a quantized ({scheme}) model slot", None,
+                   skipped="no quantized loading here (diffllama.interventions.quantize is missing)")
+        return
+    import diffllama
+
+    for arch, lens in lenses.items():
+        device = lens.device
+        try:
+            load_s, _, small = timed(lambda: diffllama.load(f"{paths[arch]}#{scheme}", device=device.type,
+                                                            dtype=lens.model.dtype), device)
+        except ValueError as refusal:  # e.g. this machine lacks the scheme's kernels
+            report.add("quantized", f"{arch} {scheme}", None, skipped=str(refusal))
+            continue
+        seconds, peak, comparison = timed(lambda: compare_quantized(lens, small, text), device)
+        same_lambdas = comparison.lambdas is None or comparison.lambdas[0] == comparison.lambdas[1]
+        report.add("quantized", f"{arch} {scheme}", same_lambdas, load_s=load_s, compare_s=seconds, peak_gb=peak,
+                   parameters_gb=sum(p.numel() * p.element_size() for p in small.model.parameters()) / 1e9,
+                   top1_agreement=comparison.top1_agreement, largest_map_change=max(comparison.map_change_max))
+        del small
+        free(device)
