@@ -6,6 +6,7 @@ summaries are merged."""
 from __future__ import annotations
 
 import math
+import threading
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -216,8 +217,9 @@ def logit_sample(trace: Trace, layer: int) -> Iterator[torch.Tensor]:
 
 
 def output_sample(trace: Trace, layer: int) -> Iterator[torch.Tensor]:
-    """Every 64th value of a decoder layer's output."""
-    yield trace.hidden_states[layer + 1].reshape(-1)[::SAMPLE_SHARE]
+    """Every 64th token's values of a decoder layer's output (every token's, at least 16 of them)."""
+    output = trace.hidden_states[layer + 1]
+    yield output.reshape(-1, output.shape[-1])[::min(SAMPLE_SHARE, max(1, trace.seq_len // 16))]
 
 
 LayerStream = Callable[[Trace, int], Iterable[torch.Tensor]]
@@ -228,15 +230,20 @@ STREAMS: dict[str, tuple[LayerStream, LayerStream]] = {  # OutlierStats field: (
 
 
 def layer_pass(trace: Trace, stream: LayerStream, window: tuple[int, int] | None = None) -> MagnitudeSummary:
-    """Pass 1 over every layer's ``stream``, the layers in worker threads (``per_layer``), their
-    summaries merged."""
-    def one_layer(layer: int) -> MagnitudeSummary:
-        summary = MagnitudeSummary(window)
-        for chunk in stream(trace, layer):
-            summary.add(chunk)
-        return summary
+    """Pass 1 over every layer's ``stream``, the layers in worker threads (``per_layer``), each
+    thread adding into a summary of its own (and reusing its buffers); those merged."""
+    summaries: dict[int, MagnitudeSummary] = {}  # by thread: each thread writes only its own
 
-    return MagnitudeSummary.merged(per_layer(trace, one_layer))
+    def one_layer(layer: int) -> None:
+        thread = threading.get_ident()
+        if thread not in summaries:
+            summaries[thread] = MagnitudeSummary(window)
+        for chunk in stream(trace, layer):
+            summaries[thread].add(chunk)
+
+    for _ in per_layer(trace, one_layer):
+        pass
+    return MagnitudeSummary.merged(summaries.values())
 
 
 def exact_summary(trace: Trace, stream: LayerStream, sample: LayerStream) -> MagnitudeSummary:
