@@ -8,6 +8,7 @@ import torch
 
 import diffllama
 from diffllama import analysis
+from diffllama import cores
 from diffllama.analysis import outliers, passes
 
 from test_analysis import TEXT, brute_force_row
@@ -17,7 +18,7 @@ def test_per_layer_threads_keep_to_one_core_and_leave_other_threads_alone(checkp
     trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
     before = torch.get_num_threads()
     seen = list(passes.per_layer(trace, lambda layer: torch.get_num_threads(), workers=2))
-    assert seen == [1] * trace.num_layers or passes.OPENMP is None
+    assert seen == [1] * trace.num_layers or cores.OPENMP is None
     later = []
     thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
     thread.start()
