@@ -31,6 +31,11 @@ SHAPES = {  # random-weight DiffLlamas; "kajuma-layers" has kajuma/DiffLlama-0.3
                     intermediate_size=2816, vocab_size=32000),
     "kajuma-layers": dict(hidden_size=2048, num_hidden_layers=2, num_attention_heads=32, num_key_value_heads=8,
                           head_dim=64, intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
+    # kajuma/DiffLlama-0.3B-handcut's whole config (tests/test_real_checkpoint_shapes.py): what a CPU Space's visitor meets
+    "kajuma": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+                   intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True, rms_norm_eps=1e-5,
+                   rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
 }
 MEMORY_LIMIT = 14e9  # skip eager runs whose returned maps alone would exceed this (24 GB machine)
 
@@ -79,7 +84,7 @@ def checkpoint_dir(shape: str, task: str = "generation") -> Path:
 
         torch.manual_seed(0)
         model_class = getattr(transformers, HEADS[task])
-        model_class(transformers.DiffLlamaConfig(max_position_embeddings=16384, **SHAPES[shape])).save_pretrained(path)
+        model_class(transformers.DiffLlamaConfig(**{"max_position_embeddings": 16384, **SHAPES[shape]})).save_pretrained(path)
         from diffllama.family.features import tokenizer_texts, train_tokenizer
 
         # a small byte-level BPE: tokens only label axes here
@@ -164,6 +169,7 @@ def part_maps(shape: str, n: int) -> dict:
 VIEW_MODELS = {  # name -> (model A, model B or None, the views' "models" choice)
     "bundled": ("diffllama", "llama", "A and B"),
     "12x1024": ("12x1024", None, "A"),
+    "kajuma": ("kajuma", None, "A"),
 }
 TAB = "classification"  # the tab the views run on: it reads inputs of any length (past a model's trained length, cut)
 BUNDLED = ROOT / "assets" / "models"
@@ -190,12 +196,20 @@ def story_text(tokenizer, n: int) -> str:
     return " ".join(words[:low])
 
 
-def in_worker(fn) -> tuple[float, object]:
+class Timed(tuple):
+    """(seconds, result) of a call, with ``cpu``: the CPU-seconds the whole process spent meanwhile
+    (every thread: a pass's worker threads too), and ``peak``: the process's peak RSS (bytes)."""
+
+    cpu: float
+    peak: int
+
+
+def in_worker(fn) -> Timed:
     """(seconds, result) of ``fn()`` run in a fresh thread, as gradio runs a request's handler and the
-    app its ``generate``. There torch's element-wise operations run on one core; in the main thread on
-    an OpenMP team of two, which stalls for whole time slices whenever the other core is busy (up to
-    10× slower on this shared 2-core machine): main-thread timings would be neither the app's nor stable."""
-    outcome = {}
+    app its ``generate``, with its CPU-seconds and peak memory (``Timed``). CPU-seconds are this
+    report's primary figure: on the shared 2-core machine a call's wall time depends on who else runs
+    (several times over at a load of 10 or more), the work it does far less."""
+    outcome, done, peak = {}, threading.Event(), [rss()]
 
     def run():
         start = time.perf_counter()
@@ -205,12 +219,83 @@ def in_worker(fn) -> tuple[float, object]:
             outcome["error"] = error
         outcome["seconds"] = time.perf_counter() - start
 
+    def sample():
+        while not done.wait(0.01):
+            peak[0] = max(peak[0], rss())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    cpu = time.process_time()
     worker = threading.Thread(target=run)
     worker.start()
     worker.join()
+    cpu = time.process_time() - cpu
+    done.set()
+    sampler.join()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["seconds"], outcome["result"]
+    timed = Timed((outcome["seconds"], outcome["result"]))
+    timed.cpu, timed.peak = cpu, max(peak[0], rss())
+    return timed
+
+
+def cpu_rates() -> dict[str, float]:
+    """This CPU's single-precision matrix product (GFLOP) and exp (G values) per CPU-second, measured
+    in one worker thread kept to one core: the rates the arithmetic floors divide by."""
+    import torch
+
+    from diffllama.cores import one_core
+
+    def measure():
+        one_core()
+        a, x = torch.randn(2048, 2048), torch.randn(1 << 22)
+        a @ a, torch.exp(x)  # warm-up
+        start = time.thread_time()
+        for _ in range(4):
+            a @ a
+        sgemm = 4 * 2 * 2048 ** 3 / (time.thread_time() - start) / 1e9
+        start = time.thread_time()
+        for _ in range(20):
+            torch.exp(x)
+        return {"sgemm_gflop": sgemm, "exp_g": 20 * x.numel() / (time.thread_time() - start) / 1e9}
+
+    return in_worker(measure)[1]
+
+
+def causal_logits(rows) -> int:
+    """Causal (query, key) pairs of the query positions ``rows``: row r sees r + 1 keys."""
+    return sum(int(r) + 1 for r in rows)
+
+
+def arithmetic_floor(view: str, traces: dict, layer: int, rates: dict[str, float]) -> float | None:
+    """The least CPU-seconds ``view`` can take at this CPU's rates: the products of the queries and
+    keys it must project (each model's input norm aside) and of the logits it must read (2·head_dim
+    flops each), at the SGEMM rate, plus one exp per logit where the view applies softmax. The
+    products and softmax over every causal logit of the rows a view shows, since a softmax row needs
+    its whole row; none of the figure building, pooling or statistics (a floor, not an estimate)."""
+    total = 0.0
+    for trace in (traces.values() if view in ("compare A vs B", "activation outliers (their own button)") else [traces["A"]]):
+        config = trace._model.config
+        d, hidden, n = config.head_dim, config.hidden_size, trace.seq_len
+        heads, kv = config.num_attention_heads, config.num_key_value_heads
+        per_head = heads // trace.num_heads  # softmax heads behind one shown head: 2 for DiffLlama
+        if view.startswith(("map view", "contributions")):
+            layers, softmax_heads, kv_heads, rows = 1, per_head, 1, range(n)
+        elif view.startswith("zoomed"):
+            layers, softmax_heads, kv_heads, rows = 1, per_head, 1, range(max(n - 256, 0), n)
+        elif view.startswith("overview"):
+            sample = trace.overview_rows(24)
+            layers, softmax_heads, kv_heads, rows = trace.num_layers, heads, kv, range(n) if sample is None else sample
+        elif view.startswith(("compare", "activation outliers")):
+            layers, softmax_heads, kv_heads, rows = trace.num_layers, heads, kv, range(n)
+        else:
+            return None
+        logits = layers * softmax_heads * causal_logits(rows)
+        projections = layers * 2 * hidden * d * (len(rows) * softmax_heads + n * kv_heads)
+        exps = 0 if view.startswith("activation outliers") else logits
+        values = 2 * n * hidden * d * 2 if view.startswith("contributions") else 0  # the head's values (both halves)
+        total += (projections + values + 2 * d * logits) / (rates["sgemm_gflop"] * 1e9) + exps / (rates["exp_g"] * 1e9)
+    return total
 
 
 def payload_bytes(value) -> int:
@@ -272,17 +357,20 @@ def ui_views(shown: str, trace) -> dict:
         "map view (256 blocks, with decomposition and λ)": lambda: panel.show_map(TAB, shown, layer, 0, "diff", 256),
         "zoomed region 256 × 256, full resolution": lambda: panel.zoom(TAB, shown, layer, 0, "diff", max(n - 256, 0), n,
                                                                        max(n - 512, 0), max(n - 256, 1)),
+        "contributions map (norms, 256 blocks)": lambda: panel.show_map(TAB, shown, layer, 0, "diff", 256, "norm"),
         "overview (every layer × head)": lambda: panel.show_overview(TAB, shown, "diff", "entropy", panel.ORDERS[0]),
         "compare A vs B": lambda: panel.compare(TAB, ""),
         "activation outliers (their own button)": lambda: panel.outliers(TAB),
     }
 
 
-def view_rows(name: str, n: int, run, shown: str) -> list[dict]:
+def view_rows(name: str, n: int, run, shown: str, rates: dict[str, float], trace_cpu: dict[str, float]) -> list[dict]:
     """Each view of a stored run through the UI's handler, from a cold start (no queries/keys cached:
-    the first click after a run), in a worker thread as gradio runs it: the handler's time split into
-    figure building (``components.figures``) and the rest (analysis), then serialisation to what the
-    browser receives (``payload_bytes``)."""
+    the first click after a run), in a worker thread as gradio runs it: wall and CPU-seconds, the
+    handler's time split into figure building (``components.figures``) and the rest (analysis), then
+    serialisation to what the browser receives (``payload_bytes``), the process's peak memory, and
+    the view's CPU-seconds against its arithmetic floor (``arithmetic_floor``) and against the CPU of
+    the trace of the model it reads (both traces' for compare and outliers)."""
     import torch
 
     from diffllama import analysis
@@ -302,13 +390,18 @@ def view_rows(name: str, n: int, run, shown: str) -> list[dict]:
     for view, handler in ui_views(shown, trace).items():
         cold()
         with FigureClock() as clock, torch.no_grad():
-            seconds, outputs = in_worker(handler)
-        serialise, payload = in_worker(lambda: payload_bytes(outputs))
-        row(view, analysis_s=seconds - clock.seconds, figure_s=clock.seconds, serialise_s=serialise,
-            server_s=seconds + serialise, payload_bytes=payload)
+            timed = in_worker(handler)
+        serialise = in_worker(lambda: payload_bytes(timed[1]))
+        floor = arithmetic_floor(view, run.traces, trace.num_layers // 2, rates)
+        both = view.startswith(("compare", "activation outliers"))
+        cpu = timed.cpu + serialise.cpu
+        row(view, analysis_s=timed[0] - clock.seconds, figure_s=clock.seconds, serialise_s=serialise[0],
+            server_s=timed[0] + serialise[0], cpu_s=cpu, floor_s=floor, peak_gb=max(timed.peak, serialise.peak) / 1e9,
+            of_trace=cpu / (sum(trace_cpu.values()) if both else trace_cpu["A"]), of_floor=cpu / floor if floor else None,
+            payload_bytes=serialise[1])
     cold()
-    seconds, _ = in_worker(lambda: next(analysis.overview_layers(trace, trace.kinds[0], size=24)))
-    row("overview: first layer (backend, A)", server_s=seconds)
+    first = in_worker(lambda: next(analysis.overview_layers(trace, trace.kinds[0], size=24)))
+    row("overview: first layer (backend, A)", server_s=first[0], cpu_s=first.cpu, peak_gb=first.peak / 1e9)
     return rows
 
 
@@ -319,40 +412,50 @@ def part_views(models: list[str], lengths: list[int]) -> list[dict]:
     import diffllama
     from components import run_store
 
+    rates = cpu_rates()
+    print(json.dumps({"cpu_rates": rates}), flush=True)
     rows = []
     for name in models:
         first, second, shown = VIEW_MODELS[name]
         lenses = {slot: diffllama.load(model_dir(model, "classification")) for slot, model in (("A", first), ("B", second)) if model}
         for n in lengths:
             text = story_text(lenses["A"].tokenizer, n)
-            traces = {}
+            traces, trace_cpu = {}, {}
             for slot, lens in lenses.items():
                 with torch.no_grad():
                     lens.model(torch.tensor([lens.tokenizer(text)["input_ids"][:64]], device=lens.device))  # warm-up
-                seconds, traces[slot] = in_worker(lambda: lens.trace(text))
-                rows.append({"models": name, "n": n, "view": f"trace {slot} ({traces[slot].seq_len} tokens)",
-                             "server_s": seconds, "load": os.getloadavg()[0]})
+                timed = in_worker(lambda: lens.trace(text))
+                traces[slot], trace_cpu[slot] = timed[1], timed.cpu
+                rows.append({"models": name, "n": n, "view": f"trace {slot} ({traces[slot].seq_len} tokens)", "server_s": timed[0],
+                             "cpu_s": timed.cpu, "peak_gb": timed.peak / 1e9, "load": os.getloadavg()[0]})
                 print(json.dumps(rows[-1]), flush=True)
             run_store.STORE.keep("local", TAB, run_store.Run(TAB, {s: str(model_dir(m, TAB)) for s, m in (("A", first), ("B", second)) if m},
                                                              traces, {slot: text for slot in traces}))
-            rows += view_rows(name, n, run_store.current(None, TAB), shown)
+            rows += view_rows(name, n, run_store.current(None, TAB), shown, rates, trace_cpu)
+            del traces
     print(views_table(rows))
     return rows
 
 
 def views_table(rows: list[dict]) -> str:
     """The rows as BENCHMARKS.md's Markdown table."""
-    lines = ["| models | N | view | server | analysis / figures / serialise | payload | load |", "|---|---|---|---|---|---|---|"]
+    lines = ["| models | N | view | server CPU | ÷ trace CPU | ÷ floor (floor) | wall | analysis / figures / serialise (wall) | payload | peak RSS | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         split = f"{r['analysis_s']:.3f} / {r['figure_s']:.3f} / {r['serialise_s']:.3f} s" if "analysis_s" in r else ""
         payload = f"{r['payload_bytes'] / 1e6:.2f} MB" if r.get("payload_bytes") else ""
-        lines.append(f"| {r['models']} | {r['n']} | {r['view']} | {r['server_s']:.3f} s | {split} | {payload} | {r['load']:.1f} |")
+        of_trace = f"{r['of_trace']:.2f}" if r.get("of_trace") is not None else ""
+        of_floor = f"{r['of_floor']:.1f}× ({r['floor_s']:.3f} s)" if r.get("of_floor") is not None else ""
+        lines.append(f"| {r['models']} | {r['n']} | {r['view']} | **{r['cpu_s']:.2f} s** | {of_trace} | {of_floor} | {r['server_s']:.2f} s | "
+                     f"{split} | {payload} | {r['peak_gb']:.2f} GB | {r['load']:.1f} |")
     return "\n".join(lines)
 
 
 def part_streaming(source: str, new_tokens: int, repeats: int) -> dict:
     """Tokens per second: the app's streaming runner vs transformers' generate, greedy, same prompt,
-    both in a worker thread (the app's runner generates in one; see ``in_worker``)."""
+    both in a worker thread (the app's runner generates in one; see ``in_worker``), both made to
+    produce ``new_tokens`` (EOS no earlier: a bundled model stops after a handful of tokens, too
+    few to show a per-token cost), and the CPU-seconds of each per token."""
     import torch
 
     import diffllama
@@ -361,40 +464,46 @@ def part_streaming(source: str, new_tokens: int, repeats: int) -> dict:
     if lens.config.vocab_size > len(lens.tokenizer):  # a random-weight model over a small tokenizer: both runs
         # generate only ids the tokenizer can show, or nothing would stream
         lens.model.generation_config.suppress_tokens = list(range(len(lens.tokenizer), lens.config.vocab_size))
+    lens.model.generation_config.min_new_tokens = new_tokens
     prompt = "Anna lived in Paris. One morning Anna went to the market."
     ids = lens.tokenizer(prompt, return_tensors="pt")["input_ids"].to(lens.device)
 
     def transformers_generate():
         with torch.no_grad():
-            out = lens.model.generate(ids, max_new_tokens=new_tokens, do_sample=False,  # stops on EOS, as the app does
-                                      pad_token_id=lens.config.pad_token_id)
+            out = lens.model.generate(ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=lens.config.pad_token_id)
         return out.shape[1] - ids.shape[1]
 
     def app_stream():
-        """(tokens, seconds until the last streamed piece, seconds including the final trace)."""
+        """(tokens, seconds until the last streamed piece, seconds including the final trace, pieces)."""
         start = time.perf_counter()
         stream = lens.generate(prompt, max_new_tokens=new_tokens, greedy=True)
-        last_piece = start
+        last_piece, pieces = start, 0
         for _ in stream:
-            last_piece = time.perf_counter()
-        return len(stream.result.token_ids) - stream.result.prompt_length, last_piece - start, time.perf_counter() - start
+            last_piece, pieces = time.perf_counter(), pieces + 1
+        return len(stream.result.token_ids) - stream.result.prompt_length, last_piece - start, time.perf_counter() - start, pieces
 
     in_worker(transformers_generate)  # warm-up
     in_worker(app_stream)
-    reference, streaming, with_trace = [], [], []
+    reference, streaming, with_trace, cpu_reference, cpu_streaming = [], [], [], [], []
     for _ in range(repeats):
-        seconds, tokens = in_worker(transformers_generate)
-        reference.append(tokens / seconds)
-        _, (streamed_tokens, streamed, total) = in_worker(app_stream)
+        timed = in_worker(transformers_generate)
+        tokens = timed[1]
+        reference.append(tokens / timed[0])
+        cpu_reference.append(timed.cpu / tokens)
+        streamed_run = in_worker(app_stream)
+        streamed_tokens, streamed, total, pieces = streamed_run[1]
         if streamed_tokens != tokens:
             raise SystemExit(f"generate made {tokens} tokens and the app's stream {streamed_tokens}: not comparable")
         streaming.append(tokens / streamed)
         with_trace.append(tokens / total)
+        cpu_streaming.append(streamed_run.cpu / tokens)  # the final trace included
     rates = {"transformers_generate": statistics.median(reference), "app_stream": statistics.median(streaming),
              "app_stream_and_trace": statistics.median(with_trace)}
-    result = {"source": source, "new_tokens": new_tokens, "generated_tokens": tokens, **rates,
+    result = {"source": source, "new_tokens": new_tokens, "generated_tokens": tokens, "pieces": pieces, **rates,
               "ratio_streaming": rates["app_stream"] / rates["transformers_generate"],
-              "ratio_with_trace": rates["app_stream_and_trace"] / rates["transformers_generate"], "load": os.getloadavg()[0]}
+              "ratio_with_trace": rates["app_stream_and_trace"] / rates["transformers_generate"],
+              "cpu_ms_per_token_generate": statistics.median(cpu_reference) * 1e3,
+              "cpu_ms_per_token_stream_and_trace": statistics.median(cpu_streaming) * 1e3, "load": os.getloadavg()[0]}
     print(json.dumps(result), flush=True)
     return result
 
@@ -585,10 +694,12 @@ def browser_table(rows: list[dict]) -> str:
 
 
 def streaming_table(rows: list[dict]) -> str:
-    lines = ["| model | tokens | `generate` | app stream | ratio | ratio with the final trace | load |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | tokens (pieces) | `generate` | app stream | ratio | ratio with the final trace | CPU ms a token: generate / stream + trace | load |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {Path(r['source']).name} | {r['generated_tokens']} | {r['transformers_generate']:.0f} tok/s | "
-                     f"{r['app_stream']:.0f} tok/s | **{r['ratio_streaming']:.2f}×** | {r['ratio_with_trace']:.2f}× | {r['load']:.1f} |")
+        lines.append(f"| {Path(r['source']).name} | {r['generated_tokens']} ({r['pieces']}) | {r['transformers_generate']:.0f} tok/s | "
+                     f"{r['app_stream']:.0f} tok/s | **{r['ratio_streaming']:.2f}×** | {r['ratio_with_trace']:.2f}× | "
+                     f"{r['cpu_ms_per_token_generate']:.1f} / {r['cpu_ms_per_token_stream_and_trace']:.1f} | {r['load']:.1f} |")
     return "\n".join(lines)
 
 
@@ -653,8 +764,7 @@ def part_block(repeats: int = 50) -> dict:
     result = {}
     for name, step in steps.items():
         step()  # warm-up
-        seconds, _ = in_worker(lambda: [step() for _ in range(repeats)])
-        result[name] = seconds / repeats * 1e3
+        result[name] = in_worker(lambda: [step() for _ in range(repeats)]).cpu / repeats * 1e3
     print("| step, per block of 2^19 logits | ms |\n|---|---|\n" + "\n".join(f"| {k} | {v:.2f} |" for k, v in result.items()))
     return result
 

@@ -13,6 +13,7 @@ from typing import Callable, Iterator, TypeVar
 
 import torch
 
+from ..cores import one_core
 from ..trace import Block, Trace
 
 Reader = Callable[[int, Block], None]
@@ -20,8 +21,8 @@ Result = TypeVar("Result")
 
 
 def scan_workers(trace: Trace) -> int:
-    """Threads the layers are spread over: one per CPU core torch may use (a worker thread's
-    element-wise torch work keeps to one core), one on a GPU (its kernels already fill the device)."""
+    """Threads the layers are spread over: one per CPU core torch may use, each keeping to its core
+    (``one_core``); one on a GPU (its kernels already fill the device)."""
     return 1 if trace.device.type == "cuda" else max(1, torch.get_num_threads())
 
 
@@ -29,9 +30,11 @@ def per_layer(trace: Trace, work: Callable[[int], Result], layers: list[int] | N
               workers: int | None = None) -> Iterator[Result]:
     """``work(layer)`` for ``layers`` (all by default) in ``workers`` threads (``scan_workers``), each under the
     caller's context (its request's time limit), the results yielded in layer order as they are
-    ready. A caller that stops early leaves the layers not yet started undone."""
+    ready. A caller that stops early leaves the layers not yet started undone. On a CPU each thread
+    keeps to one core (``one_core``)."""
     layers = list(range(trace.num_layers)) if layers is None else list(layers)
-    pool = ThreadPoolExecutor(min(workers or scan_workers(trace), max(len(layers), 1)))
+    pool = ThreadPoolExecutor(min(workers or scan_workers(trace), max(len(layers), 1)),
+                              initializer=one_core if trace.device.type == "cpu" else None)
     try:
         for done in [pool.submit(contextvars.copy_context().run, work, layer) for layer in layers]:
             yield done.result()

@@ -1,0 +1,40 @@
+"""The outliers' pass in worker threads: each thread keeps to one core without touching other
+threads, and the threaded, windowed summary stays exact when the window misses the median."""
+
+import threading
+
+import pytest
+import torch
+
+import diffllama
+from diffllama import analysis
+from diffllama import cores
+from diffllama.analysis import outliers, passes
+
+from test_analysis import TEXT, brute_force_row
+
+
+def test_per_layer_threads_keep_to_one_core_and_leave_other_threads_alone(checkpoint):
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
+    before = torch.get_num_threads()
+    seen = list(passes.per_layer(trace, lambda layer: torch.get_num_threads(), workers=2))
+    assert seen == [1] * trace.num_layers or cores.OPENMP is None
+    later = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert torch.get_num_threads() == before and later == [before]  # no process-wide setting changed
+
+
+def test_a_missed_window_falls_back_to_an_exact_second_pass(checkpoint):
+    trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
+    far_off = lambda trace, layer: [torch.full((1000,), 1e6)]  # noqa: E731 - a sample whose window misses
+    summary = outliers.exact_summary(trace, outliers.layer_logits, far_off)
+    assert summary.window is not None and not summary.window[0] <= summary._median_position()[0] < summary.window[1]
+    logits = torch.cat([chunk for layer in range(trace.num_layers) for chunk in trace.causal_logits(layer)])
+    assert summary.as_row() == brute_force_row(logits)
+
+
+def test_summaries_with_different_windows_do_not_merge():
+    with pytest.raises(ValueError, match="different windows"):
+        analysis.MagnitudeSummary.merged([analysis.MagnitudeSummary((1, 4)), analysis.MagnitudeSummary((2, 5))])
