@@ -172,3 +172,34 @@ def test_two_processes_under_accelerate_equal_one(checkpoint, tmp_path):
         result["provenance"].pop("created")
     assert one == two
     assert (tmp_path / "two.md").read_text() == (tmp_path / "one.md").read_text()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((["llama-lm"], 61, 4, "28", 0), "inputs: 61 is not allowed; give a whole number from 1 to 60"),
+    ((["llama-lm"], 5, 9, "28", 0), "needles: 9 is not allowed; give a whole number from 1 to 8"),
+    ((["llama-lm"], 5, 4, "100000", 0), "fillers: '100000' is not allowed; give a whole number from 0 to 245"),
+    ((["llama-lm"], 5, 4, "1 2 3 4 5", 0), "lengths: 5 is not allowed; give a whole number from 1 to 4"),
+    ((["llama-lm"], 5, 4, "", 0), "fillers: give one or more whole numbers from 0 to 245"),
+    ((["llama-lm"], 5, 4, "28", None), "seed: None is not allowed"),
+    ((["llama-lm"], None, 4, "28", 0), "inputs: None is not allowed"),
+    ((["a", "b", "c", "d"], 5, 4, "28", 0), "models: pick 1 to 3 language models"),
+])
+def test_the_study_tab_refuses_what_is_out_of_bounds_with_a_message(arguments, message):
+    import gradio as gr
+
+    from components import study_tab
+
+    with pytest.raises(gr.Error, match=message):
+        study_tab.study(*arguments)
+
+
+def test_the_study_tab_runs_in_its_own_lane():
+    """Studies never take the model queue's slots: their own concurrency group, one study at a time."""
+    import gradio as gr
+
+    from components import common, study_tab
+
+    with gr.Blocks() as demo:
+        study_tab.build()
+    [event] = [fn for fn in demo.fns.values() if fn.api_name == "study"]
+    assert event.concurrency_id == study_tab.STUDY_QUEUE != common.MODEL_QUEUE and event.concurrency_limit == 1
