@@ -237,14 +237,6 @@ class SpanAllocation:
     gaps: dict[str, str] = field(default_factory=dict)  # reading -> why some or all of its cells are not reported
     reference: str = "marked span"  # where the answer span came from (ReferenceSpan.source)
 
-    @property
-    def readings(self) -> tuple[str, ...]:
-        """The readings worth showing: every one for D; for a softmax map net = absolute = adds = signed
-        = normalised (subtracts is 0), so net and the contribution readings."""
-        if self.kind == "diff":
-            return READINGS
-        return tuple(r for r in ("net", "contribution", "projection") if not np.isnan(self.answer_mass[r]).all())
-
     def means(self, reading: str = READINGS[0]) -> tuple[float, float]:
         """(attention to answer, attention noise), mean over layers and heads; NaN when a layer is not reported."""
         return float(self.answer_mass[reading].mean()), float(self.noise_mass[reading].mean())

@@ -203,3 +203,18 @@ def test_the_study_tab_runs_in_its_own_lane():
         study_tab.build()
     [event] = [fn for fn in demo.fns.values() if fn.api_name == "study"]
     assert event.concurrency_id == study_tab.STUDY_QUEUE != common.MODEL_QUEUE and event.concurrency_limit == 1
+
+
+def test_a_study_measures_from_a_chosen_query_token(models, examples):
+    lens = models["diff"]
+    chosen = run_study({"diff": lens}, examples[:2], resamples=50, outliers=False, query=-2)
+    summary = chosen["models"]["diff"]
+    assert summary["query"] == "chosen: position -2 counted from the end" and summary["outliers"] is None
+    for example, row in zip(examples[:2], summary["per_example"]):
+        trace = lens.trace(prompt(example))
+        gold = diffllama.records.ReferenceSpan(example.answer_start, example.answer_end, 0, "gold answer")
+        expected = analysis.reference_allocation(trace, gold, (0, len(example.context)), query=trace.seq_len - 2)
+        assert row["query"] == trace.seq_len - 2
+        assert row["answer"]["net"] == pytest.approx(float(expected.answer_mass["net"].mean()), abs=1e-9)
+    with pytest.raises(ValueError, match="query: 5000 is no token of an input"):
+        run_study({"diff": lens}, examples[:1], resamples=10, outliers=False, query=5000)

@@ -11,6 +11,7 @@ gathered, equal to a one-process run. Memory is bounded by one example's trace.
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -29,10 +30,11 @@ OUTLIER_FIELDS = tuple(OutlierStats.__dataclass_fields__)
 
 
 def run_study(models: dict, examples: list[Example], depths: tuple[float, ...] = DEPTHS, resamples: int = RESAMPLES,
-              progress: Callable[[float, str], None] | None = None, outliers: bool = True) -> dict:
+              progress: Callable[[float, str], None] | None = None, outliers: bool = True, query: int | None = None) -> dict:
     """Measure every example with every model (``{name: LensModel}``) and summarise; every process
     of an ``accelerate launch`` returns the same result. ``outliers``: Table 5 too (two more passes
-    over every logit and hidden state)."""
+    over every logit and hidden state). ``query``: the query token (``measure.query_position``; None:
+    the default, the last input token)."""
     if not examples:
         raise ValueError("a study needs at least one example")
     state = PartialState(cpu=not torch.cuda.is_available())  # on CPU, several processes talk over gloo
@@ -45,7 +47,7 @@ def run_study(models: dict, examples: list[Example], depths: tuple[float, ...] =
         local = {field: MagnitudeSummary() for field in OUTLIER_FIELDS} if outliers else None
         measured = []
         for index in mine:
-            measured.append(measure(lens, examples[index], index, local))
+            measured.append(measure(lens, examples[index], index, local, query))
             done += 1
             if progress and state.is_main_process:
                 progress(done / steps, f"{name}: example {len(measured)} of {len(mine)}")
@@ -61,7 +63,7 @@ def run_study(models: dict, examples: list[Example], depths: tuple[float, ...] =
             for summary in summaries.values():
                 summary.fine = sum(gather_object([summary.fine]))
         measured_by_model[name] = rows
-        result["models"][name] = summarise(lens, rows, summaries, depths, resamples)
+        result["models"][name] = summarise(lens, rows, summaries, depths, resamples, query)
     result["paired"] = {f"{a} − {b}": compare(measured_by_model[a], measured_by_model[b], depths, resamples)
                         for a, b in itertools.combinations(models, 2)}
     return result
@@ -82,7 +84,7 @@ def regimes(lambdas: list[float] | None) -> list[dict] | None:
 
 
 def summarise(lens, rows: list[Measured], summaries: dict[str, MagnitudeSummary] | None, depths: tuple[float, ...],
-              resamples: int) -> dict:
+              resamples: int, query: int | None = None) -> dict:
     layers = len(rows[0].answer[READINGS[0]])
 
     def allocation(which: str, reading: str) -> dict:
@@ -94,7 +96,8 @@ def summarise(lens, rows: list[Measured], summaries: dict[str, MagnitudeSummary]
     return {
         "source": lens.source, "arch": lens.arch, "task": lens.task, "map": "diff" if is_diff else "softmax",
         "examples": len(rows), "layers": layers, "lambdas": regimes(rows[0].lambdas),
-        "query": "the last input token (the last prompt token for a language model)",
+        "query": ("the last input token (the last prompt token for a language model)" if query is None else
+                  f"chosen: position {query}" + (" counted from the end" if query < 0 else "")),
         "found_answer": {"measure": "QA exact match" if lens.task == "qa" else "retrieval accuracy",
                          **breakdown(rows, lambda row: float(row.found), depths, resamples, accuracy)},
         "allocation": {reading: {"answer": allocation("answer", reading), "noise": allocation("noise", reading)}
@@ -119,20 +122,14 @@ def compare(a: list[Measured], b: list[Measured], depths: tuple[float, ...], res
     to answer and noise in every reading, overall, by depth and length (A's token count) and per layer."""
     if [row.index for row in a] != [row.index for row in b]:
         raise ValueError("a paired difference needs both models measured on the same inputs")
-    pairs = [(x, y) for x, y in zip(a, b)]
-
-    class Pair:  # what ``breakdown`` groups by: A's depth and length
-        def __init__(self, x: Measured, y: Measured):
-            self.depth, self.tokens, self.x, self.y = x.depth, x.tokens, x, y
-
-    both = [Pair(x, y) for x, y in pairs]
+    both = [SimpleNamespace(depth=x.depth, tokens=x.tokens, x=x, y=y) for x, y in zip(a, b)]  # grouped by A's depth, length
     differences = lambda values, resamples: paired([v[0] for v in values], [v[1] for v in values], resamples)  # noqa: E731
     layers = len(a[0].answer[READINGS[0]]) if len(a[0].answer[READINGS[0]]) == len(b[0].answer[READINGS[0]]) else 0
 
     def allocation(which: str, reading: str) -> dict:
         value = lambda p: (_mean(getattr(p.x, which)[reading]), _mean(getattr(p.y, which)[reading]))  # noqa: E731
-        by_layer = [paired([getattr(x, which)[reading][layer] for x, _ in pairs],
-                           [getattr(y, which)[reading][layer] for _, y in pairs], resamples) for layer in range(layers)]
+        by_layer = [paired([getattr(p.x, which)[reading][layer] for p in both],
+                           [getattr(p.y, which)[reading][layer] for p in both], resamples) for layer in range(layers)]
         return {**breakdown(both, value, depths, resamples, differences), "by_layer": by_layer}
 
     return {"found_answer": breakdown(both, lambda p: (float(p.x.found), float(p.y.found)), depths, resamples, differences),

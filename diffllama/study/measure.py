@@ -93,11 +93,24 @@ def _plain(values) -> list[float | None]:
     return [None if math.isnan(v) else float(v) for v in values]
 
 
-def measure(lens, example: Example, index: int, summaries: dict[str, analysis.MagnitudeSummary] | None) -> Measured:
-    """Everything the study reports for one example; its Table 5 values go into ``summaries`` (pass 1;
-    None: no Table 5)."""
+def query_position(trace: Trace, query: int | None) -> int | None:
+    """A study's chosen query token in one input: None (the default), a position, or counted from the
+    end when negative (−1: the last input token)."""
+    if query is None:
+        return None
+    position = trace.seq_len + query if query < 0 else query
+    if not 0 <= position < trace.seq_len:
+        raise ValueError(f"query: {query} is no token of an input of {trace.seq_len} tokens; give a position in "
+                         f"0..{trace.seq_len - 1} or count from the end (−1 = the last token)")
+    return position
+
+
+def measure(lens, example: Example, index: int, summaries: dict[str, analysis.MagnitudeSummary] | None,
+            query: int | None = None) -> Measured:
+    """Everything the study reports for one example, from the query token (``query_position``); its
+    Table 5 values go into ``summaries`` (pass 1; None: no Table 5)."""
     trace, reference, context = model_input(lens, example)
-    allocation = analysis.reference_allocation(trace, reference, context)
+    allocation = analysis.reference_allocation(trace, reference, context, query=query_position(trace, query))
     sinks = analysis.sink_scores(trace)
     for name, stream in (analysis.outlier_streams(trace).items() if summaries is not None else ()):
         for chunk in stream():

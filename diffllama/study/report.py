@@ -165,7 +165,9 @@ def sinks(result: dict) -> list[str]:
 
 
 def markdown(result: dict) -> str:
+    queries = sorted({model["query"] for model in result["models"].values()})
     lines = [f"## Study: {result['examples']} inputs, {len(result['models'])} models", "",
+             f"Query token: {'; '.join(queries)}. Context: the generated passage's characters (a QA input's context).", "",
              measures.markdown(*MEASURES)]
     for part in (lambdas, table3, by_length, by_layer, differences, table5, sinks):
         lines += part(result)
