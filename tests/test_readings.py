@@ -170,3 +170,20 @@ def test_generated_inputs_are_bounded_with_messages():
     with limits.time_limit(0), pytest.raises(limits.TimeLimitError):  # generation stops at the request's limit
         retrieval_examples(5, 2, (3,))
     assert len(retrieval_examples(5, 2, (3,))) == 5
+
+
+def test_paired_accuracy_is_newcombes_interval():
+    from diffllama.study.statistics import paired_accuracy
+
+    # 50 inputs: both right 36, only A 12, only B 2, neither 0
+    pairs = [(1.0, 1.0)] * 36 + [(1.0, 0.0)] * 12 + [(0.0, 1.0)] * 2
+    got = paired_accuracy(pairs)
+    (l1, u1), (l2, u2) = ((w["low"], w["high"]) for w in (wilson(48, 50), wilson(38, 50)))
+    p1, p2 = 48 / 50, 38 / 50
+    phi = (36 * 0 - 12 * 2) / math.sqrt(48 * 2 * 38 * 12)
+    low = p1 - p2 - math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    high = p1 - p2 + math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
+    assert (got["mean"], got["low"], got["high"], got["n"]) == pytest.approx((0.2, low, high, 50))
+    assert 0 < got["low"] < 0.2 < got["high"]
+    same = paired_accuracy([(1.0, 1.0)] * 200)  # both found every answer: not [0, 0]
+    assert same["mean"] == 0 and same["low"] == pytest.approx(-(1 - wilson(200, 200)["low"])) and same["high"] > 0

@@ -120,7 +120,8 @@ MEASURES = {measure.name: measure for measure in (
             f"cell, as counted. Below {FEW_INPUTS} inputs a percentile bootstrap is too narrow: such cells are flagged †."),
     Measure("paired difference", "mean over inputs of (A − B) on the same input, 95 % CI from resampling inputs",
             "Model A minus model B measured on the same inputs, so the inputs' own spread cancels: \"A gives more to the "
-            "answer than B\" holds where the interval lies above 0."),
+            "answer than B\" holds where the interval lies above 0. For accuracies, Newcombe's interval for paired "
+            "proportions (built from both Wilson intervals and the outcomes' correlation) instead of the bootstrap."),
 )}
 
 REGIMES = ("λ < 0", "0 < λ < 1", "λ ≈ 1", "λ > 1")

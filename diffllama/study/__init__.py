@@ -23,7 +23,7 @@ from ..analysis import READINGS, MagnitudeSummary, measures
 from ..records import OutlierStats
 from .examples import DEPTHS, Example, read_jsonl, retrieval_examples
 from .measure import Measured, measure, refine
-from .statistics import RESAMPLES, accuracy, bootstrap, breakdown, paired
+from .statistics import RESAMPLES, accuracy, bootstrap, breakdown, paired, paired_accuracy
 
 __all__ = ["DEPTHS", "Example", "read_jsonl", "retrieval_examples", "run_study"]
 OUTLIER_FIELDS = tuple(OutlierStats.__dataclass_fields__)
@@ -118,8 +118,9 @@ def summarise(lens, rows: list[Measured], summaries: dict[str, MagnitudeSummary]
 
 
 def compare(a: list[Measured], b: list[Measured], depths: tuple[float, ...], resamples: int) -> dict:
-    """Paired differences A − B on the same inputs (``statistics.paired``): found answer, and attention
-    to answer and noise in every reading, overall, by depth and length (A's token count) and per layer."""
+    """Paired differences A − B on the same inputs: found answer (``statistics.paired_accuracy``), and
+    attention to answer and noise in every reading (``statistics.paired``), overall, by depth and length
+    (A's token count) and per layer."""
     if [row.index for row in a] != [row.index for row in b]:
         raise ValueError("a paired difference needs both models measured on the same inputs")
     both = [SimpleNamespace(depth=x.depth, tokens=x.tokens, x=x, y=y) for x, y in zip(a, b)]  # grouped by A's depth, length
@@ -132,6 +133,6 @@ def compare(a: list[Measured], b: list[Measured], depths: tuple[float, ...], res
                            [getattr(p.y, which)[reading][layer] for p in both], resamples) for layer in range(layers)]
         return {**breakdown(both, value, depths, resamples, differences), "by_layer": by_layer}
 
-    return {"found_answer": breakdown(both, lambda p: (float(p.x.found), float(p.y.found)), depths, resamples, differences),
+    return {"found_answer": breakdown(both, lambda p: (float(p.x.found), float(p.y.found)), depths, resamples, paired_accuracy),
             "allocation": {reading: {"answer": allocation("answer", reading), "noise": allocation("noise", reading)}
                            for reading in READINGS}}

@@ -1,6 +1,7 @@
 """Intervals a study reports (``analysis.measures``: "95 % CI", "Wilson interval", "paired difference"):
 means with 95 % percentile-bootstrap intervals (flagged below ``FEW_INPUTS`` inputs), accuracies with
-Wilson intervals, and paired A − B differences; overall and by group, n as counted in each cell."""
+Wilson intervals, and paired A − B differences (paired bootstrap; Newcombe's interval for accuracies);
+overall and by group, n as counted in each cell."""
 
 from __future__ import annotations
 
@@ -58,6 +59,30 @@ def accuracy(outcomes: Iterable[float], resamples: int = RESAMPLES) -> dict:
     same signature as ``bootstrap`` for ``breakdown``)."""
     outcomes = list(outcomes)
     return wilson(int(sum(outcomes)), len(outcomes))
+
+
+def paired_accuracy(pairs: Iterable[tuple[float, float]], resamples: int = RESAMPLES) -> dict:
+    """The difference of two accuracies on the same inputs (``pairs`` of 1.0 / 0.0 outcomes, A's then
+    B's) with Newcombe's hybrid score interval for paired proportions (1998, method 10): each accuracy's
+    Wilson interval, joined with the outcomes' correlation. Unlike a bootstrap it is not [0, 0] when
+    both models succeed on every input (``resamples`` unused: ``breakdown``'s signature)."""
+    pairs = list(pairs)
+    n = len(pairs)
+    if n == 0:
+        return {"mean": None, "low": None, "high": None, "n": 0, "few": True}
+    both = sum(1 for x, y in pairs if x and y)
+    only_a = sum(1 for x, y in pairs if x and not y)
+    only_b = sum(1 for x, y in pairs if y and not x)
+    neither = n - both - only_a - only_b
+    a, b = wilson(both + only_a, n), wilson(both + only_b, n)
+    spread = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = (both * neither - only_a * only_b) / math.sqrt(spread) if spread else 0.0
+    below = math.sqrt(max(0.0, (a["mean"] - a["low"]) ** 2 - 2 * phi * (a["mean"] - a["low"]) * (b["high"] - b["mean"])
+                          + (b["high"] - b["mean"]) ** 2))
+    above = math.sqrt(max(0.0, (a["high"] - a["mean"]) ** 2 - 2 * phi * (a["high"] - a["mean"]) * (b["mean"] - b["low"])
+                          + (b["mean"] - b["low"]) ** 2))
+    difference = a["mean"] - b["mean"]
+    return {"mean": difference, "low": max(-1.0, difference - below), "high": min(1.0, difference + above), "n": n, "few": False}
 
 
 def length_group(tokens: int) -> str:
