@@ -26,11 +26,11 @@ for name in ("diffllama-lm", "llama-lm"):
     st = analysis.head_stats(tr)
     a = analysis.token_spans(tr, text.index("6087"), text.index("6087") + 4)
     ctx = (1, analysis.token_spans(tr, text.index("What") - 2, text.index("What"))[1])
-    al = analysis.span_allocation(tr, [tr.seq_len - 1], a, ctx)
+    al = analysis.span_allocation(tr, tr.seq_len - 1, a, ctx)
     o = analysis.activation_outliers(tr)
     print(name, "entropy/layer", st.entropy.mean(1).round(3).tolist(), "top-5 mass", st.top_k_mass.mean(1).round(3).tolist(),
           "sink", st.sink_mass.mean(1).round(3).tolist(), "negative", st.negative_mass.mean(1).round(3).tolist())
-    print(name, "answer/noise", round(al.mean_answer, 4), round(al.mean_noise, 4), "logits", {k: round(v, 2) for k, v in o.attention_logits.items()}, "hidden", {k: round(v, 2) for k, v in o.hidden_states.items()})
+    print(name, "answer/noise (net)", *(round(v, 4) for v in al.means()), "logits", {k: round(v, 2) for k, v in o.attention_logits.items()}, "hidden", {k: round(v, 2) for k, v in o.hidden_states.items()})
     if tr.lambdas:
         print(name, "λ", [round(x, 3) for x in tr.lambdas], "λ_init", [round(x, 3) for x in tr.lambda_inits])
         ab = analysis.lambda_ablation(m, tr, 0.0)

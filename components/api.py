@@ -5,6 +5,8 @@ from the docstring (one ``name: description`` line per parameter under ``Args:``
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import gradio as gr
 import numpy as np
 
@@ -13,7 +15,7 @@ from diffllama import analysis, limits
 from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, user_errors
 
 TOP_HEADS = 10  # heads listed by attention_to_span, most attention to the span first
-SPAN_MEASURES = ("attention to answer", "attention noise", *(f"{reading} reading" for reading in analysis.READINGS))
+SPAN_MEASURES = analysis.allocation.ALLOCATION_MEASURES
 
 
 def _trace(text: str, text_pair: str, source: str, task: str):
@@ -86,41 +88,61 @@ def attention_region(text: str, text_pair: str, source: str, task: str, layer: i
             "col_labels": region.col_labels}
 
 
+def _plain(values: np.ndarray) -> list:
+    """An array as nested lists, NaN (a reading not reported there) as None."""
+    return np.where(np.isnan(values), None, values).tolist()
+
+
 @user_errors
 @gpu
-def attention_to_span(text: str, text_pair: str, source: str, task: str, span: str, kind: str = "") -> dict:
-    """Which heads attend to a span of the input (e.g. the answer): per layer and head, the attention the last token gives the span's tokens vs the rest of the text the span is in (the Differential Transformer paper's attention to answer vs attention noise), in every reading.
+def attention_to_span(text: str, text_pair: str, source: str, task: str, span: str, kind: str = "", context: str = "",
+                      query: int = -1) -> dict:
+    """Which heads attend to a span of the input (e.g. the answer): per layer and head, the attention the query token gives the span's tokens vs the rest of the context (the Differential Transformer paper's attention to answer vs attention noise), in every reading, with each DiffLlama layer's λ, 1 − λ and regime beside.
 
     Args:
-        text: the input text (a QA question when text_pair holds the context)
+        text: the input text (a QA question when text_pair holds the context); for a language model, the prompt
         text_pair: a second text read after the first, e.g. the QA context; "" for none
         source: the model: a bundled name (diffllama-lm, llama-lm, ...), a local checkpoint directory or a hub id owner/name
         task: the head the model is loaded with: "generation", "classification", "qa" or "tagging"
         span: the span, typed exactly as it occurs (same case) in text_pair when one is given, else in text; its first occurrence is measured
         kind: the map: "" for the model's own ("diff", A1 − λ·A2, for DiffLlama; "softmax" otherwise), or "a1" / "a2" for a DiffLlama's two softmax maps
+        context: the context's text, typed exactly as it occurs and holding the span (e.g. the passage before a question); "" for the whole text the span is in (text_pair when given), before the query token
+        query: the query token's position; -1 for the default, the last input token (for a language model's prompt, the token whose next-token prediction is the answer's first token)
 
     Returns:
-        attention_to_span[reading][layer][head] and attention_noise[reading][layer][head] for the readings absolute (share of the row's magnitude, in [0, 1]; the default), normalised and signed (equal for softmax maps); top_heads: the heads with the most attention to the span in the absolute reading; span_tokens [start, end) and their tokens; query, the last token's position and token; definitions of every measure; arch, kind, lambdas (λ per layer for DiffLlama), truncated_from
+        attention_to_span[reading][layer][head] and attention_noise[reading][layer][head] for every reading (net, the default: signed share of the row's magnitude; absolute = adds + subtracts; signed; normalised, null where 1 − λ < 0.1; contribution and projection: shares of what the head writes), null where a reading is not reported (gaps says why); top_heads: the heads with the most attention to the span in the net reading; table: the rows the app's compare view shows (mean over layers and per layer, λ beside) with its notes; span_tokens [start, end) and their tokens; context_tokens and context_rule; query: position, token and how it was chosen; lambdas: per layer λ, 1 − λ, regime and note (DiffLlama); definitions of every measure; arch, kind, truncated_from
     """
-    if not span.strip():
-        raise ValueError("give the span to measure: text that occurs in the input, e.g. the answer")
+    if not isinstance(span, str) or not span.strip():
+        raise ValueError("span: give the text to measure, e.g. the answer, exactly as it occurs in the input")
+    if not isinstance(context, str):
+        raise ValueError("context: give the context's text as it occurs in the input, or \"\" for the whole text")
+    try:
+        query = int(query)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"query: {query!r} is not a token position; give a whole number, or -1 for the default") from None
     trace = _trace(text, text_pair, source, task)
     sequence = 1 if text_pair else 0
-    reference = analysis.find_reference(text_pair if sequence else text, span, sequence, "marked span")
-    allocation = analysis.reference_allocation(trace, reference, kind=kind or None)
-    absolute = allocation.answer_mass[analysis.READINGS[0]]  # [L, H]
-    ranked = np.argsort(-absolute, axis=None, kind="stable")[:TOP_HEADS]
-    top = [{"layer": int(layer), "head": int(head), "attention_to_span": float(absolute[layer, head]),
+    measured_text = text_pair if sequence else text
+    reference = analysis.find_reference(measured_text, span, sequence, "marked span")
+    chars = analysis.find_context(measured_text, context, reference) if context.strip() else None
+    allocation = analysis.reference_allocation(trace, reference, chars, kind=kind or None, query=None if query == -1 else query)
+    default = allocation.answer_mass[analysis.READINGS[0]]  # [L, H]
+    ranked = np.argsort(-default, axis=None, kind="stable")[:TOP_HEADS]
+    top = [{"layer": int(layer), "head": int(head), "attention_to_span": float(default[layer, head]),
             "attention_noise": float(allocation.noise_mass[analysis.READINGS[0]][layer, head])}
-           for layer, head in zip(*np.unravel_index(ranked, absolute.shape))]
+           for layer, head in zip(*np.unravel_index(ranked, default.shape))]
     start, end = allocation.answer
-    query = allocation.query_positions[0]
-    return {"arch": trace.arch, "kind": allocation.kind, "lambdas": trace.lambdas, "truncated_from": trace.truncated_from,
+    table = analysis.allocation_table({f"{source} ({trace.arch})": allocation})
+    return {"arch": trace.arch, "kind": allocation.kind, "truncated_from": trace.truncated_from,
             "span_tokens": [start, end], "span_token_texts": trace.tokens[start:end],
-            "query": {"position": query, "token": trace.tokens[query]},
-            "attention_to_span": {r: m.tolist() for r, m in allocation.answer_mass.items()},
-            "attention_noise": {r: m.tolist() for r, m in allocation.noise_mass.items()},
-            "top_heads": top, "caveat": allocation.caveat,
+            "context_tokens": list(allocation.context), "context_rule": allocation.context_rule,
+            "query": {"position": allocation.query, "token": allocation.query_token, "rule": allocation.query_rule},
+            "default_reading": analysis.READINGS[0],
+            "attention_to_span": {r: _plain(m) for r, m in allocation.answer_mass.items()},
+            "attention_noise": {r: _plain(m) for r, m in allocation.noise_mass.items()},
+            "lambdas": [asdict(entry) for entry in allocation.lambdas] if allocation.lambdas else None,
+            "gaps": allocation.gaps, "top_heads": top,
+            "table": {"headers": table.headers, "rows": table.rows, "notes": table.notes},
             "definitions": {name: analysis.measures.MEASURES[name].text for name in SPAN_MEASURES}}
 
 

@@ -1,6 +1,8 @@
 """Study tab: a small study of the chosen language models (the paper's Table 3 and Table 5 over
-generated retrieval inputs, with confidence intervals and retrieval accuracy), with progress. Large
-studies, or several processes, run from the command line: ``python -m diffllama.study``."""
+generated retrieval inputs, with confidence intervals, paired differences and retrieval accuracy),
+with progress. Every parameter is bounded (``BOUNDS``); studies run in a lane of their own
+(``STUDY_QUEUE``, one at a time), never in the model queue's slots. Large studies, or several
+processes, run from the command line: ``python -m diffllama.study``."""
 
 from __future__ import annotations
 
@@ -15,13 +17,17 @@ from diffllama.analysis import READINGS
 from diffllama.provenance import provenance
 from diffllama.registry import bundled_models
 from diffllama.study import DEPTHS, report, retrieval_examples, run_study
+from diffllama.study.examples import BOUNDS as STUDY_BOUNDS
+from diffllama.study.examples import check_bound
 
 from . import figures
-from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, export_json, gpu, user_errors
+from .common import CACHE, export_json, gpu, user_errors
 
 TASK = "generation"
-MAX_EXAMPLES = 60  # a request's time stays in minutes on CPU; larger studies belong to the command line
-READING = READINGS[0]  # the figure's reading: absolute, which cannot leave [0, 1]; the tables show all three
+# what the tab may ask for; larger studies belong to the command line (README)
+BOUNDS = {**STUDY_BOUNDS, "inputs": (1, 60), "needles": (1, 8), "fillers": (0, 245), "lengths": (1, 4), "seed": (0, 2**31 - 1)}
+STUDY_QUEUE = "study"  # studies' own lane: one at a time, so they never hold the model queue's slots
+READING = READINGS[0]  # the figure's reading: the default (net), which cannot blow up; the tables show every one
 COLOURS = plotly.colors.qualitative.Plotly  # one colour per model in both panels
 
 
@@ -43,14 +49,14 @@ def by_depth(result: dict) -> go.Figure:
     return figure
 
 
-def _lengths(fillers: str) -> tuple[int, ...]:
-    try:
-        lengths = tuple(int(part) for part in fillers.replace(",", " ").split())
-    except ValueError:
-        lengths = ()
-    if not lengths or min(lengths) < 0:
-        raise ValueError(f"filler sentences: give one or more whole numbers ≥ 0, e.g. '4, 8' (got {fillers!r})")
-    return lengths
+def _lengths(fillers) -> tuple[int, ...]:
+    """The filler counts typed as "28, 60": one per context length, each checked against ``BOUNDS``."""
+    parts = str(fillers if fillers is not None else "").replace(",", " ").split()
+    low, high = BOUNDS["fillers"]
+    if not parts:
+        raise ValueError(f"fillers: give one or more whole numbers from {low} to {high}, e.g. '28, 60' (got {fillers!r})")
+    check_bound("lengths", len(parts), BOUNDS)
+    return tuple(check_bound("fillers", part.strip(), BOUNDS) for part in parts)
 
 
 @user_errors
@@ -58,34 +64,40 @@ def _lengths(fillers: str) -> tuple[int, ...]:
 def study(models: list[str], examples: int, needles: int, fillers: str, seed: int, progress=gr.Progress()):
     if not models:
         raise ValueError("pick at least one language model")
-    if not 1 <= int(examples) <= MAX_EXAMPLES:
-        raise ValueError(f"run 1 to {MAX_EXAMPLES} inputs here; larger studies: python -m diffllama.study (see README)")
+    if len(models) > 3:
+        raise ValueError(f"models: pick 1 to 3 language models (got {len(models)}); larger studies: python -m diffllama.study")
+    examples, needles, seed = (check_bound(name, value, BOUNDS) for name, value in
+                               (("inputs", examples), ("needles", needles), ("seed", seed)))
+    lengths = _lengths(fillers)
     chosen = {name: CACHE.get(name, TASK) for name in models}
-    inputs = retrieval_examples(int(examples), int(needles), _lengths(fillers), DEPTHS, int(seed))
+    inputs = retrieval_examples(examples, needles, lengths, DEPTHS, seed, bounds=BOUNDS)  # under the request's time limit
     result = run_study(chosen, inputs, progress=lambda fraction, text: progress(fraction, desc=text))
     record = provenance({f"model {i + 1}": name for i, name in enumerate(models)},
-                        dict(examples=int(examples), needles=int(needles), fillers=fillers, seed=int(seed)))
+                        dict(examples=examples, needles=needles, fillers=fillers, seed=seed))
     return report.markdown(result), figures.provenance_note(by_depth(result), record), export_json("study", result, record)
 
 
 def build():
     with gr.Tab("Study"):
-        gr.Markdown("Attention to the answer vs noise (all three readings, by answer depth, context length and layer), "
-                    "attention sinks and activation outliers over generated multi-needle retrieval inputs, next to "
-                    "whether each model found the answer; each mean with its 95 % bootstrap CI. For ≥ 200 inputs, "
-                    "your own JSONL file or several processes, use `python -m diffllama.study` (README).")
+        gr.Markdown("Attention to the answer vs noise from the query token (every reading, by answer depth, context length "
+                    "and layer, λ beside each DiffLlama layer), attention sinks and activation outliers over generated "
+                    "multi-needle retrieval inputs, next to whether each model found the answer; means with 95 % "
+                    "bootstrap CIs, accuracies with Wilson intervals, and paired differences between the models on the "
+                    "same inputs. Studies run one at a time. For ≥ 200 inputs, your own JSONL file or several processes, "
+                    "use `python -m diffllama.study` (README).")
         names = list(bundled_models(TASK))
         models = gr.Dropdown(names, value=names, multiselect=True, allow_custom_value=True,
                              label="language models (bundled, or a local directory / hub id)")
         with gr.Row():
-            examples = gr.Slider(1, MAX_EXAMPLES, value=20, step=1, label="inputs")
-            needles = gr.Slider(2, 6, value=4, step=1, label="needles per context (one asked, the others other cities')")
-            fillers = gr.Textbox("28, 60", label="haystack sentences per context, ≈ 9 tokens each (one or more values: "
-                                 "context lengths; 28 ≈ 260 tokens, 60 ≈ 500, 245 ≈ 2K)")
+            examples = gr.Slider(*BOUNDS["inputs"], value=20, step=1, label="inputs")
+            needles = gr.Slider(*BOUNDS["needles"], value=4, step=1, label="needles per context (one asked, the others other cities')")
+            fillers = gr.Textbox("28, 60", label=f"haystack sentences per context, ≈ 9 tokens each ({BOUNDS['lengths'][1]} "
+                                 f"values at most, each {BOUNDS['fillers'][0]}–{BOUNDS['fillers'][1]}: context lengths; "
+                                 "28 ≈ 260 tokens, 60 ≈ 500, 245 ≈ 2K)")
             seed = gr.Number(0, precision=0, label="seed")
         button = gr.Button("Run study", variant="primary")
         figure = gr.Plot()
         tables = gr.Markdown()
         numbers = gr.File(label="the study's numbers (JSON)")
         button.click(study, [models, examples, needles, fillers, seed], [tables, figure, numbers], api_name="study",
-                     concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
+                     concurrency_id=STUDY_QUEUE, concurrency_limit=1)

@@ -181,7 +181,29 @@ class HeadStats:
     negative_mass: np.ndarray  # [L, H] share of |row| that is negative (0 for softmax maps)
 
 
-READINGS = ("absolute", "normalised", "signed")  # the first is the default: it cannot leave [0, 1]
+READINGS = ("net", "absolute", "adds", "subtracts", "signed", "normalised", "contribution", "projection")
+# the first is the default (analysis.measures: "net reading", and the README says why); absolute = adds + subtracts
+
+
+@dataclass
+class LayerLambda:
+    """A DiffLlama layer's λ as every allocation and sink table shows it beside its numbers."""
+
+    layer: int
+    lambda_: float
+    row_sum: float  # 1 − λ: what a row of D sums to
+    regime: str  # analysis.measures.REGIMES
+    note: str  # the regime in words (analysis.measures.REGIME_NOTES)
+
+
+@dataclass
+class Table:
+    """Rows ready to show: the UI displays them as they are."""
+
+    headers: list[str]
+    rows: list[list]
+    notes: list[str] = field(default_factory=list)  # what a reader must know to read the rows (regimes, gaps)
+    definitions: str = ""  # the measures' definitions (Markdown, from analysis.measures)
 
 
 @dataclass
@@ -197,40 +219,36 @@ class ReferenceSpan:
 
 @dataclass
 class SpanAllocation:
-    """The Differential Transformer paper's key-information-retrieval measurement: attention from
-    query positions to the answer span vs to the rest of the context, per layer × head, in the three
-    readings of ``analysis.measures`` (equal for softmax maps)."""
+    """The Differential Transformer paper's key-information-retrieval measurement: attention from the
+    query token to the answer span vs to the rest of the context, per layer × head, in every reading
+    of ``analysis.measures`` (``READINGS``). A cell a reading does not define (the normalised reading
+    where 1 − λ < 0.1; contributions of A1 or A2 alone) is NaN, and ``gaps`` says why."""
 
     kind: str
-    query_positions: list[int]
+    query: int  # the query token's position
+    query_token: str
+    query_rule: str  # how it was chosen ("last prompt token", "token before the answer in the continuation", "chosen")
     answer: tuple[int, int]  # token span [start, end)
     context: tuple[int, int]  # token span [start, end) containing the answer
+    context_rule: str  # what the context is ("the context's characters", "the whole text the span is in", …)
     answer_mass: dict[str, np.ndarray]  # reading -> [L, H]
     noise_mass: dict[str, np.ndarray]  # reading -> [L, H]
+    lambdas: list[LayerLambda] | None  # DiffLlama: per layer λ, 1 − λ and regime; None for softmax models
+    gaps: dict[str, str] = field(default_factory=dict)  # reading -> why some or all of its cells are not reported
     reference: str = "marked span"  # where the answer span came from (ReferenceSpan.source)
 
     def means(self, reading: str = READINGS[0]) -> tuple[float, float]:
-        """(attention to answer, attention noise), mean over layers and heads."""
+        """(attention to answer, attention noise), mean over layers and heads; NaN when a layer is not reported."""
         return float(self.answer_mass[reading].mean()), float(self.noise_mass[reading].mean())
 
-    @property
-    def mean_answer(self) -> float:  # the default (absolute) reading
-        return self.means()[0]
-
-    @property
-    def mean_noise(self) -> float:
-        return self.means()[1]
+    def layer_means(self, reading: str = READINGS[0]) -> tuple[np.ndarray, np.ndarray]:
+        """(attention to answer, attention noise) per layer [L], mean over heads."""
+        return self.answer_mass[reading].mean(axis=1), self.noise_mass[reading].mean(axis=1)
 
     @property
     def caveat(self) -> str | None:
-        """Why the normalised reading is not a share, when a per-head value leaves [0, 1]."""
-        values = np.concatenate([self.answer_mass["normalised"].ravel(), self.noise_mass["normalised"].ravel()])
-        low, high = float(values.min()), float(values.max())
-        if low >= -1e-6 and high <= 1 + 1e-6:
-            return None
-        return (f"the normalised reading leaves [0, 1] here (per-head values from {low:.3g} to {high:.3g}): "
-                "A1 − λ·A2 has negative entries, so a span's part of 1 − λ can be negative or larger than 1 − λ; "
-                "the absolute reading stays in [0, 1]")
+        """The readings with cells not reported, and why, in one line (None when every cell is)."""
+        return "; ".join(f"{reading} reading {why}" for reading, why in self.gaps.items()) or None
 
 
 @dataclass
@@ -238,7 +256,9 @@ class SinkScores:
     """Attention sinks on the first token, per map kind (A1, A2, D for DiffLlama; softmax otherwise)."""
 
     threshold: float  # ε: a head is a sink head when its score exceeds it
-    scores: dict[str, np.ndarray]  # kind -> [L, H] mean attention the first token receives over all queries
+    window: int  # T: query rows 1..T−1 of the first T tokens were read (analysis.measures: sink score)
+    scores: dict[str, np.ndarray]  # kind -> [L, H] the first token's mean share of each row's magnitude
+    lambdas: list[LayerLambda] | None = None  # DiffLlama: per layer λ beside the scores
 
     def share_above(self, kind: str) -> float:
         """Share of the kind's layer × head maps whose sink score exceeds ``threshold``."""

@@ -38,66 +38,63 @@ def test_head_stats_match_brute_force(checkpoint):
     assert softmax.kind == "softmax" and np.all(softmax.negative_mass == 0)
 
 
-def test_readings_on_hand_made_rows():
-    """λ = 0.5: D = A1 − λ·A2 sums to 1 − λ = 0.5; the noise keys 1, 2 hold +0.2 and −0.2."""
-    a1, a2 = torch.tensor([[0.2, 0.2, 0.0, 0.6]]), torch.tensor([[0.0, 0.0, 0.4, 0.6]])
-    d = a1 - 0.5 * a2  # [0.2, 0.2, −0.2, 0.3]
-    got = analysis.readings(d, answer=(3, 4), context=(1, 4), row_sum=0.5)
-    assert list(got) == list(analysis.READINGS) and analysis.READINGS[0] == "absolute"
-    expected = {"signed": (0.3, 0.0),  # the signed noise cancels although two keys hold 0.2 each
-                "normalised": (0.6, 0.0),
-                "absolute": (0.3 / 0.9, 0.4 / 0.9)}
-    for reading, (answer, noise) in expected.items():
-        assert got[reading][0].item() == pytest.approx(answer) and got[reading][1].item() == pytest.approx(noise, abs=1e-7)
-    # a softmax row: the three readings coincide
-    softmax = analysis.readings(a1, answer=(3, 4), context=(1, 4), row_sum=1.0)
-    for reading in analysis.READINGS:
-        assert [v.item() for v in softmax[reading]] == pytest.approx([0.6, 0.2])
-    # λ = 0.8, all of A1 on the answer, all of A2 on the noise: the normalised reading leaves [0, 1]
-    steep = analysis.readings(torch.tensor([[0.0, 1.0, -0.8]]), answer=(1, 2), context=(0, 3), row_sum=0.2)
-    assert steep["normalised"][0].item() == pytest.approx(5.0) and steep["normalised"][1].item() == pytest.approx(-4.0)
-    assert steep["absolute"][0].item() == pytest.approx(1 / 1.8)
-
-
 def test_span_allocation_matches_brute_force_in_every_reading(checkpoint):
     trace = diffllama.load(checkpoint("diffllama-mha")).trace(TEXT)
     answer = analysis.token_spans(trace, TEXT.index("4821"), TEXT.index("4821") + 4)
     context = (1, analysis.token_spans(trace, TEXT.index("What"), TEXT.index("What") + 4)[0])
     last = trace.seq_len - 1
-    result = analysis.span_allocation(trace, [last, last - 1], answer, context)
-    assert result.kind == "diff" and result.reference == "marked span"
-    layer, head = 1, 0
-    rows = torch.stack([trace.attention(layer, head, "diff")[q] for q in (last, last - 1)])
-    on_answer, on_context = rows[:, answer[0]:answer[1]].sum(-1), rows[:, context[0]:context[1]].sum(-1)
-    scale = 1 - trace.lambdas[layer]
-    magnitude = rows.abs()
-    share = magnitude[:, answer[0]:answer[1]].sum(-1) / magnitude.sum(-1)
-    assert result.answer_mass["signed"][layer, head] == pytest.approx(on_answer.mean().item(), abs=1e-5)
-    assert result.answer_mass["normalised"][layer, head] == pytest.approx(on_answer.mean().item() / scale, abs=1e-5)
-    assert result.noise_mass["normalised"][layer, head] == pytest.approx((on_context - on_answer).mean().item() / scale, abs=1e-5)
-    assert result.answer_mass["absolute"][layer, head] == pytest.approx(share.mean().item(), abs=1e-5)
-    assert result.means("absolute") == (result.mean_answer, result.mean_noise)
-    # everything a query attends to within the whole sequence: answer + noise + outside = 1 after normalising
-    whole = analysis.span_allocation(trace, [last], answer, (0, trace.seq_len))
-    for reading in ("normalised", "absolute"):
-        np.testing.assert_allclose(whole.answer_mass[reading] + whole.noise_mass[reading], 1.0, atol=1e-5)
-    np.testing.assert_allclose(whole.answer_mass["absolute"], np.clip(whole.answer_mass["absolute"], 0, 1))
+    result = analysis.span_allocation(trace, last, answer, context)
+    assert result.kind == "diff" and result.reference == "marked span" and result.query == last
+    assert [entry.lambda_ for entry in result.lambdas] == pytest.approx(trace.lambdas)
+    for layer, head in ((1, 0), (2, 1)):
+        row = trace.attention(layer, head, "diff")[last].double()
+        on_answer, on_context = row[answer[0]:answer[1]].sum(), row[context[0]:context[1]].sum()
+        magnitude = row.abs()
+        share = magnitude[answer[0]:answer[1]].sum() / magnitude.sum()
+        assert result.answer_mass["signed"][layer, head] == pytest.approx(on_answer.item(), abs=1e-5)
+        assert result.answer_mass["net"][layer, head] == pytest.approx((on_answer / magnitude.sum()).item(), abs=1e-5)
+        assert result.noise_mass["net"][layer, head] == pytest.approx(((on_context - on_answer) / magnitude.sum()).item(), abs=1e-5)
+        assert result.answer_mass["absolute"][layer, head] == pytest.approx(share.item(), abs=1e-5)
+        scale = 1 - trace.lambdas[layer]
+        if analysis.measures.normalised_defined(trace.lambdas[layer]):
+            assert result.answer_mass["normalised"][layer, head] == pytest.approx(on_answer.item() / scale, abs=1e-5)
+        else:
+            assert np.isnan(result.answer_mass["normalised"][layer]).all() and "normalised" in result.gaps
+    np.testing.assert_allclose(result.answer_mass["adds"] + result.answer_mass["subtracts"], result.answer_mass["absolute"], atol=1e-9)
+    np.testing.assert_allclose(result.answer_mass["adds"] - result.answer_mass["subtracts"], result.answer_mass["net"], atol=1e-9)
+    # everything a query attends to within the whole sequence: answer + noise = the row's own total
+    whole = analysis.span_allocation(trace, last, answer, (0, trace.seq_len))
+    np.testing.assert_allclose(whole.answer_mass["absolute"] + whole.noise_mass["absolute"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(whole.answer_mass["contribution"] + whole.noise_mass["contribution"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(whole.answer_mass["projection"] + whole.noise_mass["projection"], 1.0, atol=1e-4)
     llama = diffllama.load(checkpoint("llama-gqa")).trace(TEXT)
-    softmax = analysis.span_allocation(llama, [llama.seq_len - 1], answer, context)
-    for reading in analysis.READINGS:
+    softmax = analysis.span_allocation(llama, llama.seq_len - 1, answer, context)
+    for reading in ("net", "absolute", "adds", "signed", "normalised"):
         np.testing.assert_allclose(softmax.answer_mass[reading], softmax.answer_mass["signed"], atol=1e-6)
-    assert softmax.caveat is None
+    assert softmax.lambdas is None and softmax.gaps == {} and softmax.caveat is None
+    a1 = analysis.span_allocation(trace, last, answer, context, kind="a1")
+    assert np.isnan(a1.answer_mass["contribution"]).all() and "A1 alone adds nothing" in a1.gaps["contribution"]
     with pytest.raises(ValueError, match="must lie inside the context"):
-        analysis.span_allocation(trace, [last], (0, 3), (2, 5))
+        analysis.span_allocation(trace, last, (0, 3), (2, 5))
+    with pytest.raises(ValueError, match="lies after the query token"):
+        analysis.span_allocation(trace, 2, answer, context)
 
 
-def test_caveat_names_the_normalised_reading_when_it_leaves_the_unit_interval():
-    inside = np.full((1, 1), 0.5)
-    record = diffllama.records.SpanAllocation("diff", [3], (1, 2), (0, 3), {r: inside for r in analysis.READINGS},
-                                              {r: inside for r in analysis.READINGS})
-    assert record.caveat is None
-    record.answer_mass["normalised"] = np.array([[5.0]])
-    assert "normalised reading leaves [0, 1]" in record.caveat and "5" in record.caveat
+def test_the_allocation_table_carries_lambda_regimes_and_gaps(checkpoint):
+    trace = diffllama.load(checkpoint("diffllama-mha")).trace(TEXT)
+    reference = analysis.find_reference(TEXT, "4821", 0, "gold answer")
+    result = analysis.reference_allocation(trace, reference, (0, TEXT.index("What") - 1))
+    table = analysis.allocation_table({"A (diffllama)": result})
+    assert table.headers[:5] == ["model", "layer", "λ", "1 − λ", "regime"]
+    assert [row[1] for row in table.rows] == ["all", *range(trace.num_layers)]
+    for layer, row in enumerate(table.rows[1:]):
+        assert row[2] == pytest.approx(trace.lambdas[layer], abs=1e-4) and row[3] == pytest.approx(1 - trace.lambdas[layer], abs=1e-4)
+        assert row[4] == analysis.measures.regime(trace.lambdas[layer])
+        net = table.headers.index("answer ↑ (net)")
+        assert row[net] == pytest.approx(result.layer_means("net")[0][layer], abs=1e-4)
+    assert any("query token" in note and result.query_rule in note for note in table.notes)
+    assert sum(note.startswith("A (diffllama), layer ") for note in table.notes) == trace.num_layers
+    assert analysis.measures.MEASURES["net reading"].text in table.definitions
 
 
 def test_allocation_on_a_gold_span_that_neither_model_predicted(checkpoint):
@@ -113,8 +110,8 @@ def test_allocation_on_a_gold_span_that_neither_model_predicted(checkpoint):
         allocation = analysis.reference_allocation(result.trace, gold)
         tokens = range(*allocation.answer)
         assert "".join(result.trace.tokens[i] for i in tokens).strip() == "6087"
-        assert allocation.reference == "gold answer" and allocation.query_positions == [result.trace.seq_len - 1]
-        context_tokens = [i for i, s in enumerate(result.trace.sequence_ids) if s == 1]
+        assert allocation.reference == "gold answer" and allocation.query == result.trace.seq_len - 1
+        context_tokens = [i for i, s in enumerate(result.trace.sequence_ids) if s == 1 and i < allocation.query]
         assert allocation.context == (context_tokens[0], context_tokens[-1] + 1)
     with pytest.raises(ValueError, match="does not occur in the context"):
         analysis.find_reference(context, "9999", sequence=1, source="gold answer")
@@ -303,23 +300,37 @@ def test_display_views(checkpoint):
 
 def test_sink_score_on_hand_made_maps():
     sink = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.8, 0.1, 0.1]])  # every query attends to token 0
-    spread = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 0.5]])
-    assert analysis.sink_score([sink]) == pytest.approx(0.9)
-    assert analysis.sink_score([spread[:1], spread[1:]]) == pytest.approx(1 / 3)  # row blocks add up
-    scores = diffllama.records.SinkScores(0.3, {"softmax": np.array([[0.9, 1 / 3], [0.3, 0.1]])})
+    signed = torch.tensor([[0.6, -0.2, 0.2]])  # a D row: |0.6| of |0.6| + |−0.2| + |0.2|
+    torch.testing.assert_close(analysis.first_token_shares(sink), torch.tensor([1.0, 0.9, 0.8]))
+    torch.testing.assert_close(analysis.first_token_shares(signed), torch.tensor([0.6]))
+    scores = diffllama.records.SinkScores(0.3, 64, {"softmax": np.array([[0.9, 1 / 3], [0.3, 0.1]])})
     assert scores.share_above("softmax") == pytest.approx(0.5)  # 0.3 itself is not above ε
 
 
 def test_sink_scores_match_brute_force(checkpoint):
     trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
-    sinks = analysis.sink_scores(trace)
-    assert list(sinks.scores) == ["diff", "a1", "a2"] and sinks.threshold == 0.3
-    for kind in ("diff", "a1", "a2"):
-        for layer, head in ((0, 0), (2, 3)):
-            expected = trace.attention(layer, head, kind)[:, 0].mean().item()
-            assert sinks.scores[kind][layer, head] == pytest.approx(expected, abs=1e-6)
+    assert trace.seq_len > 8
+    for window in (8, None):
+        sinks = analysis.sink_scores(trace, window=window)
+        rows = trace.seq_len if window is None else window
+        assert list(sinks.scores) == ["diff", "a1", "a2"] and sinks.threshold == 0.3 and sinks.window == rows
+        for kind in ("diff", "a1", "a2"):
+            for layer, head in ((0, 0), (2, 3)):
+                full = trace.attention(layer, head, kind)[1:rows].abs()
+                expected = (full[:, 0] / full.sum(-1)).mean().item()
+                assert sinks.scores[kind][layer, head] == pytest.approx(expected, abs=1e-6)
+        assert np.all((sinks.scores["diff"] >= 0) & (sinks.scores["diff"] <= 1))
+    # over the whole input the sink score is the first-token mass: one number
+    whole = analysis.sink_scores(trace, window=None)
+    np.testing.assert_allclose(whole.scores["diff"], analysis.head_stats(trace, "diff").sink_mass, atol=1e-6)
+    assert analysis.sink_scores(trace).window == min(analysis.SINK_WINDOW, trace.seq_len)
     llama = analysis.sink_scores(diffllama.load(checkpoint("llama-gqa")).trace(TEXT))
-    assert list(llama.scores) == ["softmax"] and 0 <= llama.share_above("softmax") <= 1
+    assert list(llama.scores) == ["softmax"] and 0 <= llama.share_above("softmax") <= 1 and llama.lambdas is None
+    table = analysis.sink_table({"A": whole})
+    assert table.rows[1][:6] == ["A", "diff", 0, round(trace.lambdas[0], 4), round(1 - trace.lambdas[0], 4),
+                                 analysis.measures.regime(trace.lambdas[0])]
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        analysis.sink_scores(trace, window=1)
 
 
 @pytest.mark.parametrize("name", ["diffllama-gqa", "llama-gqa"])
@@ -327,9 +338,9 @@ def test_one_pass_gives_head_stats_and_sink_scores_in_any_number_of_threads(chec
     """The comparison's single pass (``head_stats(..., sinks=)``) equals each measure on its own, and a
     scan spread over worker threads equals one in a single thread."""
     trace = diffllama.load(checkpoint(name)).trace(TEXT)
-    sinks = analysis.SinkTotals(trace)
+    sinks = analysis.SinkTotals(trace, window=None)
     stats = analysis.head_stats(trace, sinks=sinks)
-    alone = analysis.sink_scores(trace)
+    alone = analysis.sink_scores(trace, window=None)
     for kind, scores in alone.scores.items():
         np.testing.assert_allclose(sinks.result().scores[kind], scores, atol=1e-7)
     np.testing.assert_allclose(stats.entropy, analysis.head_stats(trace).entropy, atol=1e-7)

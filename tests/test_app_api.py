@@ -68,7 +68,7 @@ def test_answer_matches_the_backend(client, backend):
     missing = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "1111", "gold answer", api_name="/answer")[6]
     assert "'1111' does not occur in the context" in missing["label"]
     picked = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "", "B's prediction", api_name="/answer")[6]
-    assert len(picked["value"]["data"]) == 4 and "(B's prediction)" in picked["label"]
+    assert len(picked["value"]["data"]) == len(analysis.READINGS) + 1 and "(B's prediction)" in picked["label"]
 
 
 def test_tag_matches_the_backend(client, backend):
@@ -190,7 +190,7 @@ def test_study_matches_the_backend(client, backend):
     expected = run_study(models, retrieval_examples(3, 2, (1, 2), seed=5))
     assert got == json.loads(json.dumps(expected))
     assert "Table 3: attention allocation by answer depth" in tables and "Table 5" in tables and figure
-    with pytest.raises(Exception, match="filler sentences: give one or more whole numbers"):
+    with pytest.raises(Exception, match="fillers: 'four' is not allowed; give a whole number from 0 to 245"):
         client.predict(["llama-lm"], 3, 2, "four", 0, api_name="/study")
 
 

@@ -83,10 +83,50 @@ def test_which_heads_attend_to_the_answer_through_mcp_equals_the_backend(mcp_url
         assert got["span_tokens"] == [start, end] and "".join(got["span_token_texts"]).strip() == span
         assert got["kind"] == trace.kinds[0] and got["query"]["position"] == trace.seq_len - 1
         for reading in analysis.READINGS:
-            np.testing.assert_allclose(got["attention_to_span"][reading], expected.answer_mass[reading], atol=1e-6)
-            np.testing.assert_allclose(got["attention_noise"][reading], expected.noise_mass[reading], atol=1e-6)
+            for key, mass in (("attention_to_span", expected.answer_mass), ("attention_noise", expected.noise_mass)):
+                values = np.array([[np.nan if v is None else v for v in heads] for heads in got[key][reading]])
+                np.testing.assert_allclose(values, mass[reading], atol=1e-6)
         best = got["top_heads"][0]
-        assert best["attention_to_span"] == pytest.approx(expected.answer_mass["absolute"].max(), abs=1e-6)
-        assert set(got["definitions"]) >= {"attention to answer", "attention noise", "absolute reading"}
+        assert best["attention_to_span"] == pytest.approx(expected.answer_mass[got["default_reading"]].max(), abs=1e-6)
+        assert set(got["definitions"]) >= {"attention to answer", "attention noise", "net reading", "query token", "context"}
+        assert (got["lambdas"] is None) == (trace.lambdas is None)
     assert missing.isError and "'9999' does not occur in the input" in missing.content[0].text
-    assert empty.isError and "give the span to measure" in empty.content[0].text
+    assert empty.isError and "span: give the text to measure" in empty.content[0].text
+
+
+def test_one_prompt_gives_one_allocation_in_the_compare_view_the_api_mcp_and_the_study(mcp_url):
+    """The same retrieval prompt, span and context: the backend call the Generation compare view makes (on
+    the prompt and the model's own continuation), ``/attention_to_span``, its MCP tool and the study."""
+    from diffllama.study import Example
+    from diffllama.study.measure import measure, prompt
+
+    context = "The magic number of Paris is 4341. The magic number of Lyon is 4821. A bus passed by slowly."
+    start = context.index("4821")
+    example = Example(context, "What is the magic number of Lyon?", start, start + 4, 0.5, "The magic number of Lyon is")
+    text = prompt(example)
+    lens = ModelCache().get("diffllama-lm", "generation")
+    stream = lens.generate(text, max_new_tokens=6, greedy=True)
+    list(stream)
+    generated = stream.result
+    reference = analysis.find_reference(text, "4821", 0, "gold answer")
+    view = analysis.reference_allocation(generated.trace, reference, (0, len(context)), text=text + generated.text,
+                                         prompt_tokens=generated.prompt_length)
+    assert view.query == generated.prompt_length - 1  # the continuation does not say 4821 later on
+    asked = dict(text=text, text_pair="", source="diffllama-lm", task="generation", span="4821", kind="", context=context, query=-1)
+    api = Client(mcp_url, verbose=False).predict(*asked.values(), api_name="/attention_to_span")
+    [tool] = asyncio.run(call_tools(mcp_url, [("attention_to_span", asked)]))
+    assert not tool.isError
+    tool = ast.literal_eval(tool.content[0].text)
+    study = measure(lens, example, 0, None)
+    assert api["query"]["position"] == tool["query"]["position"] == study.query == view.query
+    assert api["context_tokens"] == list(view.context) and api["context_rule"] == "the context's characters"
+    for reading in analysis.READINGS:
+        for which, got_key, mass in (("answer", "attention_to_span", view.answer_mass), ("noise", "attention_noise", view.noise_mass)):
+            expected = mass[reading].mean(axis=1)  # per layer, mean over heads
+            for got in (api[got_key][reading], tool[got_key][reading]):
+                per_layer = np.array([[np.nan if v is None else v for v in heads] for heads in got]).mean(axis=1)
+                np.testing.assert_allclose(per_layer, expected, atol=1e-6, err_msg=f"{which} {reading}")
+            from_study = np.array([np.nan if v is None else v for v in getattr(study, which)[reading]])
+            np.testing.assert_allclose(from_study, expected, atol=1e-6, err_msg=f"study {which} {reading}")
+    assert api["table"]["rows"] == [[cell for cell in row] for row in analysis.allocation_table(
+        {"diffllama-lm (diffllama)": view}).rows]

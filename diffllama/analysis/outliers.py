@@ -191,7 +191,7 @@ def window_around(sample: MagnitudeSummary) -> tuple[int, int]:
 
 def softmax_heads(trace: Trace) -> int:
     """Softmax heads of each layer: both maps of a differential head."""
-    return trace.num_heads * (2 if trace.arch == "diffllama" else 1)
+    return trace.architecture.shape.heads
 
 
 def layer_logits(trace: Trace, layer: int) -> Iterator[torch.Tensor]:

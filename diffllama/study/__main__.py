@@ -39,6 +39,10 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="auto", help="model dtype: auto (bfloat16 on CUDA, float32 on CPU) or e.g. float32")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--query", type=int, help="the query token: a position, or counted from the end when negative "
+                        "(default: the last input token, the one whose next-token prediction is the answer's first token)")
+    parser.add_argument("--skip-outliers", action="store_true", help="leave out Table 5 (activation outliers: two more "
+                        "passes over every logit and hidden state)")
     parser.add_argument("--out", type=Path, default=Path("study"), help="writes OUT.json and OUT.md (default: study)")
     return parser.parse_args(argv)
 
@@ -51,7 +55,8 @@ def main(argv=None) -> dict:
     state = PartialState(cpu=not torch.cuda.is_available())
     models = {name: load(resolve(name, "generation"), device=str(state.device), dtype=arguments.dtype) for name in arguments.models}
     result = run_study(models, examples, depths, arguments.resamples,
-                       progress=lambda fraction, text: print(f"[{fraction:4.0%}] {text}", flush=True))
+                       progress=lambda fraction, text: print(f"[{fraction:4.0%}] {text}", flush=True),
+                       outliers=not arguments.skip_outliers, query=arguments.query)
     if state.is_main_process:
         result["command"] = {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()}
         # the same record the app's exports carry: models, a hash of the command's inputs, versions, time

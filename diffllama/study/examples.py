@@ -8,9 +8,26 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import limits
 from ..family import corpus
 
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# what a study may ask for (parameter -> (least, most)); the app's Study tab asks for less (components.study_tab)
+BOUNDS = {"inputs": (1, 100_000), "needles": (1, len(corpus.CITIES)), "lookalikes": (0, 10), "fillers": (0, 2_000),
+          "lengths": (1, 10), "depths": (1, 11)}
+
+
+def check_bound(parameter: str, value, bounds: dict[str, tuple[int, int]] = BOUNDS) -> int:
+    """``value`` as a whole number within ``bounds[parameter]``, else a message naming both."""
+    low, high = bounds[parameter]
+    try:
+        number = int(value)
+        whole = number == value if isinstance(value, float) else True
+    except (TypeError, ValueError, OverflowError):
+        number, whole = None, False
+    if number is None or not whole or not low <= number <= high:
+        raise ValueError(f"{parameter}: {value!r} is not allowed; give a whole number from {low} to {high:,}")
+    return number
 
 
 @dataclass
@@ -28,13 +45,24 @@ class Example:
 
 
 def retrieval_examples(count: int, needles: int = 4, fillers: tuple[int, ...] = (28,),
-                       depths: tuple[float, ...] = DEPTHS, seed: int = 0, lookalikes: int = 1) -> list[Example]:
+                       depths: tuple[float, ...] = DEPTHS, seed: int = 0, lookalikes: int = 1,
+                       bounds: dict[str, tuple[int, int]] = BOUNDS) -> list[Example]:
     """``count`` generated retrieval inputs ("The magic number of <city> is <n>." among other cities'
-    needles, ``lookalikes`` near-miss facts and ``fillers`` haystack sentences, ≈ 9 tokens each), cycling through every depth for each filler count in turn. The one
-    place the study depends on the generator."""
+    needles, ``lookalikes`` near-miss facts and ``fillers`` haystack sentences, ≈ 9 tokens each), cycling
+    through every depth for each filler count in turn. Every parameter is checked against ``bounds``
+    first, and the generation stops at the request's time limit (``limits.check_time``). The one place
+    the study depends on the generator."""
+    count, needles, lookalikes = (check_bound(name, value, bounds) for name, value in
+                                  (("inputs", count), ("needles", needles), ("lookalikes", lookalikes)))
+    check_bound("lengths", len(fillers), bounds)
+    fillers = tuple(check_bound("fillers", value, bounds) for value in fillers)
+    check_bound("depths", len(depths), bounds)
+    if not all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in depths):
+        raise ValueError(f"depths: {list(depths)!r} is not allowed; give numbers from 0 (start) to 1 (end)")
     rng = random.Random(f"study-{seed}")
     examples = []
     for i in range(count):
+        limits.check_time()
         depth, length = depths[i % len(depths)], fillers[i // len(depths) % len(fillers)]
         generated = corpus.retrieval(rng, needles=needles, fillers=length, depth=depth, lookalikes=lookalikes)
         examples.append(Example(generated.context, generated.question, generated.answer.start, generated.answer.end,
