@@ -150,6 +150,7 @@ class Trace:
         """Scaled, causally masked pre-softmax logits of softmax heads ``heads`` for the query
         positions ``rows`` (ascending), in blocks of a few heads (whole groups of ``unit``) × rows × keys
         (``blocks.logit_blocks``)."""
+        self._check_layer(layer)
         if not rows:
             return iter(())
         scaling = self._model.base_model.layers[layer].self_attn.scaling
