@@ -26,7 +26,8 @@ from .common import markdown_code, user_errors
 NEGATIVE, POSITIVE = "rgb(128, 90, 213)", "rgb(239, 68, 60)"  # colours of scores < 0 and > 0 (as gradio's HighlightedText)
 LAST = -1  # query position meaning "the last real (non-special) token of each model's input"
 WHOLE_UP_TO = 300  # tokens: a row this long is drawn whole; a longer one opens around its query and strongest keys
-STRONGEST = 5  # keys of largest |value| a long row opens around
+STRONGEST = 5  # keys of largest |value| a long row opens around ...
+STRONG = 0.1  # ... of those at least this share of the row's largest |value| (not the background's ties)
 CONTEXT = 12  # tokens shown either side of the query and of each strongest key
 
 
@@ -83,9 +84,11 @@ def heat_html(pieces: list) -> str:
 
 
 def focus(values: np.ndarray, query: int, strongest: int = STRONGEST, context: int = CONTEXT) -> tuple[list[int], list]:
-    """The ``strongest`` keys (largest |value|, first position first on ties) and the merged token
-    ranges ``[start, end)`` of ``context`` tokens either side of them and of the query."""
-    top = sorted(np.argsort(-np.abs(values[: query + 1]), kind="stable")[:strongest].tolist())
+    """The ``strongest`` keys (largest |value|, first position first on ties; none under ``STRONG``
+    of the largest) and the merged token ranges ``[start, end)`` of ``context`` tokens either side of
+    them and of the query."""
+    size = np.abs(values[: query + 1])
+    top = sorted(p for p in np.argsort(-size, kind="stable")[:strongest].tolist() if size[p] >= STRONG * size.max())
     ranges = sorted((max(0, p - context), min(query + 1, p + context + 1)) for p in {query, *top})
     merged = [ranges[0]]
     for start, end in ranges[1:]:

@@ -68,22 +68,23 @@ def label_room(axis: dict, angle: float = 0) -> int:
 
 def _segment_marks(segments, row_edges: list[int], col_edges: list[int]) -> tuple[list[dict], list[dict]]:
     """Dashed lines where a new segment of the input starts, on both axes, each named above the map.
-    A name is set inside the keys' range (to the right of its line in the left half, to the left in
-    the right half) and above the plot by its domain: plotly widens an axis's range to fit an
-    annotation, which painted a band of masked grey beside the map."""
+    plotly widens an autoranged axis to fit what is drawn on it, which painted a band of masked grey
+    beside the map: each line spans the other axis by its domain, and each name sits above the plot
+    by its domain and inside the keys' range (right of its line in the left half, left of it in the
+    right half)."""
     shapes, names = [], []
-    rows, cols = len(row_edges) - 1, len(col_edges) - 1
+    cols = len(col_edges) - 1
     for position, name in segments:
         if col_edges[0] < position < col_edges[-1]:
             at = axis_position(col_edges, position)
-            shapes.append(dict(type="line", x0=at, x1=at, y0=-0.5, y1=rows - 0.5))
+            shapes.append(dict(type="line", x0=at, x1=at, yref="y domain", y0=0, y1=1))
             left = at < (cols - 1) / 2
             names.append(dict(x=at, xref="x", y=1, yref="y domain", showarrow=False, yanchor="bottom",
                               xanchor="left" if left else "right", font=dict(size=10),
                               text=f"▸ {plotly_text(name)}" if left else f"{plotly_text(name)} ▸"))
         if row_edges[0] < position < row_edges[-1]:
             at = axis_position(row_edges, position)
-            shapes.append(dict(type="line", y0=at, y1=at, x0=-0.5, x1=cols - 0.5))
+            shapes.append(dict(type="line", y0=at, y1=at, xref="x domain", x0=0, x1=1))
     for shape in shapes:
         shape["line"] = dict(color="black", width=1.5, dash="dash")
     return shapes, names
@@ -109,7 +110,7 @@ def attention_figure(values: np.ndarray, row_edges: list[int], col_edges: list[i
     xaxis, yaxis = _token_axis(col_labels, cols, height), _token_axis(row_labels, rows, height)
     lines = title.count("<br>") + 1
     layout = dict(
-        title=dict(text=title, font=dict(size=13)), plot_bgcolor=MASKED, shapes=shapes, annotations=names,
+        title=dict(text=title, font=dict(size=13)), plot_bgcolor=MASKED, **({"shapes": shapes, "annotations": names} if shapes else {}),
         height=height if max(len(rows), len(cols)) > 24 else height - 100,
         margin=dict(l=label_room(yaxis), r=10, t=20 + 17 * lines + (18 if names else 0), b=label_room(xaxis, angle=60)),
         xaxis=dict(**xaxis, tickangle=-60, title=dict(text="key"), constrain="domain", showgrid=False),

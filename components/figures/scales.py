@@ -85,7 +85,7 @@ def _step(span: float, count: int) -> float:
     """A round tick step (1, 2, 2.5 or 5 × 10^k) giving about ``count`` ticks over ``span``."""
     raw = span / count
     power = 10.0 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * 0.999)
+    return min((m * power for m in (1, 2, 2.5, 5, 10)), key=lambda step: abs(math.log(step / raw)))
 
 
 def bar_ticks(low: float, high: float, clipped: bool = False, count: int = 4) -> tuple[list[float], list[str]]:
