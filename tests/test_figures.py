@@ -134,19 +134,21 @@ def test_plotly_draws_no_masked_band_beside_a_generation_map():
 def test_each_decomposition_panel_is_stamped_with_its_own_map_under_its_labels():
     views = {kind: pooled_map(kind, n=16, seed=i) for i, kind in enumerate(("a1", "a2", "diff"))}
     for kind, figure in zip(("a1", "a2", "diff"), figures.decomposition(views)):
+        margin, height = dict(figure.layout.margin.to_plotly_json()), figure.layout.height
         stamped = figures.provenance_note(figure, record("diff"))  # the view was asked for "diff"
         footer = stamped.layout.annotations[-1]
         assert f"map {kind}" in footer.text and stamped.layout.meta["provenance"]["kind"] == kind
-        assert footer.y == 0 and footer.yanchor == "top" and footer.yshift == -figure.layout.margin.b
-        assert stamped.layout.margin.b > figure.layout.margin.b and stamped.layout.height > figure.layout.height
-        assert stamped.layout.margin.t == figure.layout.margin.t  # the top, under gradio's label, is left alone
+        assert footer.y == 0 and footer.yanchor == "top" and footer.yshift == -margin["b"]  # under the tick labels
+        assert stamped.layout.margin.b > margin["b"] and stamped.layout.height > height
+        assert stamped.layout.margin.t == margin["t"]  # the top, under gradio's label, is left alone
     chart = figures.provenance_note(figures.lambda_profile({"A": ([0.2, 0.3], [0.2, 0.4])}), record(None))
     assert "map" not in chart.layout.annotations[-1].text and chart.layout.margin.t > 50  # a chart: at its top
 
 
 def test_plain_figures_send_the_json_plotly_would_validate_to():
     for figure in (figures.attention_heatmap(pooled_map(extreme=2.0), segments=[(20, "generated")]),
-                   figures.provenance_note(figures.attention_heatmap(pooled_map("softmax", n=8)), record())):
+                   figures.provenance_note(figures.attention_heatmap(pooled_map("softmax", n=8)), record()),
+                   figures.lambda_profile({"A (diffllama)": ([0.5, 0.61], [0.2, 0.36])})):
         sent = json.loads(figure.to_json())
         assert json.loads(go.Figure(sent).to_json()) == sent  # plotly's validation accepts and keeps every setting
 

@@ -1,5 +1,6 @@
 """Per-layer and per-position charts: λ against λ_init, A vs B head statistics, QA start / end
-logits along the context, and the KL of a λ ablation. Small figures, built with plotly's own checks."""
+logits along the context, and the KL of a λ ablation. Small figures, built with plotly's own checks
+but for the λ profile, which every map view sends (``plain``)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,22 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .labels import MODEL_COLOURS, plotly_text, short
+from .plain import plain_figure
 
 NOISE_KL = 1e-5  # nats; a KL below this is float32 rounding of identical distributions, drawn as no bar
 
 
 def lambda_profile(lambdas: dict[str, tuple[list[float], list[float]]]) -> go.Figure:
-    """Learned λ per layer against λ_init, for every model that has one."""
-    figure = go.Figure()
+    """Learned λ per layer against λ_init, for every model that has one (plain: it comes with every map view)."""
+    traces = []
     for name, (learned, init) in lambdas.items():
         layers = list(range(len(learned)))
-        figure.add_trace(go.Scatter(x=layers, y=learned, mode="lines+markers", name=f"{name}: learned λ"))
-        figure.add_trace(go.Scatter(x=layers, y=init, mode="lines", line=dict(dash="dot"), name=f"{name}: λ_init"))
-    figure.update_layout(title="λ per layer (one scalar per layer): learned vs λ_init = 0.8 − 0.6·exp(−0.3·layer)",
-                         xaxis=dict(title="layer", dtick=1), yaxis_title="λ", height=360, margin=dict(l=10, r=10, t=50, b=10))
-    return figure
+        traces += [dict(type="scatter", x=layers, y=list(learned), mode="lines+markers", name=f"{name}: learned λ"),
+                   dict(type="scatter", x=layers, y=list(init), mode="lines", line=dict(dash="dot"), name=f"{name}: λ_init")]
+    return plain_figure(traces, dict(
+        title=dict(text="λ per layer (one scalar per layer): learned vs λ_init = 0.8 − 0.6·exp(−0.3·layer)"),
+        xaxis=dict(title=dict(text="layer"), dtick=1), yaxis=dict(title=dict(text="λ")), height=360,
+        margin=dict(l=10, r=10, t=50, b=10)))
 
 
 def head_stats_comparison(stats: dict[str, object]) -> go.Figure:

@@ -12,8 +12,3 @@ def plain_figure(data: list[dict], layout: dict) -> go.Figure:
     """A ``go.Figure`` of trace and layout dictionaries, taken as they are (no validation)."""
     return go.Figure(dict(data=data, layout=layout), _validate=False)
 
-
-def parts(figure: go.Figure) -> tuple[list[dict], dict]:
-    """A figure's traces and layout as dictionaries (shallow copies), to build a changed figure from."""
-    plain = figure.to_plotly_json()
-    return plain["data"], dict(plain["layout"])

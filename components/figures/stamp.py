@@ -8,7 +8,6 @@ import dataclasses
 import plotly.graph_objects as go
 
 from .labels import plotly_text, short
-from .plain import parts, plain_figure
 
 PROVENANCE_FONT = 8  # px: small enough to stay out of the way, legible in a saved PNG
 PROVENANCE_LINE = 64  # characters: fits a figure a third of the page wide
@@ -31,7 +30,7 @@ def stamp_lines(provenance) -> list[str]:
 
 
 def provenance_note(figure: go.Figure | None, provenance) -> go.Figure | None:
-    """``figure`` stamped with where it came from (a ``diffllama.provenance.Provenance``), and the
+    """``figure`` stamped (in place) with where it came from (a ``diffllama.provenance.Provenance``), and the
     whole record, link included, in ``layout.meta["provenance"]`` of the figure's JSON. A map names
     its own kind (``layout.meta["kind"]``: A1, A2 and A1 − λ·A2 panels of one view each say theirs).
     The stamp goes where no label of the page lies over it: under a map's tick labels (its bottom
@@ -39,26 +38,24 @@ def provenance_note(figure: go.Figure | None, provenance) -> go.Figure | None:
     (the top-left corner is under gradio's label). None passes through (a view not shown)."""
     if figure is None:
         return None
-    data, layout = parts(figure)
-    meta = dict(layout.get("meta") or {})
+    layout = figure.layout
+    meta = dict(layout.meta or {})
     if "kind" in meta:
         provenance = dataclasses.replace(provenance, kind=meta["kind"])
     lines = stamp_lines(provenance)
     height = round(len(lines) * PROVENANCE_FONT * 1.4) + 6  # plotly sets a line of text at about 1.3× its font size
-    margin = dict(layout.get("margin") or {})
     note = dict(text="<br>".join(map(plotly_text, lines)), xref="paper", yref="paper", x=1, xanchor="right", align="right",
                 showarrow=False, font=dict(size=PROVENANCE_FONT, color="#868e96"))
-    if (layout.get("xaxis") or {}).get("automargin") is False:
-        bottom = margin.get("b", 80)
+    if layout.xaxis.automargin is False:
+        bottom = layout.margin.b if layout.margin.b is not None else 80
         note.update(y=0, yanchor="top", yshift=-bottom)
-        margin["b"] = bottom + height
+        changes = dict(margin=dict(b=bottom + height))
     else:
-        top = margin.get("t", 100) + height
+        top = (layout.margin.t if layout.margin.t is not None else 100) + height
         note.update(y=1, yanchor="top", yshift=top - 2)
-        margin["t"] = top
-        layout["title"] = {**(layout.get("title") or {}), "yref": "container", "y": 1, "yanchor": "top", "pad": dict(t=height + 2)}
-    if layout.get("height"):  # the plot keeps its size
-        layout["height"] += height
-    layout.update(annotations=[*layout.get("annotations", ()), note], margin=margin,
-                  meta={**meta, "provenance": dataclasses.asdict(provenance)})
-    return plain_figure(data, layout)
+        changes = dict(margin=dict(t=top), title=dict(yref="container", y=1, yanchor="top", pad=dict(t=height + 2)))
+    if layout.height:  # the plot keeps its size
+        changes["height"] = layout.height + height
+    figure.add_annotation(note)
+    figure.update_layout(changes, meta={**meta, "provenance": dataclasses.asdict(provenance)})
+    return figure
