@@ -96,10 +96,11 @@ def attention_figure(values: np.ndarray, row_edges: list[int], col_edges: list[i
     """A (block of a) map with square cells, a colour bar, masked future cells in grey and lines
     where a new segment of the input starts (``segments``: ``(token position, name)``). Full colour
     sits at ``zmax`` (a ``ScaleLimit`` shared with the panels ``scale_with`` names), or else at this
-    map's own ``robust_limit``; a line under the title says which. ``height`` suits a map half the
+    map's own ``robust_limit`` (off the diagonal when rows and columns are the same tokens); a line
+    under the title says which. ``height`` suits a map half the
     page wide: the square fills it without leaving the colour bar far taller."""
     shown = masked(values, row_edges, col_edges)
-    limit = robust_limit(shown) if zmax is None else as_limit(zmax)
+    limit = robust_limit(shown, off_diagonal=row_edges == col_edges) if zmax is None else as_limit(zmax)
     whose = f"scale shared with {scale_with}" if scale_with else "own colour scale"
     title = f"{title}<br><sup>{whose}: {limit.describe(signed(kind, value), '<br>')}</sup>"
     rows, cols = [plotly_text(label) for label in row_labels], [plotly_text(label) for label in col_labels]
@@ -152,13 +153,13 @@ def region_heatmap(region, title_prefix: str = "", segments=(), zmax: float | No
 def region_limit(*regions):
     """One ``ScaleLimit`` for several ``AttentionRegion`` records (e.g. A's and B's zoom), their future cells left out."""
     return robust_limit(*(masked(r.values, list(range(r.rows[0], r.rows[1] + 1)), list(range(r.cols[0], r.cols[1] + 1)))
-                          for r in regions))
+                          for r in regions), off_diagonal=all(tuple(r.rows) == tuple(r.cols) for r in regions))
 
 
 def decomposition(views: dict, title_prefix: str = "", segments=(), height: int = 440) -> list[go.Figure]:
     """DiffLlama's ``A1 | A2 | A1 − λ·A2`` at one head (``views`` by kind: ``AttentionMap`` records),
     A1 and A2 on one colour scale so their sizes compare; ``height`` suits a third of the page."""
-    softmax = robust_limit(*(masked(views[k].values, views[k].edges, views[k].edges) for k in ("a1", "a2")))
+    softmax = robust_limit(*(masked(views[k].values, views[k].edges, views[k].edges) for k in ("a1", "a2")), off_diagonal=True)
     return [attention_heatmap(views["a1"], title_prefix, segments, softmax, height, "A2"),
             attention_heatmap(views["a2"], title_prefix, segments, softmax, height, "A1"),
             attention_heatmap(views["diff"], title_prefix, segments, height=height)]

@@ -42,11 +42,11 @@ def thumbnail(values: np.ndarray, kind: str, limit: float, value: str = "weight"
 
 def overview_limit(maps) -> ScaleLimit:
     """The one colour-scale limit shared by every thumbnail (``maps[layer][head]``, pooled [b, b]):
-    ``robust_limit`` of every head's visible cells, so one extreme cell (row 0 of layer 0, where a
-    differential map holds 1 − λ) leaves the other layers readable."""
+    ``robust_limit`` of every head's visible cells off the diagonal, so neither one extreme cell (row
+    0 of layer 0, where a differential map holds 1 − λ) nor local attention leaves the other layers blank."""
     edges = list(range(maps[0][0].shape[0] + 1))
     future = future_mask(edges, edges)
-    return robust_limit(*(np.where(future, np.nan, m) for row in maps for m in row))
+    return robust_limit(*(np.where(future, np.nan, m) for row in maps for m in row), off_diagonal=True)
 
 
 def png_data_url(pixels: np.ndarray) -> str:

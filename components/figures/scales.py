@@ -27,14 +27,16 @@ PEAK_MARGIN = 1.25  # ... unless the largest |value| is within this factor of it
 
 class ScaleLimit(float):
     """Full colour's |value| (a float, as a colour range takes it) and how it was chosen: ``peak`` is
-    the largest |value| drawn, ``percentile`` the percentile of |values| the limit is (None: the
-    limit is the peak, or was given), ``beyond`` how many cells exceed it (drawn at full colour).
-    Put ``float(limit)`` into figures: JSON encoders refuse float subclasses."""
+    the largest |value| drawn, ``percentile`` the percentile of |values| (of the cells ``basis``
+    names) the limit is (None: the limit is the peak, or was given), ``beyond`` how many cells
+    exceed it (drawn at full colour). Put ``float(limit)`` into figures: JSON encoders refuse float
+    subclasses."""
 
-    def __new__(cls, limit: float, peak: float | None = None, percentile: float | None = None, beyond: int = 0):
+    def __new__(cls, limit: float, peak: float | None = None, percentile: float | None = None, beyond: int = 0,
+                basis: str = ""):
         self = super().__new__(cls, limit)
         self.peak = float(limit) if peak is None else float(peak)
-        self.percentile, self.beyond = percentile, int(beyond)
+        self.percentile, self.beyond, self.basis = percentile, int(beyond), basis
         return self
 
     @property
@@ -48,23 +50,27 @@ class ScaleLimit(float):
         if self.percentile is None:
             return f"full colour at {at}" + (" (the largest |value|)" if self.peak == float(self) else "")
         cells = "1 cell" if self.beyond == 1 else f"{self.beyond} cells"
-        return (f"full colour at {at} = the {self.percentile:g}th percentile of |value|{breaks}"
+        return (f"full colour at {at} = the {self.percentile:g}th percentile of |value|{self.basis}{breaks}"
                 f"{cells} beyond it (up to {self.peak:.3g}) drawn at full colour")
 
 
-def robust_limit(*arrays: np.ndarray, percentile: float = ROBUST_PERCENTILE) -> ScaleLimit:
+def robust_limit(*arrays: np.ndarray, percentile: float = ROBUST_PERCENTILE, off_diagonal: bool = False) -> ScaleLimit:
     """Where full colour sits for the finite cells of ``arrays`` together (masked cells are NaN):
     the ``percentile`` of their |values|, or their largest |value| when that is within
-    ``PEAK_MARGIN`` of it (nothing would stand out, so nothing is clipped)."""
-    cells = np.abs(np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays]))
+    ``PEAK_MARGIN`` of it (nothing would stand out, so nothing is clipped). ``off_diagonal``: the
+    percentile of the cells off each map's diagonal: a pooled block's attention to its own tokens
+    (local attention, and row 0's 1 − λ) would otherwise set the scale of a long input's map."""
+    arrays = [np.abs(np.asarray(a, dtype=np.float64)) for a in arrays]
+    cells = np.concatenate([a.ravel() for a in arrays])
     cells = cells[np.isfinite(cells)]
+    basis = np.concatenate([a[~np.eye(*a.shape, dtype=bool)] for a in arrays]) if off_diagonal else cells
+    basis = basis[np.isfinite(basis)]
     peak = float(cells.max()) if cells.size else 0.0
-    if peak == 0:
-        return ScaleLimit(1.0, 0.0)
-    limit = float(np.percentile(cells, percentile))
-    if limit * PEAK_MARGIN >= peak:
-        return ScaleLimit(peak, peak)
-    return ScaleLimit(limit, peak, percentile, int(np.count_nonzero(cells > limit)))
+    limit = float(np.percentile(basis, percentile)) if basis.size else 0.0
+    if limit * PEAK_MARGIN >= peak or limit == 0:
+        return ScaleLimit(peak or 1.0, peak)
+    return ScaleLimit(limit, peak, percentile, int(np.count_nonzero(cells > limit)),
+                      " off the diagonal" if off_diagonal else "")
 
 
 def as_limit(limit: float) -> ScaleLimit:
