@@ -47,6 +47,21 @@ def test_one_extreme_cell_does_not_set_the_scale_and_the_map_says_so():
     assert "own colour scale" in title and "99th percentile of |value|" in title and "up to 2.37" in title
 
 
+def test_a_long_maps_diagonal_saturates_instead_of_whitening_the_rest():
+    """Pooled blocks' attention to their own tokens (the diagonal) is far larger than the rest: the
+    percentile is taken off the diagonal, so a key read from far away (the needle) keeps its colour."""
+    view = pooled_map("softmax", n=64, seed=2)  # the diagonal: 3 % of the visible cells, beyond any high percentile
+    view.values *= 0.1
+    view.values[np.diag_indices(64)] = 0.9
+    view.values[56:, 10] = 0.3  # one key read by the last queries
+    heatmap = figures.attention_heatmap(view).data[0]
+    assert heatmap.zmax <= 0.3  # the needle's column at full colour (scaled to the diagonal, it was a third of it)
+    assert "off the diagonal" in figures.attention_heatmap(view).layout.title.text
+    region = AttentionRegion(0, 0, "softmax", view.values[48:64, 2:18], (48, 64), (2, 18),
+                             [str(i) for i in range(48, 64)], [str(i) for i in range(2, 18)], None)
+    assert "off the diagonal" not in figures.region_heatmap(region).layout.title.text  # no diagonal in this region
+
+
 def test_a_scale_without_outliers_clips_nothing():
     limit = figures.robust_limit(np.array([[0.5, np.nan], [0.4, 0.45]]))
     assert limit == 0.5 and not limit.saturated and limit.describe(False) == "full colour at 0.5 (the largest |value|)"
