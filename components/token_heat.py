@@ -110,8 +110,9 @@ def focused_html(pieces: list, query: int, strongest: list[int], ranges: list) -
         shown = end
     parts.append(gap(query + 1 - shown) if shown < query + 1 else "")
     keys = ", ".join(map(str, strongest))
-    note = (f'<div style="font-size:0.85em;color:#495057">around query token {query} (outlined) and the {len(strongest)} '
-            f"keys of largest |value| ({keys}), {CONTEXT} tokens either side</div>")
+    keys_named = "the key" if len(strongest) == 1 else f"the {len(strongest)} keys"
+    note = (f'<div style="font-size:0.85em;color:#495057">around query token {query} (outlined) and {keys_named} '
+            f"of largest |value| ({keys}), {CONTEXT} tokens either side</div>")
     return f'{note}<div class="heat">{"".join(parts)}</div>'
 
 
