@@ -315,7 +315,7 @@ def payload_bytes(value) -> int:
 
 
 class FigureClock:
-    """Time spent in ``components.figures`` while it is installed (its public functions wrapped; a
+    """Time spent in ``components.figures`` while it is installed (the package's public functions wrapped; a
     call from one of them to another counts once)."""
 
     def __init__(self):
@@ -323,7 +323,8 @@ class FigureClock:
 
         self.seconds, self._depth, self._module = 0.0, 0, figures
         self._originals = {name: fn for name, fn in vars(figures).items()
-                           if callable(fn) and getattr(fn, "__module__", None) == figures.__name__ and not name.startswith("_")}
+                           if callable(fn) and not isinstance(fn, type) and (getattr(fn, "__module__", None) or "").startswith(figures.__name__)
+                           and not name.startswith("_")}
 
     def _wrap(self, fn):
         def timed(*args, **kwargs):

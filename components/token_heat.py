@@ -25,6 +25,10 @@ from .common import markdown_code, user_errors
 
 NEGATIVE, POSITIVE = "rgb(128, 90, 213)", "rgb(239, 68, 60)"  # colours of scores < 0 and > 0 (as gradio's HighlightedText)
 LAST = -1  # query position meaning "the last real (non-special) token of each model's input"
+WHOLE_UP_TO = 300  # tokens: a row this long is drawn whole; a longer one opens around its query and strongest keys
+STRONGEST = 5  # keys of largest |value| a long row opens around ...
+STRONG = 0.1  # ... of those at least this share of the row's largest |value| (not the background's ties)
+CONTEXT = 12  # tokens shown either side of the query and of each strongest key
 
 
 def last_real_token(trace) -> int:
@@ -32,41 +36,96 @@ def last_real_token(trace) -> int:
     return real[-1] if real else trace.seq_len - 1
 
 
-def heat_pieces(trace, texts: dict[int, str], values: np.ndarray, upto: int, scale: float) -> list:
-    """(text, score or None) pieces: the input up to token ``upto``, each token scored value / scale
-    (clipped to [-1, 1]). Text between tokens stays unmarked; special tokens appear by name (⟨s⟩);
-    a sequence without its text in ``texts`` (a QA question) is drawn from its decoded tokens."""
+def positioned_pieces(trace, texts: dict[int, str], values: np.ndarray, upto: int, scale: float) -> list:
+    """(token position, text, score or None) pieces: the input up to token ``upto``, each token scored
+    value / scale (clipped to [-1, 1]). Text between tokens stays unmarked and belongs to the token
+    after it; special tokens appear by name (⟨s⟩); a sequence without its text in ``texts`` (a QA
+    question) is drawn from its decoded tokens."""
     pieces, cursor = [], {}
     for i in range(upto + 1):
         score = round(float(np.clip(values[i] / scale, -1, 1)), 4)
         sequence, (start, end) = trace.sequence_ids[i], trace.offsets[i]
         text = texts.get(sequence)
         if sequence is None or text is None:
-            pieces.append((display_token(trace.tokens[i], True) if sequence is None else trace.tokens[i], score))
+            pieces.append((i, display_token(trace.tokens[i], True) if sequence is None else trace.tokens[i], score))
             continue
         if sequence not in cursor:  # a window of a long text starts inside it: say so, draw only the window
             cursor[sequence] = start
             if start > 0:
-                pieces.append(("… ", None))
+                pieces.append((i, "… ", None))
         at = cursor[sequence]
         if end <= start or start < at:  # a token without characters of its own (or overlapping the previous)
             continue
         if start > at:
-            pieces.append((text[at:start], None))
-        pieces.append((text[start:end], score))
+            pieces.append((i, text[at:start], None))
+        pieces.append((i, text[start:end], score))
         cursor[sequence] = end
     return pieces
 
 
+def heat_pieces(trace, texts: dict[int, str], values: np.ndarray, upto: int, scale: float) -> list:
+    """(text, score or None) pieces of ``positioned_pieces``."""
+    return [(text, score) for _, text, score in positioned_pieces(trace, texts, values, upto, scale)]
+
+
+def _span(text: str, score: float | None, mark: bool = False) -> str:
+    """One piece on red (score > 0) or purple (< 0) at opacity |score|, its score on hover; the text
+    escaped (it is the visitor's input); ``mark``: outlined (the query token)."""
+    if score is None:
+        return html.escape(text)
+    colour = (POSITIVE if score >= 0 else NEGATIVE).replace("rgb(", "rgba(").replace(")", f", {abs(score):.3f})")
+    outline = ";outline:2px solid #212529" if mark else ""
+    return f'<span style="background:{colour}{outline}" title="{score:+.4f}">{html.escape(text)}</span>'
+
+
 def heat_html(pieces: list) -> str:
-    """``heat_pieces`` as HTML: each scored piece on red (score > 0) or purple (< 0) at opacity |score|,
-    its score on hover; the text escaped (it is the visitor's input)."""
-    def piece(text: str, score: float | None) -> str:
-        if score is None:
-            return html.escape(text)
-        colour = (POSITIVE if score >= 0 else NEGATIVE).replace("rgb(", "rgba(").replace(")", f", {abs(score):.3f})")
-        return f'<span style="background:{colour}" title="{score:+.4f}">{html.escape(text)}</span>'
-    return f'<div class="heat">{"".join(piece(text, score) for text, score in pieces)}</div>'
+    """``heat_pieces`` as HTML (``_span``)."""
+    return f'<div class="heat">{"".join(_span(text, score) for text, score in pieces)}</div>'
+
+
+def focus(values: np.ndarray, query: int, strongest: int = STRONGEST, context: int = CONTEXT) -> tuple[list[int], list]:
+    """The ``strongest`` keys (largest |value|, first position first on ties; none under ``STRONG``
+    of the largest) and the merged token ranges ``[start, end)`` of ``context`` tokens either side of
+    them and of the query."""
+    size = np.abs(values[: query + 1])
+    top = sorted(p for p in np.argsort(-size, kind="stable")[:strongest].tolist() if size[p] >= STRONG * size.max())
+    ranges = sorted((max(0, p - context), min(query + 1, p + context + 1)) for p in {query, *top})
+    merged = [ranges[0]]
+    for start, end in ranges[1:]:
+        if start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return top, merged
+
+
+def focused_html(pieces: list, query: int, strongest: list[int], ranges: list) -> str:
+    """``positioned_pieces`` within ``ranges`` only, each gap between them named by its length, the
+    query outlined: the heat opens where the query and its strongest keys are, however long the input."""
+    gap = lambda tokens: f'<span class="heat-gap" style="color:#868e96"> ⋯ {tokens} tokens ⋯ </span>'  # noqa: E731
+    parts, shown = [], 0
+    for start, end in ranges:
+        parts.append(gap(start - shown) if start > shown else "")
+        parts += [_span(text, score, position == query) for position, text, score in pieces if start <= position < end]
+        shown = end
+    parts.append(gap(query + 1 - shown) if shown < query + 1 else "")
+    keys = ", ".join(map(str, strongest))
+    keys_named = "the key" if len(strongest) == 1 else f"the {len(strongest)} keys"
+    note = (f'<div style="font-size:0.85em;color:#495057">around query token {query} (outlined) and {keys_named} '
+            f"of largest |value| ({keys}), {CONTEXT} tokens either side</div>")
+    return f'{note}<div class="heat">{"".join(parts)}</div>'
+
+
+def heat_view(trace, texts: dict[int, str], row: HeatRow, scale: float) -> str:
+    """A row's heat: the whole input when short; a long one (over ``WHOLE_UP_TO`` tokens) opens
+    around the query and its strongest keys (``focus``), the whole input behind an expander."""
+    pieces = positioned_pieces(trace, texts, row.values, row.query, scale)
+    whole = f'<div class="heat">{"".join(_span(text, score, i == row.query) for i, text, score in pieces)}</div>'
+    if row.query + 1 <= WHOLE_UP_TO:
+        return whole
+    strongest, ranges = focus(row.values, row.query)
+    return (focused_html(pieces, row.query, strongest, ranges)
+            + f"<details><summary>the whole input ({row.query + 1} tokens)</summary>{whole}</details>")
 
 
 @dataclass
@@ -125,7 +184,7 @@ def draw(traces: dict, texts: dict[str, dict[int, str]], layer: int | None, posi
     sequence id to the text its offsets point into; ``value``: weights or contributions."""
     rows = heat_rows(traces, layer, position, value)
     scales = heat_scales(rows, shared)
-    heat = {s: heat_html(heat_pieces(traces[s], texts[s], r.values, r.query, scales[s])) for s, r in rows.items()}
+    heat = {s: heat_view(traces[s], texts[s], r, scales[s]) for s, r in rows.items()}
     captions = {s: caption(traces[s], r, scales[s], value) for s, r in rows.items()}
     return heat.get("A"), heat.get("B"), legend(rows, scales, value), captions.get("A", ""), captions.get("B", "")
 

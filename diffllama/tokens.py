@@ -7,6 +7,8 @@ markup (plotly, Markdown) escape it at their own edge."""
 
 from __future__ import annotations
 
+import functools
+
 VISIBLE_WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 OTHER_WHITESPACE = "⎵"  # no-break and other unicode spaces
 
@@ -21,6 +23,15 @@ def display_token(token: str, special: bool = False) -> str:
     return "".join(VISIBLE_WHITESPACE.get(c, OTHER_WHITESPACE if c.isspace() else c) for c in token)
 
 
+DISPLAYED_INPUTS = 8  # inputs whose display labels are kept (a few KB each): the views of a run ask again and again
+
+
 def display_tokens(tokens: list[str], sequence_ids: list[int | None]) -> list[str]:
-    """Every token of a trace for display; a ``None`` sequence id marks a special token."""
-    return [display_token(token, sequence is None) for token, sequence in zip(tokens, sequence_ids)]
+    """Every token of a trace for display; a ``None`` sequence id marks a special token. Worked out
+    once per input (``_displayed``): every map, zoom and heat of a run labels the same tokens."""
+    return list(_displayed(tuple(tokens), tuple(sequence is None for sequence in sequence_ids)))
+
+
+@functools.lru_cache(maxsize=DISPLAYED_INPUTS)
+def _displayed(tokens: tuple[str, ...], special: tuple[bool, ...]) -> tuple[str, ...]:
+    return tuple(display_token(token, flag) for token, flag in zip(tokens, special))

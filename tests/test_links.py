@@ -97,7 +97,8 @@ def test_a_stamped_figure_keeps_its_meta_and_shows_where_it_came_from():
     assert figure.layout.meta["provenance"]["link"] == "http://h/?tab=classification"
     footer = figure.layout.annotations[-1].text
     assert "A: diffllama-cls" in footer and "input sha256" in footer and "layer 1" in footer and "torch" in footer
-    assert figure.layout.margin.t > 60 and figures.provenance_note(None, record()) is None
+    unstamped = figures.attention_heatmap(attention_map("diff")).layout.margin.b  # a map's stamp sits under its tick labels
+    assert figure.layout.margin.b > unstamped and figures.provenance_note(None, record()) is None
 
 
 def test_exports_lead_with_their_provenance(tmp_path, monkeypatch):
