@@ -201,3 +201,14 @@ def test_a_copied_trace_starts_with_an_empty_cache_of_the_same_bound(traces):
     assert clone.cache is not trace.cache and clone.cache.nbytes == 0 < trace.cache.nbytes
     assert clone.cache.max_bytes == trace.cache.max_bytes
     torch.testing.assert_close(clone.pooled(1, 0, "softmax", 4).values, trace.pooled(1, 0, "softmax", 4).values)
+
+
+def test_making_room_never_evicts_what_frees_no_bytes():
+    """A result kept with the trace and counted as 0 bytes (its size is counted elsewhere) survives a
+    bound that other entries fill, since dropping it would free nothing."""
+    from diffllama.trace import LayerCache
+    cache = LayerCache(100)
+    cache.store(("a",), "layer a", 60)
+    cache.store(("kept",), "comparison", 0)
+    cache.store(("b",), "layer b", 60)
+    assert cache.lookup(("kept",)) == "comparison" and cache.lookup(("b",)) == "layer b" and cache.lookup(("a",)) is None

@@ -46,7 +46,8 @@ class LayerCache:
             if nbytes > self.max_bytes:
                 return
             while sum(size for _, size in self._entries.values()) + nbytes > self.max_bytes:
-                self._entries.pop(next(reversed(self._entries)))
+                # entries counted as 0 bytes (results kept with the trace whose size is elsewhere) free nothing
+                self._entries.pop(next(k for k in reversed(self._entries) if self._entries[k][1] > 0))
             self._entries[key] = (value, nbytes)
 
     def get(self, key: tuple, compute: Callable[[], object], size: Callable[[object], int]):
