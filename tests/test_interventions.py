@@ -4,6 +4,7 @@ bit-identical afterwards, and concurrent requests do not see each other's interv
 
 import math
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +249,37 @@ def test_head_ablation_on_a_classifier_reads_the_label(checkpoint):
     lens = diffllama.load(checkpoint("diffllama-gqa", "classification"))
     result = interventions.ablate_heads(lens, lens.classify("not bad at all").trace, [(0, 0), (2, 3)])
     assert result.answer is None and result.outputs.tokens == ["label"]
+
+
+def test_the_tab_endpoints_and_tools_answer_through_the_api(app_url):
+    """The tools return the backend's numbers as JSON (NaN as null); the tab's views draw A and B side by side."""
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    lens = diffllama.registry.ModelCache().get("diffllama-lm", "generation")
+    expected = interventions.logit_lens(lens, lens.trace(TEXT), interventions.answer_id(lens, TEXT, "Paris"))
+    got = client.predict(TEXT, "diffllama-lm", "Paris", api_name="/logit_lens")
+    assert got["rank"] == expected.rank and got["probability"] == pytest.approx(expected.probability, abs=1e-6)
+    same = client.predict(TEXT, TEXT, "diffllama-lm", "", "", api_name="/patch_activations")
+    assert same["heads"][0][0] is None and "nothing to recover" in same["note"]
+    lambdas = client.predict(TEXT, "diffllama-lm", [[0, -1.0], [2, 0.0]], None, "", api_name="/set_lambdas")
+    assert lambdas["description"].startswith("layer 0: λ") and lambdas["answer"]["rank"][0] == 1
+    note, map_a, map_b = client.predict(TEXT, "", "diffllama-lm", "llama-lm", "0.1", "zero", api_name="/interventions_heads")
+    assert "**Model A**" in note and "**Model B**" in note and map_a["type"] == map_b["type"] == "plotly"
+    with pytest.raises(Exception, match="heads: write each as layer.head"):
+        client.predict(TEXT, "", "diffllama-lm", "llama-lm", "1-2", "zero", api_name="/interventions_heads")
+
+
+def test_retrieval_pair_asks_for_another_needle_of_the_same_token_length():
+    from transformers import AutoTokenizer
+
+    from diffllama.interventions.patching import retrieval_pair
+    from diffllama.study import retrieval_examples
+
+    example = retrieval_examples(1, fillers=(4,), seed=1)[0]
+    directory = str(Path(diffllama.__file__).parents[1] / "assets" / "models" / "tokenizer")  # the bundled family's
+    clean, corrupted, answer, foil = retrieval_pair(example.context, example.question, example.lead_in, directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    assert clean.endswith(example.lead_in) and answer == " " + example.answer and foil != answer
+    assert len(tokenizer(clean)["input_ids"]) == len(tokenizer(corrupted)["input_ids"]) and corrupted != clean
+    assert f"is{foil}." in example.context

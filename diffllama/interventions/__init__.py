@@ -11,7 +11,7 @@ Each reads the answer first (its probability and rank before → after), then th
 
 from .core import HEAD_MODES, Intervention, answer_id
 from .heads import ablate_heads, head_effects
-from .lambdas import set_lambdas
+from .lambdas import learned_lambdas, set_lambdas
 from .lens import logit_lens
 from .patching import activation_patching
 from .quantize import SCHEMES, compare_quantized, split_source
@@ -19,4 +19,4 @@ from .records import AnswerChange, HeadEffects, InterventionResult, LogitLens, P
 
 __all__ = ["HEAD_MODES", "SCHEMES", "AnswerChange", "HeadEffects", "Intervention", "InterventionResult", "LogitLens",
            "PatchingResult", "QuantizationComparison", "ablate_heads", "activation_patching", "answer_id",
-           "compare_quantized", "head_effects", "logit_lens", "set_lambdas", "split_source"]
+           "compare_quantized", "head_effects", "learned_lambdas", "logit_lens", "set_lambdas", "split_source"]

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import math
 
-from ..tracing import LambdaOverride, Trace
+from ..tracing import LambdaOverride, Trace, diff_lambdas
 from .core import Intervention, intervene
 from .records import InterventionResult
+
+
+def learned_lambdas(lens) -> list[float] | None:
+    """The model's learned λ per layer (DiffLlama), else None."""
+    values = diff_lambdas(lens.model)
+    return values[0] if values else None
 
 
 def lambda_values(trace: Trace, values: dict[int, float] | None = None, scale: float | None = None) -> dict[int, float]:

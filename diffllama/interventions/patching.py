@@ -5,8 +5,11 @@ foil's, when one is given) at the last position comes back."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from ..tokens import display_tokens
 from ..tracing import Trace
@@ -75,3 +78,28 @@ def activation_patching(lens, clean: Trace, corrupted: Trace, token_id: int, foi
         residual=residual, residual_metric=residual_metric,
         tokens=display_tokens(clean.tokens, clean.sequence_ids),
         corrupted_tokens=display_tokens(corrupted.tokens, corrupted.sequence_ids), first_difference=first, note=note)
+
+
+NEEDLE = re.compile(r"The magic number of (.+?) is (\d+)\.")
+QUESTION = re.compile(r"What is the magic number of (.+)\?")
+
+
+def retrieval_pair(context: str, question: str, lead_in: str, tokenizer) -> tuple[str, str, str, str] | None:
+    """A clean / corrupted pair (``tokenizer``: a tokenizer, or a checkpoint directory to read one from) from a retrieval input (``diffllama.family.corpus.retrieval``): the clean
+    prompt asks for one city's magic number, the corrupted one for another needle city's (the first
+    whose prompt has the same token count and whose number starts with another token). Returns
+    (clean, corrupted, answer, foil), the two numbers with their leading space; None when no city fits."""
+    needles, asked = dict(NEEDLE.findall(context)), QUESTION.fullmatch(question)
+    if asked is None or asked.group(1) not in needles:
+        return None
+    city = asked.group(1)
+    if isinstance(tokenizer, str):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    clean = f"{context} {question} {lead_in}"
+    length = len(tokenizer(clean)["input_ids"])
+    first = lambda number: tokenizer(" " + number, add_special_tokens=False)["input_ids"][0]  # noqa: E731
+    for other, number in needles.items():
+        corrupted = f"{context} {question.replace(city, other)} {lead_in.replace(city, other)}"
+        if first(number) != first(needles[city]) and len(tokenizer(corrupted)["input_ids"]) == length:
+            return clean, corrupted, " " + needles[city], " " + number
+    return None
