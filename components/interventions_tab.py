@@ -180,7 +180,7 @@ def logit_lens(text: str, source: str, answer: str = "") -> dict:
         answer: the text that should come next; "" reads the model's own final prediction
 
     Returns:
-        answer, probability[entry], rank[entry] (entry 0 = the embeddings, l = after layer l), top[entry], top_probability[entry], emergence (null if never)
+        answer, probability[entry], rank[entry] (entry 0 = the embeddings, entry e = after layer e − 1, layers counted from 0), top[entry], top_probability[entry], emergence: the first entry from which the answer stays on top (null if never)
     """
     lens, trace = _model_and_trace(source, text)
     return _json(interventions.logit_lens(lens, trace, _answer(lens, text, answer)))
@@ -256,16 +256,19 @@ def _layout(figure: go.Figure, title: str) -> go.Figure:
 
 @user_errors
 @gpu
-def lambdas_view(text: str, answer: str, source_a: str, source_b: str, table, scale: float | None):
+def lambdas_view(text: str, answer: str, source_a: str, source_b: str, table, scale: str):
     """λ per layer (or every λ scaled) in each DiffLlama slot; a slot with a standard-attention model is said so."""
+    try:
+        scale = float(scale) if str(scale or "").strip() else None
+    except ValueError:
+        raise ValueError(f"scale: give a number (e.g. -1 or 0.5) or leave it empty to use the table; got {scale!r}") from None
     values, parts = (parse_lambdas(table) if scale is None else None), []
     for slot, source in zip(SLOTS, (source_a, source_b)):
         lens, trace = _model_and_trace(source, text)
         if trace.lambdas is None:
             parts.append(f"**Model {slot}** ({for_markdown(source)}): {lens.arch} has no λ (standard attention).")
             continue
-        result = interventions.set_lambdas(lens, trace, values, None if scale is None else float(scale),
-                                           _answer(lens, text, answer))
+        result = interventions.set_lambdas(lens, trace, values, scale, _answer(lens, text, answer))
         parts.append(readout(slot, source, result))
     return "\n\n".join(parts)
 
@@ -291,7 +294,7 @@ def heads_view(text: str, answer: str, source_a: str, source_b: str, heads: str,
         if heads.strip():
             parts.append(readout(slot, source, interventions.ablate_heads(lens, trace, parse_heads(heads), mode, token)))
         effects = interventions.head_effects(lens, trace, token, mode)
-        title = (f"Model {slot}: answer {figures.plotly_text(effects.answer)} (p = {effects.probability:.3f}), "
+        title = (f"Model {slot}: answer {figures.plotly_text(effects.answer)} (p = {effects.probability:.3f}),<br>"
                  f"logit change when each head is {mode}-ablated alone")
         count = effects.logit_change.shape[1]
         figure = go.Figure(_heat_trace(effects.logit_change, list(range(count)), [f"head {h}" for h in range(count)], "Δ logit"))
@@ -319,7 +322,7 @@ def patching_view(clean: str, corrupted: str, answer: str, foil: str, source_a: 
         figure.update_xaxes(title_text="head", dtick=1, col=1)
         figure.update_xaxes(tickvals=list(range(len(patched))), ticktext=[figures.plotly_text(t) for t in labels], col=2)
         foil_text = f" − {figures.plotly_text(result.foil)}" if result.foil else ""
-        _layout(figure, f"Model {slot}: recovered share of m = logit {figures.plotly_text(result.answer)}{foil_text} "
+        _layout(figure, f"Model {slot}: recovered share of m = logit {figures.plotly_text(result.answer)}{foil_text}<br>"
                         f"(clean {result.metric_clean:.2f}, corrupted {result.metric_corrupted:.2f})")
         figures_out.append(_stamp(figure, {slot: source}, {"clean": clean, "corrupted": corrupted, "answer": answer, "foil": foil}))
         if result.note:
@@ -398,7 +401,7 @@ def build():
                                  row_count=(1, "dynamic"), value=[[0, 0.0]], interactive=True,
                                  label="layers to set and their new λ (any real number; empty λ' keeps the layer's own)")
             with gr.Row():
-                scale = gr.Number(None, label="or scale every layer's λ by (leave empty to use the table)")
+                scale = gr.Textbox("", label="or scale every layer's λ by (e.g. -1 or 0.5; empty: use the table)")
                 fill = gr.Button("Fill with the learned λ")
                 run_lambdas = gr.Button("Run λ", variant="primary")
             lambdas_out = gr.Markdown()

@@ -65,7 +65,8 @@ class PatchingResult:
 @dataclass
 class LogitLens:
     """What each layer's residual stream predicts at the query position, read through the final norm and
-    the output head. Layer entries: 0 = the embeddings, l = after decoder layer l (the last is the model's output)."""
+    the output head. Entries: 0 = the embeddings, e ≥ 1 = after decoder layer e − 1 (layers counted from 0; the last
+    entry is the model's output)."""
 
     answer: str
     answer_id: int
