@@ -97,8 +97,9 @@ class Source:
     quantization: str | None = None  # a ``diffllama.interventions.quantize`` scheme ("int8", ...), or None
 
     @property
-    def key(self) -> tuple[str, str | None, str | None]:
-        return self.location, self.revision, self.quantization
+    def key(self) -> tuple:
+        """(location, revision), and the quantization when there is one: a quantized copy is another model."""
+        return (self.location, self.revision, *([self.quantization] if self.quantization else []))
 
     @property
     def spec(self) -> str:
