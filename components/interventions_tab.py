@@ -390,9 +390,12 @@ def build():
                     "to that request's pass only. Add `#int8` or `#int8-dynamic` to a source for its quantized copy.")
         default_a, default_b = default_sources(TASK)
         clean_text, corrupted_text, answer_text, foil_text = _default_example()
+        bundled = list(bundled_models(TASK))
+        choices = bundled + [f"{name}#{scheme}" for name in bundled for scheme in interventions.SCHEMES]
         with gr.Row():
-            source_a = gr.Textbox(default_a, label="Model A (bundled name, directory, hub id; #int8 for quantized)")
-            source_b = gr.Textbox(default_b, label="Model B")
+            source_a, source_b = (gr.Dropdown(choices, value=default, allow_custom_value=True,
+                                              label=f"Model {slot} (bundled, a directory or hub id; #int8 for its quantized copy)")
+                                  for slot, default in zip(SLOTS, (default_a, default_b)))
         text = gr.Textbox(clean_text, lines=4, label="input (the clean input for patching)")
         answer = gr.Textbox(answer_text, label="answer: the text that should come next (empty: the model's own prediction)")
         queue = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
