@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from components import api, attention_panel, classification_tab, generation_tab, qa_tab, server, study_tab, tagging_tab
+from components import interventions_tab
 from components.common import MODEL_CONCURRENCY
 from components.run_store import forget_session
 
@@ -27,6 +28,7 @@ def build() -> gr.Blocks:
         with gr.Tabs() as tabs:
             built = [tab.build() for tab in (generation_tab, classification_tab, qa_tab, tagging_tab)]
             study_tab.build()
+            interventions_tab.build()
         # a page opened with a link to a view fills its tab first, so the slots describe the linked models
         opened = attention_panel.open_links(demo, tabs, [panel for *_, panel in built])
         for sources, infos, fill, _ in built:

@@ -12,6 +12,7 @@ import numpy as np
 
 from diffllama import analysis, limits
 
+from . import interventions_tab
 from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, user_errors
 
 TOP_HEADS = 10  # heads listed by attention_to_span, most attention to the span first
@@ -146,7 +147,7 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
             "definitions": {name: analysis.measures.MEASURES[name].text for name in SPAN_MEASURES}}
 
 
-TOOLS = (attention_map, attention_region, attention_to_span)  # stateless: API endpoints, and MCP tools when on
+TOOLS = (attention_map, attention_region, attention_to_span, *interventions_tab.TOOLS)  # stateless: API endpoints, and MCP tools when on
 
 
 def build() -> None:

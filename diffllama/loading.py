@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 
 from . import limits, tasks
+from .interventions.quantize import quantization_config, split_source
 from .records import ModelInfo
 from .trace import ARCHITECTURES, ATTENTION_IMPLEMENTATION, Architecture, Trace, architecture_of, run_trace
 
@@ -239,10 +240,16 @@ def load(source: str | os.PathLike, task: str | None = None, device: str = "auto
     bfloat16 on CUDA and float32 on CPU; on CUDA accelerate's ``device_map="auto"`` spreads a model
     that does not fit one device (a device with an index, such as ``"cuda:1"``, holds the whole model).
     ``name`` is how messages (and ``LensModel.source``) call the checkpoint; ``max_bytes`` refuses
-    larger ones before their weights are read.
+    larger ones before their weights are read. A ``#scheme`` suffix (``path#int8``) loads the model
+    quantized through transformers' ``TorchAoConfig`` (``diffllama.interventions.quantize``).
     """
     source = str(source)
     name = name or source
+    try:
+        source, scheme = split_source(source)
+        quantized = {"quantization_config": quantization_config(scheme)} if scheme else {}
+    except ValueError as error:
+        raise LoadError(f"{name}: {error}") from None
     location, revision = (source, None) if Path(source).expanduser().is_dir() else (parse_hub_id(source) or (source, None))
     config = _read_config(location, revision, name)
     arch = config.model_type
@@ -262,7 +269,7 @@ def load(source: str | os.PathLike, task: str | None = None, device: str = "auto
     try:
         model, report = model_class.from_pretrained(
             location, revision=revision, config=config, dtype=torch_dtype, trust_remote_code=False,
-            attn_implementation=ATTENTION_IMPLEMENTATION, output_loading_info=True, **placement,
+            attn_implementation=ATTENTION_IMPLEMENTATION, output_loading_info=True, **placement, **quantized,
         )
         tokenizer = AutoTokenizer.from_pretrained(location, revision=revision, trust_remote_code=False)
     except SafetensorError:

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from .interventions.quantize import SUFFIX
+
 PACKAGES = ("torch", "transformers", "gradio", "plotly")  # what computes and draws the numbers
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,13 +54,14 @@ def input_hash(inputs: dict) -> str:
 def package_versions() -> dict[str, str]:
     """Versions of the packages that compute and draw the numbers, and the app's commit (read once:
     neither changes while the process runs)."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions | {"app": app_commit()}
+    return {name: _version(name) for name in PACKAGES} | {"app": app_commit()}
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def app_commit() -> str:
@@ -77,6 +80,10 @@ def app_commit() -> str:
 
 def provenance(models: dict[str, str], inputs: dict, layer: int | None = None, head: int | None = None,
                kind: str | None = None, link: str | None = None) -> Provenance:
-    """The provenance of an export computed now from ``models`` and ``inputs``."""
-    return Provenance(dict(models), input_hash(inputs), package_versions(),
+    """The provenance of an export computed now from ``models`` and ``inputs`` (a quantized model, named
+    ``source#scheme``, adds the version of torchao, which quantized it)."""
+    versions = package_versions()
+    if any(SUFFIX in source for source in models.values()):
+        versions = versions | {"torchao": _version("torchao")}
+    return Provenance(dict(models), input_hash(inputs), versions,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"), layer, head, kind, link)

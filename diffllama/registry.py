@@ -25,9 +25,10 @@ import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .interventions.quantize import SUFFIX, split_source
 from .loading import HEADS, LensModel, LoadError, load, parse_hub_id
 
 BUNDLED_ENV = "DIFFLLAMA_LENS_BUNDLED"  # where bundled checkpoints live; assets/models by default
@@ -93,15 +94,18 @@ class Source:
     revision: str | None  # hub only; None = the default branch
     hub: bool
     name: str  # how messages call it: bundled name, directory name or hub id, never a server path
+    quantization: str | None = None  # a ``diffllama.interventions.quantize`` scheme ("int8", ...), or None
 
     @property
-    def key(self) -> tuple[str, str | None]:
-        return self.location, self.revision
+    def key(self) -> tuple:
+        """(location, revision), and the quantization when there is one: a quantized copy is another model."""
+        return (self.location, self.revision, *([self.quantization] if self.quantization else []))
 
     @property
     def spec(self) -> str:
         """What ``diffllama.load`` takes."""
-        return f"{self.location}@{self.revision}" if self.revision else self.location
+        spec = f"{self.location}@{self.revision}" if self.revision else self.location
+        return f"{spec}{SUFFIX}{self.quantization}" if self.quantization else spec
 
 
 def refused(typed: str) -> LoadError:
@@ -111,8 +115,15 @@ def refused(typed: str) -> LoadError:
 
 
 def resolve_source(typed: str, task: str) -> Source:
-    """What a visitor typed, as a ``Source`` the allow-lists permit (else ``refused``)."""
+    """What a visitor typed, as a ``Source`` the allow-lists permit (else ``refused``); a ``#scheme``
+    suffix (``diffllama-lm#int8``) asks for the model quantized."""
     typed = (typed or "").strip()
+    try:
+        base, scheme = split_source(typed)
+    except ValueError as error:
+        raise LoadError(str(error)) from None
+    if scheme:
+        return replace(resolve_source(base, task), name=typed, quantization=scheme)
     if not typed:
         raise LoadError("no model given: choose a bundled model")
     bundled = resolve(typed, task)

@@ -15,7 +15,8 @@ from components import server
 from diffllama import analysis
 from diffllama.registry import ModelCache
 
-TOOLS = {"attention_map", "attention_region", "attention_to_span"}
+TOOLS = {"attention_map", "attention_region", "attention_to_span", "set_lambdas", "ablate_heads", "head_ablation_map",
+         "patch_activations", "logit_lens", "compare_quantized"}
 TEXT = "The magic number of Lyon is 4821. What is the magic number of Lyon?"
 QUESTION, CONTEXT = "What is the magic number of Lyon?", "The magic number of Paris is 4341. The magic number of Lyon is 6087."
 

@@ -1,13 +1,16 @@
-"""λ ablation: rerun an input with DiffLlama's λ replaced and compare the outputs."""
+"""Output change of an intervention: rerun an input changed (λ replaced, heads ablated, ...) and
+compare the outputs with the trace's own, position by position. ``lambda_ablation`` is the λ case."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from ..records import AblationResult
 from ..tasks import MAX_ANSWER_TOKENS, answer_tokens, best_spans
 from ..tokens import display_token, display_tokens
-from ..trace import LambdaOverride, Trace, task_logits
+from ..trace import Trace
 from .maps import block_labels
 
 
@@ -37,18 +40,9 @@ def _best_answer(trace: Trace, logits: torch.Tensor) -> tuple[int, int, float] |
     return (trace.offsets[spans[0][0]][0], trace.offsets[spans[0][1]][1], spans[0][2]) if spans else None
 
 
-def lambda_ablation(model, trace: Trace, value: float = 0.0) -> AblationResult:
-    """Rerun ``trace``'s input with λ replaced by ``value`` in every layer (0 switches the subtraction
-    off: only A1 drives the output) and compare outputs with the trace's own. Nothing in the model
-    changes: the override travels with this forward pass only."""
-    if trace.lambdas is None:
-        raise ValueError(f"λ ablation needs a DiffLlama; this is a {trace.arch} model, which has no λ")
-    if any(abs(lam) < 1e-12 for lam in trace.lambdas) and value != 0.0:
-        raise ValueError("a layer has λ = 0, so λ cannot be rescaled; ablate with value 0 instead")
-    override = LambdaOverride(value=value, lambdas=trace.lambdas)
-    with torch.no_grad():
-        output = model.model(input_ids=torch.tensor([trace.input_ids], device=model.device), lens_lambda=override)
-    ablated = task_logits(output)
+def compare_outputs(model, trace: Trace, ablated: torch.Tensor, value: float = math.nan) -> AblationResult:
+    """The trace's own outputs against ``ablated`` (the task logits of a changed rerun of its input):
+    KL and top prediction per position; ``value`` is the λ set in every layer, when that was the change."""
     original_logp, ablated_logp = _distributions(model, trace.logits), _distributions(model, ablated)
     original_p, ablated_p = original_logp.exp(), ablated_logp.exp()
     # KL is ≥ 0; float32 rounding can dip a hair below 0, which is no change at all
@@ -63,3 +57,13 @@ def lambda_ablation(model, trace: Trace, value: float = 0.0) -> AblationResult:
                           original_prob=probability(original_p, before), original_prob_after=probability(ablated_p, before),
                           ablated_prob=probability(ablated_p, after),
                           answers=(_best_answer(trace, trace.logits), _best_answer(trace, ablated)) if qa else None)
+
+
+def lambda_ablation(model, trace: Trace, value: float = 0.0) -> AblationResult:
+    """Rerun ``trace``'s input with λ replaced by ``value`` in every layer (0 switches the subtraction
+    off: only A1 drives the output) and compare outputs with the trace's own. Nothing in the model
+    changes: the override applies to this forward pass only (``diffllama.interventions.set_lambdas``
+    sets any subset of layers, or scales each layer's λ)."""
+    from ..interventions.lambdas import set_lambdas  # the interventions build on this module's comparison
+
+    return set_lambdas(model, trace, {layer: value for layer in range(trace.num_layers)}).outputs

@@ -122,6 +122,27 @@ MEASURES = {measure.name: measure for measure in (
             "Model A minus model B measured on the same inputs, so the inputs' own spread cancels: \"A gives more to the "
             "answer than B\" holds where the interval lies above 0. For accuracies, Newcombe's interval for paired "
             "proportions (built from both Wilson intervals and the outcomes' correlation) instead of the bootstrap."),
+    Measure("answer probability and rank", "p(a) = softmax(z)[a] at q; rank = 1 + #{t: z_t > z_a}",
+            "Every intervention's readout names the answer token a first: the next token after the input that you "
+            "give (else the model's own top prediction before the intervention), before → after."),
+    Measure("answer logit change", "z_a(ablated) − z_a at q",
+            "What ablating one head (alone) does to the answer's logit: zero-ablation sets the head's output, as the "
+            "output projection reads it, to 0; mean-ablation to its mean over the input's positions. A DiffLlama head "
+            "is a differential head: both of its maps (its normed A1·V − λ·A2·V)."),
+    Measure("recovered share", "(m_patched − m_corrupted) ÷ (m_clean − m_corrupted), m = z_a − z_foil at q",
+            "Activation patching: the corrupted input run with one activation from the clean run (a head's output at "
+            "every position, or the residual entering a layer at one position); 1 = the clean answer fully back, 0 = "
+            "no effect, undefined when the two inputs give the same m. Without a foil m = z_a."),
+    Measure("logit lens", "softmax(W_out·norm(h_l[q]))",
+            "What the residual stream after layer l (0 = the embeddings) predicts, through the model's own final norm "
+            "and output head; the last layer's is exactly the model's output. The answer emerges at the first layer "
+            "from which it stays the top prediction."),
+    Measure("output KL", "Σ_t p(t)·(log p(t) − log p'(t))",
+            "How much an intervention (or quantization) changes the output distribution at a position, in nats."),
+    Measure("top-1 agreement", "share of positions where argmax p = argmax p'",
+            "How often a quantized model predicts the same top token as the full one."),
+    Measure("map change", "mean over heads and causal (i, k) of |M[i, k] − M'[i, k]|",
+            "How much a layer's maps (the model's own: D for DiffLlama) move under quantization; also its maximum."),
 )}
 
 REGIMES = ("λ < 0", "0 < λ < 1", "λ ≈ 1", "λ > 1")

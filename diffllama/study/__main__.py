@@ -2,6 +2,7 @@
 processes and the first one writes the output.
 
     python -m diffllama.study diffllama-lm llama-lm persimmon-lm --examples 200 --fillers 4 16 --out study
+    python -m diffllama.study diffllama-lm llama-lm --quantize int8   # each model beside its int8 copy
     accelerate launch --multi_gpu --num_processes 2 -m diffllama.study diffllama-lm llama-lm --examples 200
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
+from ..interventions.quantize import SCHEMES, SUFFIX
 from ..loading import load
 from ..provenance import provenance
 from ..registry import resolve
@@ -43,6 +45,8 @@ def parse(argv=None) -> argparse.Namespace:
                         "(default: the last input token, the one whose next-token prediction is the answer's first token)")
     parser.add_argument("--skip-outliers", action="store_true", help="leave out Table 5 (activation outliers: two more "
                         "passes over every logit and hidden state)")
+    parser.add_argument("--quantize", choices=list(SCHEMES), help="also run each model quantized (source#SCHEME, "
+                        "torchao through transformers), side by side with the full one")
     parser.add_argument("--out", type=Path, default=Path("study"), help="writes OUT.json and OUT.md (default: study)")
     return parser.parse_args(argv)
 
@@ -53,7 +57,9 @@ def main(argv=None) -> dict:
     examples = read_jsonl(arguments.jsonl) if arguments.jsonl else retrieval_examples(
         arguments.examples, arguments.needles, tuple(arguments.fillers), depths, arguments.seed, arguments.lookalikes)
     state = PartialState(cpu=not torch.cuda.is_available())
-    models = {name: load(resolve(name, "generation"), device=str(state.device), dtype=arguments.dtype) for name in arguments.models}
+    variants = ("", SUFFIX + arguments.quantize) if arguments.quantize else ("",)  # each model, then its quantized copy
+    models = {name + variant: load(resolve(name, "generation") + variant, device=str(state.device), dtype=arguments.dtype)
+              for name in arguments.models for variant in variants}
     result = run_study(models, examples, depths, arguments.resamples,
                        progress=lambda fraction, text: print(f"[{fraction:4.0%}] {text}", flush=True),
                        outliers=not arguments.skip_outliers, query=arguments.query)
@@ -61,7 +67,7 @@ def main(argv=None) -> dict:
         result["command"] = {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()}
         # the same record the app's exports carry: models, a hash of the command's inputs, versions, time
         inputs = {key: value for key, value in result["command"].items() if key != "out"}
-        result["provenance"] = asdict(provenance({f"model {i + 1}": name for i, name in enumerate(arguments.models)}, inputs))
+        result["provenance"] = asdict(provenance({f"model {i + 1}": name for i, name in enumerate(models)}, inputs))
         arguments.out.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
         arguments.out.with_suffix(".md").write_text(report.markdown(result))
         print(f"wrote {arguments.out.with_suffix('.json')} and {arguments.out.with_suffix('.md')}")

@@ -10,11 +10,11 @@ from .blocks import BLOCK_ROWS, Block, block_values
 from .cache import LayerCache
 from .decoding import IncrementalDecoder, decoded_offsets
 from .forward import run_trace, task_logits, trace_encoding, trace_ids
-from .hooks import ATTENTION_IMPLEMENTATION, LambdaOverride, lens_attention
+from .hooks import ATTENTION_IMPLEMENTATION, INTERVENTION, LambdaOverride, lens_attention
 from .lazy import Trace
 from .pooling import OVERVIEW_LOGITS, PooledMap, block_edges, pool_columns, sample_rows
 
-__all__ = ["ARCHITECTURES", "ATTENTION_IMPLEMENTATION", "Architecture", "AttentionShape", "BLOCK_ROWS", "Block",
+__all__ = ["ARCHITECTURES", "ATTENTION_IMPLEMENTATION", "INTERVENTION", "Architecture", "AttentionShape", "BLOCK_ROWS", "Block",
            "IncrementalDecoder", "LambdaOverride", "LayerCache", "OVERVIEW_LOGITS", "PooledMap", "Trace",
            "architecture_of", "block_edges", "block_values", "decoded_offsets", "lens_attention",
            "pool_columns", "run_trace", "sample_rows", "task_logits", "trace_encoding", "trace_ids"]

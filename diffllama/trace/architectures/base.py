@@ -87,6 +87,10 @@ class Architecture:
         output projection, or None when it applies none."""
         return None
 
+    def final_norm(self, model) -> torch.nn.Module:
+        """The norm between the last decoder layer and the output head."""
+        return model.base_model.norm
+
     def lambdas(self, model) -> tuple[list[float], list[float]] | None:
         """λ and λ_init per layer, or None for an architecture without λ."""
         return None

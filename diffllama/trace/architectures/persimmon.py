@@ -16,3 +16,6 @@ class Persimmon(Architecture):
 
     def output_projection(self, attn):
         return attn.dense
+
+    def final_norm(self, model):
+        return model.base_model.final_layernorm
