@@ -9,6 +9,7 @@ import gradio as gr
 import numpy as np
 
 from diffllama import analysis, limits
+from diffllama.loading import HEADS
 
 from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, user_errors
 
@@ -18,6 +19,8 @@ SPAN_MEASURES = ("attention to answer", "attention noise", *(f"{reading} reading
 
 def _trace(text: str, text_pair: str, source: str, task: str):
     """One forward pass of ``source`` loaded for ``task`` over ``text`` (and ``text_pair``: QA's context)."""
+    if task not in HEADS:
+        raise ValueError(f"task is {task!r}; it takes one of: {', '.join(map(repr, HEADS))}")
     limits.check_text(text)
     limits.check_length(text_pair or "", "text pair")
     return CACHE.get(source, task).trace(text, text_pair or None)
@@ -49,6 +52,8 @@ def attention_map(text: str, text_pair: str, source: str, task: str, layer: int,
     Returns:
         values[i][j]: what query block i gives key block j (its weight, or its contribution: see value), block i covering tokens edges[i]:edges[i+1] (one token each unless the input is longer than size); labels: one per block; tokens, seq_len, truncated_from (token count of an input cut to the model's positions), arch, and lambda, the layer's λ for "diff"
     """
+    if size < 1:
+        raise ValueError(f"size is {size!r}; it takes a whole number of blocks, at least 1")
     trace = _trace(text, text_pair, source, task)
     view = analysis.attention_map(trace, int(layer), int(head), kind, int(size), value)
     return {**_about(trace, view.layer, view.head, view.kind), "value": view.value, "values": view.values.tolist(),
@@ -103,7 +108,7 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
         attention_to_span[reading][layer][head] and attention_noise[reading][layer][head] for the readings absolute (share of the row's magnitude, in [0, 1]; the default), normalised and signed (equal for softmax maps); top_heads: the heads with the most attention to the span in the absolute reading; span_tokens [start, end) and their tokens; query, the last token's position and token; definitions of every measure; arch, kind, lambdas (λ per layer for DiffLlama), truncated_from
     """
     if not span.strip():
-        raise ValueError("give the span to measure: text that occurs in the input, e.g. the answer")
+        raise ValueError("span is empty; give the span to measure: text that occurs in the input, e.g. the answer")
     trace = _trace(text, text_pair, source, task)
     sequence = 1 if text_pair else 0
     reference = analysis.find_reference(text_pair if sequence else text, span, sequence, "marked span")
