@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import gradio as gr
@@ -37,7 +38,7 @@ from diffllama.provenance import Provenance
 from diffllama.registry import ModelCache, bundled_models, resolve_source
 
 from . import run_store
-from .safe_text import for_html
+from .safe_text import for_html, for_markdown
 
 log = logging.getLogger("diffllama_lens")
 CACHE = ModelCache()  # loaded models are read-only; a visitor's runs live in run_store, nothing else per visitor
@@ -75,11 +76,12 @@ def message(error: Exception, where: str, *, html: bool = False) -> str:
 def from_page() -> bool:
     """Whether the event running now came from gradio's page, which renders a toast's text as HTML.
     API clients get messages plain: gradio_client says so (``x-gradio-user: api``), REST calls use
-    ``/call/``; a function called directly (an MCP tool, a test) has no request."""
+    ``/call/``, MCP clients ``/mcp``; a function called directly (a test) has no request."""
     request = LocalContext.request.get(None)
     if request is None:
         return False
-    return request.headers.get("x-gradio-user") != "api" and "/call/" not in str(request.url.path)
+    path = urlsplit(str(getattr(request, "url", ""))).path
+    return request.headers.get("x-gradio-user") != "api" and "/call/" not in path and "/mcp" not in path
 
 
 def user_errors(fn):
@@ -309,9 +311,18 @@ def load_slot(task: str):
 
 
 def slot_info(task: str):
-    """Loads the default models at page load, so the info lines are filled."""
+    """Loads the slots' models at page load (the defaults, or a link's), so the info lines are filled;
+    a source that cannot be loaded says why in its line (Markdown: the visitor's source made inert)."""
+    def line(source: str | None) -> str:
+        if not source:
+            return "no bundled model for this task"
+        try:
+            return describe(CACHE.get(source, task))
+        except ValueError as error:
+            return f"⚠ {for_markdown(message(error, 'slot_info'))}"
+
     def fill(source_a: str, source_b: str):
-        return tuple(describe(CACHE.get(s, task)) if s else "no bundled model for this task" for s in (source_a, source_b))
+        return line(source_a), line(source_b)
     return fill
 
 

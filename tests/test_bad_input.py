@@ -9,6 +9,7 @@ import urllib.parse
 import urllib.request
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from gradio.context import LocalContext
 from gradio_client import Client
@@ -154,9 +155,11 @@ def test_a_message_for_the_page_is_escaped_and_plain_for_an_api_client(monkeypat
     page = common.message(error, "test", html=True)
     assert "<" not in page and "&lt;form action=&quot;http://elsewhere.test/steal&quot;&gt;" in page
     assert common.message(error, "test") == str(error)
-    join = SimpleNamespace(url=SimpleNamespace(path="/gradio_api/queue/join"), headers={})
-    for request, on_page in ((join, True), (SimpleNamespace(url=join.url, headers={"x-gradio-user": "api"}), False),
-                             (SimpleNamespace(url=SimpleNamespace(path="/gradio_api/call/classify"), headers={}), False),
+    join = "http://127.0.0.1:7860/gradio_api/queue/join"
+    for request, on_page in ((SimpleNamespace(url=join, headers={}), True),
+                             (SimpleNamespace(url=join, headers={"x-gradio-user": "api"}), False),
+                             (SimpleNamespace(url="http://127.0.0.1:7860/gradio_api/call/classify", headers={}), False),
+                             (SimpleNamespace(url="http://127.0.0.1:7860/gradio_api/mcp/", headers={}), False),
                              (None, False)):
         token = LocalContext.request.set(request)
         try:
@@ -169,6 +172,18 @@ def test_an_api_client_reads_markup_it_sent_as_it_sent_it(client):
     with pytest.raises(Exception) as refused:
         client.predict("Bob met Clara.", "", "diffllama-cls", "classification", MARKUP, "", api_name="/attention_to_span")
     assert MARKUP in str(refused.value) and "&lt;" not in str(refused.value)
+
+
+def test_a_toast_for_the_page_is_escaped(app_url, app_demo):
+    """As gradio's page calls an event (a queue join, no API header): the error it shows as HTML."""
+    span = next(fn for fn in app_demo.fns.values() if fn.api_name == "attention_to_span")
+    body = {"data": [*MAP, MARKUP, ""], "fn_index": span._id, "session_hash": "a-page", "event_data": None, "trigger_id": None}
+    assert httpx.post(app_url + "gradio_api/queue/join", json=body, timeout=120).status_code == 200
+    with httpx.stream("GET", app_url + "gradio_api/queue/data", params={"session_hash": "a-page"}, timeout=120) as stream:
+        completed = next(line for line in stream.iter_lines() if "process_completed" in line)
+    error = json.loads(completed.removeprefix("data:"))["output"]["error"]
+    assert "does not occur" in error and "&lt;form action=&quot;http://elsewhere.test/steal&quot;&gt;" in error
+    assert "<" not in error
 
 
 def test_a_refused_model_slot_warns_with_the_source_escaped(monkeypatch):
