@@ -284,9 +284,11 @@ def launch(port: int, folder: Path | None = None, **settings) -> subprocess.Pope
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_TEMP_DIR": str(folder / "gradio"), "DIFFLLAMA_LENS_EXPORT_DIR": str(folder / "exports"),
            **{name: str(value) for name, value in settings.items()}}
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (folder / "app.log").open("w")  # the app's own log, to read if it fails
+    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     for _ in range(600):  # a busy machine takes minutes
+        if process.poll() is not None:
+            raise SystemExit(f"the app stopped (exit {process.returncode}); its log: {folder / 'app.log'}")
         try:
             Client(f"http://127.0.0.1:{port}/", verbose=False)
             return process
