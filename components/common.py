@@ -155,7 +155,7 @@ async def admit(event, values: list, names: list[str], problems: dict[int, str])
                 models.append(await anyio.to_thread.run_sync(CACHE.get, value, task))  # waits at most the load time limit
         except Exception as error:  # noqa: BLE001 - every refusal is a message
             problems[index] = message(error, "admission")
-    texts = [(i, v) for i, (c, v) in enumerate(zip(inputs, values)) if isinstance(v, str) and c.get_block_name() == "textbox"]
+    texts = [(i, v) for i, (c, v) in enumerate(zip(inputs, values)) if isinstance(v, str) and v and c.get_block_name() == "textbox"]
     if not problems and task in WHOLE_INPUT_TASKS and texts:
         try:
             for model in models:
@@ -168,7 +168,7 @@ async def admit(event, values: list, names: list[str], problems: dict[int, str])
 def count_tokens(model, texts: list[tuple[int, str]], names: list[str]) -> None:
     """Refuse ``texts`` (index, text) that would run more tokens through ``model`` than the limit."""
     tokens = sum(len(model.tokenizer(text, add_special_tokens=False)["input_ids"]) for _, text in texts)
-    limits.check_tokens(tokens, " and ".join(names[i] for i, _ in texts), sum(len(text) for _, text in texts),
+    limits.check_tokens(tokens, " + ".join(names[i] for i, _ in texts), sum(len(text) for _, text in texts),
                         f" for {model.source}")
 
 
@@ -187,6 +187,30 @@ def crowded(queue, session: str | None, address: str) -> str | None:
         return (f"your address already has {len(mine)} requests waiting or running, all its sessions together (at "
                 f"most {MAX_QUEUED_PER_ADDRESS}); wait for them to finish")
     return None
+
+
+def take_turns(queue) -> None:
+    """Reorders the model queue's waiting requests so that client addresses take turns: every
+    address's next request before any address's one after it, counting what each has running, and
+    in order of arrival otherwise. Gradio serves its queue first come, first served, so one address
+    at its cap would otherwise put every visitor who comes later behind all of its requests. Called
+    on the event loop, where gradio changes its queue, after each join."""
+    waiting = queue.event_queue_per_concurrency_id.get(MODEL_QUEUE)
+    if waiting is None or len(waiting.queue) < 2:
+        return
+    taken: dict[str, int] = {}
+    for job in queue.active_jobs:
+        for event in job or []:
+            if event.concurrency_id == MODEL_QUEUE:
+                taken[event_address(event)] = taken.get(event_address(event), 0) + 1
+
+    def turn(event) -> int:
+        address = event_address(event)
+        taken[address] = taken.get(address, 0) + 1
+        return taken[address]
+
+    turns = [(turn(event), arrival, event) for arrival, event in enumerate(waiting.queue)]
+    waiting.queue[:] = [event for *_, event in sorted(turns, key=lambda t: t[:2])]
 
 
 def refusals(event, session: str | None, names: list[str], problems: dict[int, str]) -> list[dict]:

@@ -71,8 +71,9 @@ class QueueJoins:
     in a gradio validator, which costs each join a worker thread: its values against what each input
     takes (``accepts``: a message naming the parameter and its allowed values, where gradio would
     answer "the upstream app has raised an exception"), and for the model queue ``common.admit`` and
-    the caps per session and per client address (``common.crowded``). Joins from one address pass the
-    caps one at a time, so each counts every job queued before it."""
+    the caps per session and per client address (``common.crowded``), after which addresses take turns
+    in the queue (``common.take_turns``). Joins from one address pass the caps one at a time, so each
+    counts every job queued before it."""
 
     def __init__(self, app):
         self.app = app
@@ -135,6 +136,7 @@ class QueueJoins:
                     crowd = common.crowded(blocks._queue, session, address)
                     if crowd is None:
                         await self.app(scope, replay, send)
+                        common.take_turns(blocks._queue)
                         return
                     problems = {0: common.message(ValueError(crowd), "admission")}
         if problems:

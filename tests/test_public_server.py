@@ -189,7 +189,7 @@ def test_api_calls_without_a_session_are_capped_per_address(app_url, app_demo):
     serves(app_url)
 
 
-def test_many_sessions_from_one_address_are_capped_while_another_address_is_served(app_url, app_demo, monkeypatch):
+def test_many_sessions_from_one_address_are_capped_and_another_address_goes_first(app_url, app_demo, monkeypatch):
     held = threading.Event()  # the flood's runs wait here, so what is queued stays queued while the test counts
     original = loading.LensModel.generate
 
@@ -213,7 +213,9 @@ def test_many_sessions_from_one_address_are_capped_while_another_address_is_serv
         assert all("your address already has" in r.text for r in refused)
         assert [r.status_code for r in flood[:common.MAX_QUEUED_PER_ADDRESS]] == [200] * common.MAX_QUEUED_PER_ADDRESS
         status, text = post(app_url, "classify", ["Bob met Clara.", *CLASSIFY], session=None, address="198.51.100.9")
-        assert status == 200, text  # another address joins while the flooding one is at its cap ...
+        assert status == 200, text  # another address joins while the flooding one is at its cap, ...
+        waiting = [common.event_address(e) for e in app_demo._queue.event_queue_per_concurrency_id[common.MODEL_QUEUE].queue]
+        assert waiting[0] == "198.51.100.9" and set(waiting[1:]) == {"203.0.113.7"}  # ... goes first of those waiting ...
     finally:
         held.set()
     event = json.loads(text)["event_id"]
