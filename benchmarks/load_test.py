@@ -7,11 +7,27 @@ the same request gets alone, and sample the app's memory through the run and aft
 
 Each launch gets its own temporary folder for gradio's cache and the app's exports, so the disk the
 app uses is measured too: after ``--views`` attention views (and a few exports), and after shutdown.
+
+    python benchmarks/load_test.py --flood-address 60 --out flood.json
+
+One address floods the model queue for 60 s with a fresh session hash for every join (as a script
+can), never reading an answer, while a visitor from another address runs ``/classify`` again and again:
+the joins accepted and refused, and the visitor's p50 / p95 / max (target: p95 under 10 s). Addresses
+are told apart as a proxy on this machine tells them (X-Forwarded-For from 127.0.0.1, which uvicorn
+trusts).
+
+    python benchmarks/load_test.py --targets
+
+The time targets the tests do not assert (they assert what is answered): each refusal — 5 MB and 50 MB
+texts, a QA context of 10,000 emoji or 5,001 combining marks, unclear values, too few arguments, a
+100 KB address — within 1 s, wall and the app's CPU seconds, on an idle queue.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import itertools
 import json
 import os
 import random
@@ -79,13 +95,24 @@ def comparable(result) -> str:
     return re.sub(r'\\"uid\\": \\"[^"\\]*\\"', "", text)
 
 
+VISITORS = itertools.count()
+
+
+def visitor_address() -> str:
+    """An address of its own for each simulated visitor (RFC 2544's benchmarking range), as a proxy on
+    this machine reports it: the server caps requests per address, and strangers have their own."""
+    n = next(VISITORS)
+    return f"198.18.{n // 250 % 250}.{n % 250 + 1}"
+
+
 def run_request(url: str, request) -> tuple[str, float, str | None]:
-    """(outcome, seconds, error message) — the outcome string is what must match the solo run."""
+    """(outcome, seconds, error message) — the outcome string is what must match the solo run. Each
+    request is a visitor of its own (a session, from an address of its own)."""
     _, calls = request
     start = time.perf_counter()
     outcome, error = [], None
     try:  # a browser waits for a busy server; gradio_client's own default gives up after 5 s
-        client = Client(url, verbose=False, httpx_kwargs={"timeout": 60})
+        client = Client(url, verbose=False, headers={"X-Forwarded-For": visitor_address()}, httpx_kwargs={"timeout": 60})
     except Exception as exc:  # noqa: BLE001 - the server did not even answer: a failure
         return f"error: {exc}", time.perf_counter() - start, str(exc)
     for api_name, args in calls:
@@ -143,6 +170,99 @@ def hostile(url: str) -> dict:
         return {"flooding session": session.result(), "flooding API calls": rest.result(), "huge inputs": huge.result()}
 
 
+# --- one address, any number of sessions ------------------------------------------------------------
+FLOODER, VISITOR = "203.0.113.7", "198.51.100.9"  # documentation addresses (RFC 5737)
+GENERATION = ["Anna walked to", 200, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm"]
+
+
+def fn_index(url: str, api_name: str) -> int:
+    config = httpx.get(url + "config", timeout=60).json()
+    return next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
+
+
+def flood_address(url: str, seconds: float, stop: threading.Event) -> dict:
+    """Joins from one address, each with a session hash made up for it, as fast as they are answered,
+    for ``seconds`` (or until ``stop``); none is ever read."""
+    index, counts, deadline = fn_index(url, "generate"), {"accepted": 0, "refused": 0, "other": 0}, time.monotonic() + seconds
+    with httpx.Client(timeout=60, headers={"X-Forwarded-For": FLOODER}) as http:
+        while time.monotonic() < deadline and not stop.is_set():
+            body = {"data": GENERATION, "fn_index": index, "session_hash": f"made-up-{random.getrandbits(64):x}",
+                    "event_data": None, "trigger_id": None}
+            status = http.post(url + "gradio_api/queue/join", json=body).status_code
+            counts["accepted" if status == 200 else "refused" if status == 422 else "other"] += 1
+    return {"address": FLOODER, "seconds": seconds, "joins": sum(counts.values()), **counts}
+
+
+def visitor(url: str, stop: threading.Event) -> list[float]:
+    """Another address runs /classify again and again until ``stop``: the seconds each took."""
+    client = Client(url, verbose=False, headers={"X-Forwarded-For": VISITOR}, httpx_kwargs={"timeout": 600})
+    seconds = []
+    while not stop.is_set():
+        start = time.perf_counter()
+        client.predict("The film was not bad at all.", "diffllama-cls", "llama-cls", api_name="/classify")
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def flooded_address(url: str, seconds: float) -> dict:
+    alone = visitor_alone(url)
+    stop = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        flood = pool.submit(flood_address, url, seconds, stop)
+        other = pool.submit(visitor, url, stop)
+        flooded = flood.result()
+        stop.set()
+        latencies = sorted(other.result())
+    return {"flood": flooded, "visitor": {"address": VISITOR, "alone_s": alone, "requests": len(latencies),
+                                          "p50_s": round(statistics.median(latencies), 2),
+                                          "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
+                                          "max_s": round(latencies[-1], 2)}}
+
+
+def visitor_alone(url: str) -> float:
+    client = Client(url, verbose=False, headers={"X-Forwarded-For": VISITOR})
+    client.predict("The film was not bad at all.", "diffllama-cls", "llama-cls", api_name="/classify")  # loads, warms
+    start = time.perf_counter()
+    client.predict("The film was not bad at all.", "diffllama-cls", "llama-cls", api_name="/classify")
+    return round(time.perf_counter() - start, 2)
+
+
+# --- time targets the tests leave to this script ------------------------------------------------------
+def refusal_targets(url: str, pid: int, target: float = 1.0) -> dict:
+    """Each refusal's wall time and the app's CPU seconds meanwhile (target: under ``target`` s)."""
+    process, report = psutil.Process(pid), {}
+    qa = lambda context: ["What is it?", context, 3, "diffllama-qa", "llama-qa"]  # noqa: E731
+    cases = {
+        "5 MB text to /classify": ("classify", ["word " * 1_000_000, "diffllama-cls", "llama-cls"]),
+        "50 MB text to /tag": ("tag", ["word " * 10_000_000, "diffllama-tag", "llama-tag"]),
+        "QA context of 10,000 emoji": ("answer", qa("😀" * 10_000)),
+        "QA context of 5,001 combining marks": ("answer", qa("e" + "\u0301" * 5_000)),
+        "seed 2**70": ("generate", [*GENERATION[:5], 2 ** 70, *GENERATION[6:]]),
+        "slider given text": ("generate", [GENERATION[0], "lots", *GENERATION[2:]]),
+        "map size -1": ("attention_map", ["Bob met Clara.", "", "diffllama-cls", "classification", 0, 0, "diff", -1, "weight"]),
+        "too few arguments": ("classify", ["Bob"]),
+    }
+    for name, (api, data) in cases.items():
+        cpu, start = sum(process.cpu_times()[:2]), time.perf_counter()
+        response = httpx.post(url + f"gradio_api/call/{api}", content=json.dumps({"data": data}), timeout=120,
+                              headers={"Content-Type": "application/json"})
+        status, answer = response.status_code, response.text
+        if status == 200:  # queued: the refusal comes on the event's stream
+            answer = httpx.get(url + f"gradio_api/call/{api}/{response.json()['event_id']}", timeout=120).text
+        wall = time.perf_counter() - start
+        report[name] = {"status": status, "refused": status != 200 or "event: error" in answer, "wall_s": round(wall, 3),
+                        "app_cpu_s": round(sum(process.cpu_times()[:2]) - cpu, 3), "within_target": wall < target}
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    cpu, start = sum(process.cpu_times()[:2]), time.perf_counter()
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
+    connection.request("GET", "/?tab=classification&text=" + "a" * 100_000)
+    status = connection.getresponse().status
+    wall = time.perf_counter() - start
+    report["100 KB address"] = {"status": status, "refused": status == 414, "wall_s": round(wall, 3),
+                                "app_cpu_s": round(sum(process.cpu_times()[:2]) - cpu, 3), "within_target": wall < target}
+    return report
+
+
 # --- the app process -----------------------------------------------------------------------------
 class RSS:
     """The app process's resident memory, sampled in the background."""
@@ -176,16 +296,18 @@ def launch(port: int, folder: Path | None = None, **settings) -> subprocess.Pope
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_TEMP_DIR": str(folder / "gradio"), "DIFFLLAMA_LENS_EXPORT_DIR": str(folder / "exports"),
            **{name: str(value) for name, value in settings.items()}}
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(120):
+    log = (folder / "app.log").open("w")  # the app's own log, to read if it fails
+    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(600):  # a busy machine takes minutes
+        if process.poll() is not None:
+            raise SystemExit(f"the app stopped (exit {process.returncode}); its log: {folder / 'app.log'}")
         try:
             Client(f"http://127.0.0.1:{port}/", verbose=False)
             return process
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(1)
     process.kill()
-    raise SystemExit("the app did not start within 2 minutes")
+    raise SystemExit("the app did not start within 10 minutes")
 
 
 def disk_bytes(folder: Path) -> int:
@@ -237,10 +359,23 @@ def main():
     parser.add_argument("--views", type=int, default=100, help="attention views for the disk measurement")
     parser.add_argument("--port", type=int, default=7870)
     parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument("--flood-address", type=float, metavar="SECONDS",
+                        help="only: one address floods with fresh session hashes for SECONDS; another visitor's latency")
+    parser.add_argument("--targets", action="store_true", help="only: the refusals' times against their 1 s target")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="lens-load-"))
     process = launch(args.port, folder)
     url = f"http://127.0.0.1:{args.port}/"
+    if args.flood_address or args.targets:
+        try:
+            report = flooded_address(url, args.flood_address) if args.flood_address else refusal_targets(url, process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        print(json.dumps(report, indent=2))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
+        return
     rss = RSS(process.pid)
     report = {"rss_idle_gb": round(rss.now(), 2), "runs": []}
     try:

@@ -11,6 +11,7 @@ import gradio as gr
 import numpy as np
 
 from diffllama import analysis, limits
+from diffllama.loading import HEADS
 
 from . import interventions_tab
 from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, user_errors
@@ -21,6 +22,8 @@ SPAN_MEASURES = analysis.allocation.ALLOCATION_MEASURES
 
 def _trace(text: str, text_pair: str, source: str, task: str):
     """One forward pass of ``source`` loaded for ``task`` over ``text`` (and ``text_pair``: QA's context)."""
+    if task not in HEADS:
+        raise ValueError(f"task is {task!r}; it takes one of: {', '.join(map(repr, HEADS))}")
     limits.check_text(text)
     limits.check_length(text_pair or "", "text pair")
     return CACHE.get(source, task).trace(text, text_pair or None)
@@ -52,6 +55,8 @@ def attention_map(text: str, text_pair: str, source: str, task: str, layer: int,
     Returns:
         values[i][j]: what query block i gives key block j (its weight, or its contribution: see value), block i covering tokens edges[i]:edges[i+1] (one token each unless the input is longer than size); labels: one per block; tokens, seq_len, truncated_from (token count of an input cut to the model's positions), arch, and lambda, the layer's λ for "diff"
     """
+    if size < 1:
+        raise ValueError(f"size is {size!r}; it takes a whole number of blocks, at least 1")
     trace = _trace(text, text_pair, source, task)
     view = analysis.attention_map(trace, int(layer), int(head), kind, int(size), value)
     return {**_about(trace, view.layer, view.head, view.kind), "value": view.value, "values": view.values.tolist(),

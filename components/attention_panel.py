@@ -702,7 +702,7 @@ def open_links(demo: gr.Blocks, tabs: gr.Tabs, panels: list[Panel]):
         try:
             link = links.read(request.query_params.multi_items(), specs)
         except ValueError as error:  # a warning, not an error: the page's inputs carry no error badge
-            gr.Warning(f"This link cannot be opened: {message(error, 'open_link')}. The app works as usual.", duration=None)
+            gr.Warning(f"This link cannot be opened: {message(error, 'open_link', html=True)}. The app works as usual.", duration=None)
             link = None
         mine = lambda panel: link is not None and panel.tab == link.tab  # noqa: E731
         return ([gr.Tabs(selected=link.tab) if link else gr.update()]

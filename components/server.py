@@ -7,17 +7,20 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import math
 import os
+import typing
 import weakref
 from pathlib import Path
 
 from starlette.middleware import Middleware
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 
 from diffllama import limits
 
-from . import common
+from . import attention_panel, common, links
 
 QUEUE_SIZE = int(os.environ.get("DIFFLLAMA_LENS_QUEUE_SIZE", 128))
 MCP_ENV = "DIFFLLAMA_LENS_MCP"
@@ -42,11 +45,35 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+class AddressLimit:
+    """Refuses an address longer than any link to the app (``links.MAX_LINK_CHARS``) with a page that
+    says so, before gradio reads it (gradio answers a 100 KB address with a server error)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            length = len(scope.get("raw_path") or scope.get("path", "")) + len(scope.get("query_string", b""))
+            if length > links.MAX_LINK_CHARS:
+                text = (f"This address is {length:,} characters long; links to this app are at most "
+                        f"{links.MAX_LINK_CHARS:,}. Make the link again from the app (its Share button), or open the app itself.")
+                response = HTMLResponse(f"<!doctype html><title>Link too long</title><h1>This link cannot be opened</h1>"
+                                        f"<p>{text}</p><p><a href=\"/\">Open DiffLlama Lens</a></p>", status_code=414) \
+                    if scope["method"] == "GET" else JSONResponse({"detail": text}, status_code=414)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class QueueJoins:
-    """Every request for the model queue is checked (``common.admit``) before gradio queues it — here,
-    on the event loop, not in a gradio validator, which costs each join a worker thread. Joins of one
-    session (of one client address, for API calls that bring no session) pass one at a time, so the
-    check counts every job the session queued before it."""
+    """Every request to run an event is checked before gradio queues it — here, on the event loop, not
+    in a gradio validator, which costs each join a worker thread: its values against what each input
+    takes (``accepts``: a message naming the parameter and its allowed values, where gradio would
+    answer "the upstream app has raised an exception"), and for the model queue ``common.admit`` and
+    the caps per session and per client address (``common.crowded``), after which addresses take turns
+    in the queue (``common.take_turns``). Joins from one address pass the caps one at a time, so each
+    counts every job queued before it."""
 
     def __init__(self, app):
         self.app = app
@@ -66,13 +93,15 @@ class QueueJoins:
         try:
             request = json.loads(body)
             session, values = request.get("session_hash"), request.get("data")
-            if isinstance(values, dict):  # /call/v2 takes inputs by name
-                values = list(values.values())
+            if "/call/v2/" in path:  # inputs by name, at the top level
+                values = {k: v for k, v in request.items() if k not in ("session_hash", "oauth_token")}
         except (ValueError, AttributeError):  # not a JSON object: gradio answers it
             request, session, values = None, None, None
         blocks = scope["app"].get_blocks()
         event = _event(blocks, request, path)
-        address = (scope.get("client") or ("", 0))[0]
+        headers = dict(scope["headers"])
+        address = common.client_address((scope.get("client") or ("", 0))[0],
+                                        headers.get(b"x-forwarded-for", b"").decode("latin-1"))
         replayed = False
 
         async def replay():
@@ -82,16 +111,112 @@ class QueueJoins:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        if event is None or event.concurrency_id != common.MODEL_QUEUE or not isinstance(values, list):
+        async def refuse(detail) -> None:
+            await JSONResponse({"detail": detail}, status_code=422)(scope, replay, send)
+
+        if event is None or not isinstance(values, (list, dict)):
             await self.app(scope, replay, send)
             return
-        lock = self._locks.setdefault(f"session:{session}" if session else f"address:{address}", asyncio.Lock())
-        async with lock:
-            refusals = await common.admit(blocks._queue, event, session, address, values)
-            if refusals is not None:
-                await JSONResponse({"detail": refusals}, status_code=422)(scope, replay, send)
-                return
-            await self.app(scope, replay, send)
+        names = parameter_names(event)
+        try:
+            values = arguments(event, values, names)
+        except ValueError as error:
+            await refuse(common.message(error, "arguments"))
+            return
+        problems = {}
+        for index, value in enumerate(values):
+            try:
+                accepts(event, index, names[index], value)
+            except ValueError as error:
+                problems[index] = common.message(error, "arguments")
+        if event.concurrency_id == common.MODEL_QUEUE:
+            problems = await common.admit(event, values, names, problems)
+            if not problems:
+                async with self._locks.setdefault(address, asyncio.Lock()):
+                    crowd = common.crowded(blocks._queue, session, address)
+                    if crowd is None:
+                        await self.app(scope, replay, send)
+                        common.take_turns(blocks._queue)
+                        return
+                    problems = {0: common.message(ValueError(crowd), "admission")}
+        if problems:
+            await refuse(common.refusals(event, session, names, problems))
+            return
+        await self.app(scope, replay, send)
+
+
+def parameter_names(event) -> list[str]:
+    """Each input's name as the API page shows it (the function's parameter), else its label."""
+    declared = list(getattr(event, "input_parameter_names", None) or [])
+    return [declared[i] if i < len(declared) and declared[i] else getattr(c, "label", None) or f"input {i + 1}"
+            for i, c in enumerate(event.inputs)]
+
+
+def arguments(event, values: list | dict, names: list[str]) -> list:
+    """``values`` lined up with the event's inputs, as gradio lines them up: a REST call may leave out
+    the inputs the API does not show (a session's state), and ``/call/v2`` names them."""
+    inputs = list(event.inputs)
+    shown = [i for i, component in enumerate(inputs) if not component.skip_api]
+    if isinstance(values, dict):
+        defaults = {name: p.default for name, p in inspect.signature(inspect.unwrap(event.fn)).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        values = {**defaults, **values}
+        missing = [names[i] for i in shown if names[i] not in values]
+        if not missing:
+            return [values[names[i]] if i in shown else None for i in range(len(inputs))]
+    elif len(values) == len(inputs):
+        return values
+    elif len(values) == len(shown):
+        given = iter(values)
+        return [next(given) if i in shown else None for i in range(len(inputs))]
+    else:
+        missing = [names[i] for i in shown[len(values):]]
+    expected = ", ".join(names[i] for i in shown)
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}: this endpoint takes {len(shown)} values ({expected})")
+    raise ValueError(f"this endpoint takes {len(shown)} values ({expected}); the request has {len(values)}")
+
+
+WHOLE_LIMIT = 2 ** 53  # whole numbers with no range of their own (a seed): those every JSON client keeps exact
+
+
+def accepts(event, index: int, name: str, value) -> None:
+    """A ValueError naming the parameter and what it takes, unless the input at ``index`` accepts
+    ``value``: its type, and its range or choices (what a link may set it to, ``link_field``); for a
+    ``gr.api`` endpoint, the function's type hint. Texts are checked by their runners."""
+    component = event.inputs[index]
+    if component.get_block_name() == "api":
+        hint = typing.get_type_hints(inspect.unwrap(event.fn)).get(name)
+        field = links.Field(hint) if hint in (int, float, bool, str) else None
+    else:
+        field = attention_panel.link_field(component)
+    if field is None or component.skip_api:
+        return
+    if isinstance(value, list) and getattr(component, "multiselect", False):
+        for item in value:
+            accepts_value(field, name, item)
+    elif field.type is not str or field.choices or component.get_block_name() == "api":
+        accepts_value(field, name, value)
+
+
+def accepts_value(field: links.Field, name: str, value) -> None:
+    if field.type is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} is {value!r}; it takes text")
+        if field.choices and value not in field.choices:
+            raise ValueError(f"{name} is {value!r}; it takes one of: {', '.join(map(repr, field.choices))}")
+    elif field.type is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} is {value!r}; it takes true or false")
+    else:
+        whole = field.type is int
+        low, high = field.minimum, field.maximum
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or whole and (value != int(value) or abs(value) > WHOLE_LIMIT) \
+                or low is not None and value < low or high is not None and value > high:
+            span = f" from {low:g} to {high:g}" if low is not None and high is not None else \
+                " between -2**53 and 2**53" if whole else ""
+            raise ValueError(f"{name} is {value!r}; it takes a {'whole ' if whole else ''}number{span}")
 
 
 def _event(blocks, request: dict | None, path: str):
@@ -143,4 +268,4 @@ def launch_settings() -> dict:
     runs; a map view's output is ≈ 2 MB), re-serialising that list after each event, which took most of a view's
     time in the browser; a link (``components.links``) reopens a view instead, recomputed."""
     return dict(max_file_size=0, mcp_server=mcp_enabled(), run_history=False,
-                app_kwargs={"middleware": [Middleware(BodyLimit), Middleware(QueueJoins)]})
+                app_kwargs={"middleware": [Middleware(AddressLimit), Middleware(BodyLimit), Middleware(QueueJoins)]})

@@ -1,13 +1,17 @@
 """Limits on what one request may ask for, so one visitor cannot hold the server for everyone:
-input length (checked before anything is tokenised), QA windows, and time.
+input length (checked before anything is tokenised), tokens run through a model, and time.
 
     DIFFLLAMA_LENS_MAX_INPUT_CHARS    characters per text input (default 100,000)
-    DIFFLLAMA_LENS_MAX_QA_WINDOWS     windows a long QA context may be read in (default 16)
+    DIFFLLAMA_LENS_MAX_TOKENS         tokens one request may run through each model, a long QA context's
+                                      windows together (default 8,192: 16 windows of 512, 4 of 2,048)
     DIFFLLAMA_LENS_REQUEST_SECONDS    time one request may compute (default 60); unset by the library
                                       itself, set by the app around each request
 
 Token limits follow each model's trained length: inputs past it are cut with a notice (classification,
-tagging), read in windows (QA) or refused (generation prompts).
+tagging), read in windows (QA, within the token limit) or refused (generation prompts). Characters are no
+measure of cost: an emoji or a combining accent is one character and several tokens (a byte-level
+tokeniser gives 3 to 4 per emoji), so 10,000 emoji are 30,000 tokens; counting tokens costs a
+tokeniser call (≈ 0.1 s for the longest input), a trace of them seconds per window.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import os
 import time
 from contextlib import contextmanager
 
-CHARS_ENV, WINDOWS_ENV, SECONDS_ENV = ("DIFFLLAMA_LENS_MAX_INPUT_CHARS", "DIFFLLAMA_LENS_MAX_QA_WINDOWS",
-                                       "DIFFLLAMA_LENS_REQUEST_SECONDS")
+CHARS_ENV, TOKENS_ENV, SECONDS_ENV = ("DIFFLLAMA_LENS_MAX_INPUT_CHARS", "DIFFLLAMA_LENS_MAX_TOKENS",
+                                      "DIFFLLAMA_LENS_REQUEST_SECONDS")
 
 
 class TimeLimitError(ValueError):
@@ -29,8 +33,8 @@ def max_input_chars() -> int:
     return int(os.environ.get(CHARS_ENV, 100_000))
 
 
-def max_qa_windows() -> int:
-    return int(os.environ.get(WINDOWS_ENV, 16))
+def max_tokens() -> int:
+    return int(os.environ.get(TOKENS_ENV, 8192))
 
 
 def request_seconds() -> float:
@@ -58,6 +62,16 @@ def check_length(text, what: str = "text") -> str:
         raise ValueError(f"the {what} holds an invalid character (U+{ord(text[error.start]):04X}, half of a "
                          f"surrogate pair) at position {error.start}; remove it") from None
     return text
+
+
+def check_tokens(tokens: int, what: str, chars: int, how: str = "") -> None:
+    """Refuse, before any trace, a request that would run more than the token limit through a model:
+    ``tokens`` the ``what`` (``chars`` characters long) comes to, ``how`` saying how they are read."""
+    limit = max_tokens()
+    if tokens > limit:
+        raise ValueError(f"the {what} is {tokens:,} tokens{how}; this server runs at most {limit:,} tokens through a "
+                         f"model per request (emoji, accents and rare characters take several tokens each): shorten "
+                         f"it to about {max(1, chars * limit // tokens):,} characters")
 
 
 _DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("lens_deadline", default=None)

@@ -233,10 +233,7 @@ def answer(self, question: str, context: str, top_k: int = 5, max_answer_tokens:
     encoding = self.tokenizer(question, context, truncation="only_second", max_length=max_length, stride=stride,
                               return_overflowing_tokens=True, return_offsets_mapping=True)
     windows = len(encoding["input_ids"])
-    if windows > limits.max_qa_windows():
-        share = len(context) * limits.max_qa_windows() // windows
-        raise ValueError(f"the context needs {windows} windows of {max_length} tokens; this server reads at most "
-                         f"{limits.max_qa_windows()}: shorten it to about {share:,} characters")
+    limits.check_tokens(windows * max_length, "context", len(context), f" read in {windows} windows of {max_length}")
     if window is not None and not 0 <= window < windows:
         raise ValueError(f"window {window} does not exist: this context is read in windows 0..{windows - 1}")
     candidates, best = {}, None  # one window's trace is kept: the one asked for, else the best answer's so far

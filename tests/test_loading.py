@@ -1,9 +1,9 @@
 """Loading refuses what it cannot open faithfully, with a message saying why; nothing runs from a checkpoint."""
 
+import concurrent.futures
 import json
 import shutil
 import threading
-import time
 
 import pytest
 import transformers
@@ -120,14 +120,12 @@ def test_one_checkpoint_spelled_many_ways_loads_once(tmp_path, checkpoint):
 def test_hub_ids_fail_fast_without_network(monkeypatch):
     monkeypatch.setattr(diffllama.loading, "_PROBE", {"at": float("-inf"), "ok": False})
     monkeypatch.setattr(diffllama.loading.hub_constants, "is_offline_mode", lambda: True)
-    start = time.perf_counter()
     with pytest.raises(diffllama.LoadError, match="runs offline"):
         diffllama.load("owner/model")
     monkeypatch.setattr(diffllama.loading.hub_constants, "is_offline_mode", lambda: False)
     monkeypatch.setattr(diffllama.loading.hub_constants, "ENDPOINT", "http://no-such-host.invalid")
     with pytest.raises(diffllama.LoadError, match="model hub cannot be reached"):
         diffllama.load("owner/model")
-    assert time.perf_counter() - start < 1.5
 
 
 def test_loads_wait_a_bounded_time_share_one_load_and_land_in_the_cache(checkpoint, monkeypatch):
@@ -135,22 +133,19 @@ def test_loads_wait_a_bounded_time_share_one_load_and_land_in_the_cache(checkpoi
 
     def slow_load(spec, **kwargs):
         calls.append(spec)
-        slow.wait(5)
+        slow.wait(120)  # only a hang's bound: the test releases it
         return diffllama.load(spec, **kwargs)
 
     monkeypatch.setattr(registry, "load", slow_load)
     cache = registry.ModelCache(load_seconds=0.2)
     source = str(checkpoint("llama-gqa"))
-    start = time.perf_counter()
-    for _ in range(3):
+    for _ in range(3):  # each waits its bound and gives up while the one load is held
         with pytest.raises(diffllama.LoadError, match="still loading after 0 s"):
             cache.get(source, "generation")
-    assert time.perf_counter() - start < 1.5 and len(calls) == 1  # three requests, one load
+    assert len(calls) == 1 and not slow.is_set()  # three requests, one load, still held
     slow.set()
-    deadline = time.time() + 10
-    while not len(cache) and time.time() < deadline:
-        time.sleep(0.05)
-    assert cache.get(source, "generation").arch == "llama"
+    concurrent.futures.wait(list(cache._loading.values()), timeout=120)  # only a hang's bound
+    assert len(cache) == 1 and cache.get(source, "generation").arch == "llama"
 
 
 def test_a_checkpoint_above_the_size_limit_is_refused_before_its_weights_are_read(checkpoint, monkeypatch):

@@ -1,7 +1,10 @@
 """What strangers can do to a public server, each through the API as a visitor would: what they get,
-how fast, and that the next visitor is still served. Small sizes stand for big ones where a limit
-makes them equivalent (a run store of a few runs for 2 GB, 20 queued jobs for 500)."""
+and that the next visitor is still served. Small sizes stand for big ones where a limit makes them
+equivalent (a run store of a few runs for 2 GB, 20 queued jobs for 500). Behaviour only — refused,
+served, in which order; how fast is measured by ``benchmarks/load_test.py --targets``. Timeouts here
+only catch a hang."""
 
+import concurrent.futures
 import http.server
 import json
 import logging
@@ -14,7 +17,7 @@ import pytest
 from gradio_client import Client
 
 from components import common, run_store
-from diffllama import limits, loading
+from diffllama import limits, loading, tasks
 
 CLASSIFY = ("diffllama-cls", "llama-cls")
 
@@ -24,12 +27,12 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
+def outcome(fn, *args, **kwargs):
+    """(result, None) or (None, the error's message)."""
     try:
-        return fn(*args, **kwargs), None, time.perf_counter() - start
-    except Exception as error:  # noqa: BLE001 - the refusal is what is measured
-        return None, str(error), time.perf_counter() - start
+        return fn(*args, **kwargs), None
+    except Exception as error:  # noqa: BLE001 - the refusal is what is checked
+        return None, str(error)
 
 
 def classify(client, text="Bob met Clara in Lyon."):
@@ -37,19 +40,19 @@ def classify(client, text="Bob met Clara in Lyon."):
 
 
 def serves(app_url):
-    """A fresh visitor is answered, and quickly."""
-    result, error, seconds = timed(classify, Client(app_url, verbose=False))
-    assert error is None and seconds < 10, (error, seconds)
+    """A fresh visitor is answered."""
+    result, error = outcome(classify, Client(app_url, verbose=False))
+    assert error is None and result, error
 
 
-def post(app_url, api_name, data, session="hostile"):
-    """A raw API call, as any HTTP client can send it (gradio_client refuses to encode some inputs):
-    (status, answer, seconds of the request itself)."""
+def post(app_url, api_name, data, session="hostile", address=None):
+    """A raw API call, as any HTTP client can send it (gradio_client refuses to encode some inputs),
+    from ``address`` (as a proxy on this machine reports it: uvicorn trusts X-Forwarded-For from
+    127.0.0.1): (status, answer)."""
     body = json.dumps({"data": data, "session_hash": session})
-    start = time.perf_counter()
-    response = httpx.post(app_url + "gradio_api/call/" + api_name, content=body,
-                          headers={"Content-Type": "application/json"}, timeout=60)
-    return response.status_code, response.text, time.perf_counter() - start
+    headers = {"Content-Type": "application/json", **({"X-Forwarded-For": address} if address else {})}
+    response = httpx.post(app_url + "gradio_api/call/" + api_name, content=body, headers=headers, timeout=120)
+    return response.status_code, response.text
 
 
 # --- memory held for visitors ---------------------------------------------------------------------
@@ -63,8 +66,8 @@ def test_runs_are_held_within_the_bound_and_an_evicted_run_says_so(app_url, monk
     for visitor in visitors:
         classify(visitor, "word " * 300)
     assert store.nbytes <= 2.5 * per_run
-    _, error, seconds = timed(visitors[0].predict, "A", 0, 0, "diff", 64, api_name="/classify_attention")
-    assert "this run has expired; run the tab again" in error and seconds < 2
+    _, error = outcome(visitors[0].predict, "A", 0, 0, "diff", 64, api_name="/classify_attention")
+    assert "this run has expired; run the tab again" in error
     assert visitors[3].predict("A", 0, 0, "diff", 64, api_name="/classify_attention")  # the newest is kept
     classify(visitors[0])
     assert visitors[0].predict("A", 0, 0, "diff", 64, api_name="/classify_attention")
@@ -75,7 +78,7 @@ def test_idle_runs_expire_and_a_closed_page_frees_its_runs(app_url, monkeypatch)
     classify(idle)
     monkeypatch.setattr(run_store.STORE, "ttl_s", 0.0)  # sessions opened over plain HTTP never unload
     run_store.STORE.sweep()
-    _, error, _ = timed(idle.predict, "A", 0, 0, "diff", 64, api_name="/classify_attention")
+    _, error = outcome(idle.predict, "A", 0, 0, "diff", 64, api_name="/classify_attention")
     assert "this run has expired" in error
     monkeypatch.setattr(run_store.STORE, "ttl_s", 3600.0)
     classify(leaving)
@@ -84,8 +87,8 @@ def test_idle_runs_expire_and_a_closed_page_frees_its_runs(app_url, monkeypatch)
     # a browser keeps a heartbeat stream open; closing it (the page) runs demo.unload
     with httpx.stream("GET", f"{app_url}gradio_api/heartbeat/{leaving.session_hash}", timeout=10) as stream:
         next(stream.iter_lines())
-    deadline = time.time() + 10
-    while leaving.session_hash in sessions() and time.time() < deadline:
+    deadline = time.monotonic() + 120  # only a hang: the unload runs when gradio sees the stream close
+    while leaving.session_hash in sessions() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert leaving.session_hash not in sessions()
 
@@ -96,27 +99,26 @@ def test_idle_runs_expire_and_a_closed_page_frees_its_runs(app_url, monkeypatch)
     ("classify", lambda text: [text, *CLASSIFY]),
     ("tag", lambda text: [text, "diffllama-tag", "llama-tag"]),
 ])
-def test_huge_inputs_are_refused_in_under_a_second(app_url, api_name, make):
-    for megabytes in (5, 50):
-        status, text, seconds = post(app_url, api_name, make("word " * (megabytes * 200_000)))
-        assert status in (413, 422) and seconds < 1.0, (status, seconds)
+def test_huge_inputs_are_refused_unread(app_url, api_name, make):
+    for megabytes in (5, 50):  # how fast: benchmarks/load_test.py --targets
+        status, text = post(app_url, api_name, make("word " * (megabytes * 200_000)))
+        assert status in (413, 422), status
         assert "characters" in text and "shorten" in text
     serves(app_url)
 
 
 def test_an_input_at_the_limit_is_answered_with_a_bounded_response(client, app_url):
     text = ("Anna works at Acme Corp in Lyon. " * 4000)[: limits.max_input_chars()]
-    result, error, seconds = timed(client.predict, text, "diffllama-tag", "llama-tag", api_name="/tag")
-    assert error is None and seconds < 30
+    result, error = outcome(client.predict, text, "diffllama-tag", "llama-tag", api_name="/tag")
+    assert error is None
     assert len(json.dumps(result, default=str)) < 12 * len(text)  # the text comes back once or twice, marked up
     serves(app_url)
 
 
 def test_a_prompt_past_the_model_positions_is_refused_at_once(client, app_url):
     prompt = "a " * 20_000  # 20,000 tokens for a 512-position model
-    _, error, seconds = timed(client.predict, prompt, 8, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm",
-                              api_name="/generate")
-    assert "trained on 512 positions" in error and "shorten the prompt" in error and seconds < 5
+    _, error = outcome(client.predict, prompt, 8, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm", api_name="/generate")
+    assert "trained on 512 positions" in error and "shorten the prompt" in error
     serves(app_url)
 
 
@@ -127,7 +129,7 @@ def test_a_continuation_stops_at_the_model_positions_and_says_so(client):
 
 
 def test_odd_inputs_each_get_one_clear_message(app_url, client):
-    status, text, _ = post(app_url, "classify", ["Bob \ud800 met Clara", *CLASSIFY])
+    status, text = post(app_url, "classify", ["Bob \ud800 met Clara", *CLASSIFY])
     assert status == 422 and "invalid character (U+D800" in text
     with pytest.raises(Exception, match="the text is empty"):
         client.predict(None, *CLASSIFY, api_name="/classify")
@@ -152,8 +154,8 @@ def test_an_unexpected_error_gives_a_request_id_that_the_log_shows_with_its_trac
 
 def test_a_request_past_the_time_limit_is_stopped(app_url, client, monkeypatch):
     monkeypatch.setenv(limits.SECONDS_ENV, "0")
-    _, error, seconds = timed(classify, client)
-    assert "ran past the server's limit of 0 s per request" in error and seconds < 5
+    _, error = outcome(classify, client)
+    assert "ran past the server's limit of 0 s per request" in error
     monkeypatch.delenv(limits.SECONDS_ENV)
     serves(app_url)
 
@@ -184,8 +186,71 @@ def test_api_calls_without_a_session_are_capped_per_address(app_url, app_demo):
     anonymous = [e for e in [*queue.event_queue_per_concurrency_id[common.MODEL_QUEUE].queue,
                              *(e for job in queue.active_jobs if job for e in job)] if e.session_hash == e._id]
     assert len(anonymous) <= common.MAX_QUEUED_PER_SESSION and codes.count(422) >= 10, codes
-    _, _, seconds = timed(serves, app_url)
-    assert seconds < 60
+    serves(app_url)
+
+
+def test_many_sessions_from_one_address_are_capped_and_another_address_goes_first(app_url, app_demo, monkeypatch):
+    held = threading.Event()  # the flood's runs wait here, so what is queued stays queued while the test counts
+    original = loading.LensModel.generate
+
+    def held_generate(self, *args, **kwargs):
+        held.wait(120)  # only a hang's bound: the test releases them
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loading.LensModel, "generate", held_generate)
+    generate = next(fn for fn in app_demo.fns.values() if fn.api_name == "generate")
+
+    def join(session, address):  # a browser's join, with a session hash made up for each
+        body = {"data": ["Anna walked to", 200, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm"],
+                "fn_index": generate._id, "session_hash": session, "event_data": None, "trigger_id": None}
+        return httpx.post(app_url + "gradio_api/queue/join", json=body, headers={"X-Forwarded-For": address}, timeout=120)
+
+    try:
+        flood = [join(f"made-up-{i}", "203.0.113.7") for i in range(3 * common.MAX_QUEUED_PER_ADDRESS)]
+        accepted = [r for r in flood if r.status_code == 200]
+        refused = [r for r in flood if r.status_code == 422]
+        assert len(accepted) == common.MAX_QUEUED_PER_ADDRESS and len(refused) == len(flood) - len(accepted)
+        assert all("your address already has" in r.text for r in refused)
+        assert [r.status_code for r in flood[:common.MAX_QUEUED_PER_ADDRESS]] == [200] * common.MAX_QUEUED_PER_ADDRESS
+        status, text = post(app_url, "classify", ["Bob met Clara.", *CLASSIFY], session=None, address="198.51.100.9")
+        assert status == 200, text  # another address joins while the flooding one is at its cap, ...
+        waiting = [common.event_address(e) for e in app_demo._queue.event_queue_per_concurrency_id[common.MODEL_QUEUE].queue]
+        assert waiting[0] == "198.51.100.9" and set(waiting[1:]) == {"203.0.113.7"}  # ... goes first of those waiting ...
+    finally:
+        held.set()
+    event = json.loads(text)["event_id"]
+    answer = httpx.get(f"{app_url}gradio_api/call/classify/{event}", timeout=120).text
+    assert "event: complete" in answer  # ... and is served
+
+
+def test_the_client_address_behind_a_proxy_is_the_one_the_proxy_adds(monkeypatch):
+    monkeypatch.setattr(common, "PROXY_HOPS", 0)  # no proxy: the connection's peer (uvicorn's reading)
+    assert common.client_address("192.0.2.1", "6.6.6.6") == "192.0.2.1"
+    monkeypatch.setattr(common, "PROXY_HOPS", 1)  # a Space: the last entry is the proxy's; earlier ones are the client's own
+    assert common.client_address("10.16.3.80", "6.6.6.6, 198.51.100.9") == "198.51.100.9"
+    assert common.client_address("10.16.3.80", None) == "10.16.3.80"
+
+
+def test_text_that_expands_into_many_tokens_is_refused_before_any_trace(client, app_url, monkeypatch):
+    traced = []
+    monkeypatch.setattr(loading.LensModel, "trace", lambda self, *a, **k: traced.append(a))
+    monkeypatch.setattr(loading.LensModel, "answer", lambda self, *a, **k: traced.append(a))
+    for context in ("😀" * 10_000, "e" + "\u0301" * 5_000):  # characters well within the limit, tokens not
+        assert len(context) < limits.max_input_chars()
+        _, error = outcome(client.predict, "What is it?", context, 3, "diffllama-qa", "llama-qa", api_name="/answer")
+        assert "tokens for diffllama-qa" in error and f"at most {limits.max_tokens():,} tokens" in error, error
+        assert "shorten it to about" in error
+    assert not traced
+    monkeypatch.undo()
+    serves(app_url)
+
+
+def test_a_long_qa_context_is_refused_by_its_windows_before_any_trace(checkpoint, monkeypatch):
+    qa = loading.load(str(checkpoint("llama-gqa", "qa")), task="qa")
+    monkeypatch.setenv(limits.TOKENS_ENV, "1024")  # two windows of 512
+    monkeypatch.setattr(tasks, "trace_encoding", lambda *args: pytest.fail("traced"))
+    with pytest.raises(ValueError, match=r"the context is [\d,]+ tokens read in \d+ windows of 512; this server runs at most 1,024"):
+        qa.answer("Where?", "Bob met Clara in Lyon. " * 150)
 
 
 # --- views never show a stale run -----------------------------------------------------------------
@@ -238,8 +303,7 @@ def test_uploads_are_refused(app_url):
 def test_sources_outside_the_allow_list_get_one_message_through_the_api(client):
     messages = set()
     for probe in ("/etc", "/proc/self", "/definitely/missing", "etc", "tests", "owner/model"):
-        _, error, seconds = timed(client.predict, "Bob", probe, "llama-cls", api_name="/classify")
-        assert seconds < 2
+        _, error = outcome(client.predict, "Bob", probe, "llama-cls", api_name="/classify")
         messages.add(error.split("\n")[-1].replace(repr(probe), "SOURCE"))
     assert len(messages) == 1 and "is not a model this server loads" in messages.pop()
 
@@ -252,13 +316,14 @@ def test_one_checkpoint_typed_many_ways_is_loaded_once(client, bundle):
     assert len(common.CACHE) == loaded
 
 
-class SlowHub(http.server.BaseHTTPRequestHandler):
-    """A hub that answers every request late (and then with nothing)."""
+class HeldHub(http.server.BaseHTTPRequestHandler):
+    """A hub that answers nothing until the test lets it (and then with nothing)."""
 
-    delay = 3.0
+    reached, release = threading.Event(), threading.Event()
 
     def do_GET(self):  # noqa: N802 - http.server's naming
-        time.sleep(self.delay)
+        HeldHub.reached.set()
+        HeldHub.release.wait(120)  # only a hang's bound: the test releases it
         self.send_error(404)
 
     do_HEAD = do_GET
@@ -268,7 +333,7 @@ class SlowHub(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_slow_hub_never_holds_the_model_queue(app_url, monkeypatch):
-    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHub)
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HeldHub)
     threading.Thread(target=hub.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{hub.server_port}"
     monkeypatch.setattr(loading.hub_constants, "ENDPOINT", endpoint)
@@ -276,22 +341,20 @@ def test_a_slow_hub_never_holds_the_model_queue(app_url, monkeypatch):
     monkeypatch.setattr(loading, "_PROBE", {"at": float("-inf"), "ok": False})
     monkeypatch.setenv("DIFFLLAMA_LENS_HUB_MODELS", "slow/*")
     monkeypatch.setattr(common.CACHE, "load_seconds", 1.0)  # standing for 30 s
+    HeldHub.reached.clear(), HeldHub.release.clear()
     try:
-        def load_slow(i):
-            return timed(Client(app_url, verbose=False).predict, "Bob", f"slow/model-{i}", "llama-cls", api_name="/classify")
-
-        with ThreadPoolExecutor(6) as pool:
-            slow = [pool.submit(load_slow, i) for i in range(2)]
-            time.sleep(0.3)
-            others = [timed(classify, Client(app_url, verbose=False)) for _ in range(3)]
-            loads = [f.result() for f in slow]
-        assert all(error is None and seconds < 5 for _, error, seconds in others), others
-        assert all("still loading after 1 s" in error and seconds < 5 for _, error, seconds in loads), loads
+        with ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(outcome, Client(app_url, verbose=False).predict, "Bob", f"slow/model-{i}", "llama-cls",
+                                api_name="/classify") for i in range(2)]
+            assert HeldHub.reached.wait(120)  # a load is waiting on the hub ...
+            others = [outcome(classify, Client(app_url, verbose=False)) for _ in range(3)]
+            assert not HeldHub.release.is_set()  # ... and is still waiting while the others are served
+            assert all(error is None for _, error in others), others
+            loads = [f.result(timeout=120) for f in slow]
+        assert all("still loading after 1 s" in error for _, error in loads), loads
     finally:
-        monkeypatch.setattr(SlowHub, "delay", 0.0)
-        deadline = time.time() + 30
-        while common.CACHE._loading and time.time() < deadline:  # the loads go on; let them end against this hub
-            time.sleep(0.2)
+        HeldHub.release.set()  # the loads go on; let them end against this hub
+        concurrent.futures.wait(list(common.CACHE._loading.values()), timeout=120)
         hub.shutdown()
 
 
