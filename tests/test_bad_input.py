@@ -177,7 +177,7 @@ def test_an_api_client_reads_markup_it_sent_as_it_sent_it(client):
 def test_a_toast_for_the_page_is_escaped(app_url, app_demo):
     """As gradio's page calls an event (a queue join, no API header): the error it shows as HTML."""
     span = next(fn for fn in app_demo.fns.values() if fn.api_name == "attention_to_span")
-    body = {"data": [*MAP, MARKUP, ""], "fn_index": span._id, "session_hash": "a-page", "event_data": None, "trigger_id": None}
+    body = {"data": [*MAP, MARKUP, "", "", -1], "fn_index": span._id, "session_hash": "a-page", "event_data": None, "trigger_id": None}
     assert httpx.post(app_url + "gradio_api/queue/join", json=body, timeout=120).status_code == 200
     with httpx.stream("GET", app_url + "gradio_api/queue/data", params={"session_hash": "a-page"}, timeout=120) as stream:
         completed = next(line for line in stream.iter_lines() if "process_completed" in line)
