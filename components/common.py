@@ -75,14 +75,14 @@ def message(error: Exception, where: str, *, html: bool = False) -> str:
 
 def from_page() -> bool:
     """Whether the event running now came from gradio's page, which renders a toast's text as HTML.
-    API clients get messages plain: gradio_client says so (``x-gradio-user: api``), as gradio's MCP
-    server does for the queued tools it calls back (``x-gradio-user: mcp``), REST calls use ``/call/``,
-    MCP clients ``/mcp``; a function called directly (a test) has no request."""
+    API clients get messages plain: gradio's clients say what they are (``x-gradio-user: api``, or
+    ``mcp`` from its MCP server; the page sends no such header), REST calls use ``/call/``, MCP's
+    direct calls ``/mcp``; a function called directly (a test) has no request."""
     request = LocalContext.request.get(None)
     if request is None:
         return False
     path = urlsplit(str(getattr(request, "url", ""))).path
-    return request.headers.get("x-gradio-user") not in ("api", "mcp") and "/call/" not in path and "/mcp" not in path
+    return "x-gradio-user" not in request.headers and "/call/" not in path and "/mcp" not in path
 
 
 def user_errors(fn):

@@ -158,6 +158,7 @@ def test_a_message_for_the_page_is_escaped_and_plain_for_an_api_client(monkeypat
     join = "http://127.0.0.1:7860/gradio_api/queue/join"
     for request, on_page in ((SimpleNamespace(url=join, headers={}), True),
                              (SimpleNamespace(url=join, headers={"x-gradio-user": "api"}), False),
+                             (SimpleNamespace(url=join, headers={"x-gradio-user": "mcp"}), False),  # gradio's MCP server
                              (SimpleNamespace(url="http://127.0.0.1:7860/gradio_api/call/classify", headers={}), False),
                              (SimpleNamespace(url="http://127.0.0.1:7860/gradio_api/mcp/", headers={}), False),
                              (None, False)):
