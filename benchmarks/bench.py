@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 os.environ.setdefault("DIFFLLAMA_LENS_MEMORY_BUDGET_GB", "1000")  # measure the machine, not the app's guard
+os.environ.setdefault("DIFFLLAMA_LENS_REQUEST_SECONDS", "3600")  # measure slow views rather than stop them
 
 SHAPES = {  # random-weight DiffLlamas; "kajuma-layers" has kajuma/DiffLlama-0.3B-handcut's per-layer shape
     "12x1024": dict(hidden_size=1024, num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=16,
@@ -737,6 +738,46 @@ def part_endpoints(repeats: int, port: int = 7871) -> dict:
         process.terminate()
 
 
+def part_app_outliers(repeats: int) -> list[dict]:
+    """The activation outliers of the bundled pair at 2K: the server's CPU-seconds for
+    ``/classify_outliers`` through the app (its process's CPU before and after the call, after a fresh
+    ``/classify``) against the same handler run alone in a worker thread (``in_worker``)."""
+    import psutil
+    import torch
+    from gradio_client import Client
+
+    import diffllama
+    from components import attention_panel as panel, run_store
+    from load_test import launch
+
+    sources = {"A": model_dir("diffllama", TAB), "B": model_dir("llama", TAB)}
+    lenses = {slot: diffllama.load(source) for slot, source in sources.items()}
+    text = story_text(lenses["A"].tokenizer, 2048)
+    rows = []
+    for _ in range(repeats):
+        traces = {slot: lens.trace(text) for slot, lens in lenses.items()}
+        run_store.STORE.keep("local", TAB, run_store.Run(TAB, {s: str(p) for s, p in sources.items()}, traces, {s: text for s in traces}))
+        with torch.no_grad():
+            alone = in_worker(lambda: panel.outliers(TAB))
+        rows.append({"where": "handler alone", "cpu_s": alone.cpu, "wall_s": alone[0], "load": os.getloadavg()[0]})
+        print(json.dumps(rows[-1]), flush=True)
+    port = free_port()
+    process = launch(port, DIFFLLAMA_LENS_REQUEST_SECONDS=3600)
+    server = psutil.Process(process.pid)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        for _ in range(repeats):
+            client.predict(text, "diffllama-cls", "llama-cls", api_name="/classify")  # a fresh run: nothing kept
+            cpu, start = sum(server.cpu_times()[:2]), time.perf_counter()
+            client.predict(api_name="/classify_outliers")
+            rows.append({"where": "through the app", "cpu_s": sum(server.cpu_times()[:2]) - cpu, "wall_s": time.perf_counter() - start,
+                         "load": os.getloadavg()[0]})
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        process.terminate()
+    return rows
+
+
 def part_block(repeats: int = 50) -> dict:
     """Where a pass over the maps (overview, compare) spends its time: each step on one block of logits
     as ``Trace.map_blocks`` makes them on a CPU (``trace.blocks.block_values``: 2^19 numbers, here 4 softmax
@@ -770,7 +811,7 @@ def part_block(repeats: int = 50) -> dict:
     return result
 
 
-PARTS = ["forward", "maps", "views", "block", "browser", "streaming", "endpoints"]
+PARTS = ["forward", "maps", "views", "block", "browser", "streaming", "endpoints", "app-outliers"]
 
 
 def main():
@@ -807,6 +848,8 @@ def main():
         print(streaming_table(results["streaming"]))
     if "endpoints" in parts:
         results["endpoints"] = part_endpoints(5)
+    if "app-outliers" in parts:
+        results["app-outliers"] = part_app_outliers(args.repeats)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -43,7 +43,7 @@ class MagnitudeSummary:
     which fixes the median's exact bit pattern. Summaries of disjoint streams combine by ``merged``
     (counts add), so several processes give the same numbers as one.
 
-    With a ``window`` of coarse bins ``[lo, hi)`` guessed beforehand (``logit_summary``), pass 1 also
+    With a ``window`` of coarse bins ``[lo, hi)`` guessed beforehand (``exact_summary``), pass 1 also
     counts the lower bits of the values inside it: when the median's bin lies there, the summary is
     ``complete`` after one pass and pass 2 is skipped. The window holds an odd number of bins (a
     centre and a radius: one comparison per value fewer)."""
