@@ -466,6 +466,22 @@ def _hidden_stop(why: str) -> gr.Error:
     return gr.Error(why, visible=False, print_exception=False)
 
 
+def _has_link(link) -> None:
+    """Goes on only when the page was opened with a link to this tab."""
+    if link is None:
+        raise _hidden_stop("the page was opened without a link to this tab")
+
+
+@dataclass(frozen=True)
+class Runs:
+    """A tab's run events (its button's, and a link's on page load): what follows a run follows each."""
+
+    events: tuple
+
+    def success(self, fn, inputs=None, outputs=None, **settings) -> "Runs":
+        return Runs(tuple(event.success(fn, inputs, outputs, **settings) for event in self.events))
+
+
 def _showing(view: str):
     """Goes on only when the page's link opens ``view``."""
     def check(link):
@@ -500,10 +516,15 @@ class Panel:
         and to a page opened with a link to the tab; once it succeeds, clear the views of the previous
         run (and any error badge they carry), then open the link's view if it started the run."""
         load_slots(button, inputs)
-        event = gr.on([button.click, self.link.change], fn, inputs, outputs, api_name=api_name, **model_queue())
-        self.open_linked_view(self.clear_on(event))
+        clicked = button.click(fn, inputs, outputs, api_name=api_name, **model_queue())
+        # a page load sets every tab's link state (gradio may report it changed with no link): the check
+        # runs outside the queue, so a page opened without a link to this tab sends no model-queue job
+        linked = self.link.change(_has_link, self.link, None, queue=False, api_visibility="private") \
+            .success(fn, inputs, outputs, api_visibility="private", **model_queue())
+        self.open_linked_view(self.clear_on(linked))
+        self.clear_on(clicked)
         self.share_links(fn, inputs)
-        return event
+        return Runs((clicked, linked))
 
     def clear_on(self, event):
         """Once ``event`` (a new run, or another part of the input) succeeds, the views still show the

@@ -4,6 +4,7 @@ and the λ ablation; and opens a link to a view. Screenshots of each step go to 
 look at them."""
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -11,6 +12,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
+
+from components import common
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).parent / "screenshots"
@@ -37,18 +40,81 @@ TABS = [  # tab, first example's text, main button, its views' API prefix, how i
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
     # in CI the browser's driver must be there too: an import error fails the test rather than skipping it
     playwright = importlib.import_module("playwright.sync_api") if os.environ.get("CI") == "true" \
         else pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app_url)
-        page.get_by_text("DiffLlama Lens").first.wait_for()
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.get_by_text("DiffLlama Lens").first.wait_for()
+    yield page
+    page.close()
+
+
+def queue_joins(page, demo) -> list:
+    """Every queue join the page sends, as the event it asks for (its ``BlockFunction``), in order."""
+    joins = []
+    page.on("request", lambda request: joins.append(demo.fns[json.loads(request.post_data)["fn_index"]])
+            if "/gradio_api/queue/join" in request.url else None)
+    return joins
+
+
+def settled(page, demo, joins: list, after: str = "fill") -> None:
+    """Waits for the page's load to be done: the selected tab's model lines filled, every ``after``
+    event (the last step of the page load's chain, once per tab) joined, and the server's queue empty
+    with no new join between two looks at it (events that follow others join as the others finish)."""
+    page.locator(".model-info", has_text="parameters").first.wait_for(state="attached", timeout=60_000)
+    queue, seen = demo._queue, -1
+    for _ in range(600):  # at most a minute of looks
+        idle = not any(q.queue for q in queue.event_queue_per_concurrency_id.values()) and not any(queue.active_jobs)
+        if idle and sum(fn.name == after for fn in joins) >= 4 and seen == len(joins):
+            return
+        seen = len(joins) if idle else -1
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the page never settled: {[fn.name for fn in joins]}")
+
+
+def model_runs(joins: list) -> list[str]:
+    """The joins that run a model (the model queue's events), by their function's name."""
+    return [fn.name for fn in joins if fn.concurrency_id == common.MODEL_QUEUE]
+
+
+def test_a_plain_page_load_runs_no_model(browser, app_demo, app_url):
+    """Opened without a link, the page loads the models' descriptions and nothing else: no tab's
+    main action and no view joins the model queue until the visitor acts."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    joins = queue_joins(page, app_demo)
+    page.goto(app_url)
+    settled(page, app_demo, joins)
+    print(f"plain load: {len(joins)} queue joins, {model_runs(joins)} of them run a model")
+    assert model_runs(joins) == [] and joins  # the page's own load events did join
+    page.close()
+
+
+def test_a_linked_page_load_runs_the_linked_tab_once(browser, app_demo, app_url):
+    """Opened with a link, the page runs the linked tab's main action once (then the view the link
+    names); no other tab runs."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    joins = queue_joins(page, app_demo)
+    view = {"tab": "classification", "text": "Bob met Clara near the old bridge.", "source_a": "diffllama-cls",
+            "source_b": "llama-cls", "show": "maps", "layer": "1"}
+    page.goto(f"{app_url}?{urlencode(view)}")
+    page.wait_for_function("() => document.querySelector('#classify-map-A .gtitle')?.textContent.includes('layer 1')",
+                           timeout=90_000)
+    settled(page, app_demo, joins)
+    runs = model_runs(joins)
+    print(f"linked load: {len(joins)} queue joins, model runs {runs}")
+    assert runs == ["classify", "show_map"]  # the tab's run once, then the maps the link names
+    page.close()
 
 
 def plot_title(page, element_id: str) -> str:
