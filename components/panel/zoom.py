@@ -107,7 +107,7 @@ def find(tab: str, text: str, request: gr.Request = None) -> dict:
     """Where ``text`` is in the input: the zoom's ranges set around it (then the zoom is drawn)."""
     region = found_region(current(request, tab), text)
     found = region.pop("found")
-    return region | {"zoom_note": f"found {for_markdown(text.strip())} at token {found}: keys around it, read by the "
+    return region | {"found_note": f"found {for_markdown(text.strip())} at token {found}: keys around it, read by the "
                                   "input's last tokens"}
 
 
@@ -170,14 +170,14 @@ def build(name: str, maps: ViewSpec) -> ViewSpec:
         with gr.Row():
             button = gr.Button("Recompute the region", variant="secondary")
             export_button = gr.Button("Export the region at full resolution (CSV)", size="sm")
-        note = gr.Markdown()
+        found, note = gr.Markdown(), gr.Markdown()
         with gr.Row(equal_height=True):
             plots = {f"zoom_{s}": gr.Plot(label=f"model {s}, full resolution", elem_id=f"{name}-zoom-{s}") for s in "AB"}
         csv = gr.File(label="the region's numbers at full resolution (CSV)", height=90)
     shared = {k: maps.controls[k] for k in ("slot", "layer", "head", "kind")}
     controls = shared | ranges | {"value": maps.controls["value"]}
     ids = [f"{name}-map-A", f"{name}-map-B", f"{name}-zoom-A", f"{name}-zoom-B"]
-    actions = [Action(find_button, find, [wanted], {"zoom_note": note} | ranges, "find", redraw=True),
+    actions = [Action(find_button, find, [wanted], {"found_note": found} | ranges, "find", redraw=True),
                Action(export_button, export_region, list(controls.values()), {"csv": csv}, "region_export")]
     return ViewSpec("zoom", zoom, controls, plots | {"zoom_note": note} | ranges, button, "zoom", box,
                     shown={k: Shown(k[-1]) for k in plots}, js=ZOOM_SCRIPT.replace("PLOTS", str(ids)), actions=actions)
