@@ -102,6 +102,7 @@ def test_a_plain_page_load_runs_no_model(browser, app_demo, app_url):
     panel.locator("fieldset", has_text="models").get_by_text("B", exact=True).first.click()
     panel.locator("fieldset", has_text="models").get_by_text("A and B", exact=True).first.click()
     page.wait_for_load_state()
+    page.screenshot(path=str(SHOTS / "before-run-switch.png"), full_page=True)
     assert not page.locator(".toast-body.error").count() and not page.get_by_text("Error", exact=True).count()
     page.close()
 
@@ -260,7 +261,7 @@ def test_a_link_reopens_its_tab_runs_it_and_opens_the_view(page, app_url):
     assert "input sha256" in page.locator("#generation-map-A .annotation-text").last.text_content()  # provenance
     page.screenshot(path=str(SHOTS / "link-zoom.png"), full_page=True)
 
-    panel.get_by_label("zoom").first.check()
+    panel.locator("fieldset", has_text="the link opens").get_by_label("zoom").check()
     panel.get_by_role("button", name="Copy link to this view").click()
     box = page.locator("#generation-link textarea, #generation-link input").first
     page.wait_for_function("() => document.querySelector('#generation-link textarea, #generation-link input')"

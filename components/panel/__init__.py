@@ -19,7 +19,7 @@ from ..common import model_queue
 from . import ablation, compare, maps, overview, zoom
 from .compare import ALLOCATION_NOTE, allocation_label, allocation_table
 from .runner import Panel, Runs
-from .spec import fit
+from .spec import fit, shown_outputs
 from .sharing import open_links
 from .slots import window_note
 
@@ -45,8 +45,8 @@ def build(run: gr.State, name: str, heat=None) -> Panel:
     for spec in specs:
         spec.wire(run, name, **model_queue())
     # the shown models' change fits the views (nothing before a run), outside the queue
-    shown = [c for spec in specs for n, c in spec.outputs.items() if n in spec.shown]
-    main.controls["slot"].change(fit(specs), [run, main.controls["slot"]], shown, queue=False, api_visibility="private")
+    main.controls["slot"].change(fit(specs), [run, main.controls["slot"]], shown_outputs(specs), queue=False,
+                                 api_visibility="private")
     opened_head(name, run, main, specs[2])
     # the run key is the tab's task, which is also its tab's id
     return Panel(specs, run, run.value, name, controls, (share, show, box), edited)

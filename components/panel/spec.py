@@ -112,12 +112,18 @@ def fitted(specs: list[ViewSpec], run, slot: str) -> dict:
     return updates
 
 
+def shown_outputs(specs: list[ViewSpec]) -> list:
+    """Every output whose visibility follows the shown models (what ``fitted`` updates)."""
+    return [spec.outputs[name] for spec in specs for name in spec.shown]
+
+
 def fit(specs: list[ViewSpec]) -> Callable:
-    """The handler of a change of the shown models: ``fitted``, or nothing before the tab's first run."""
+    """The handler of a change of the shown models: ``fitted``, or no change before the tab's first run
+    (an update per output: gradio reads an empty dict as one value for all of them)."""
     def layout(tab: str, slot: str, request: gr.Request = None) -> dict:
         try:
             run = current(request, tab)
         except ValueError:  # no run yet: nothing to fit
-            return {}
+            return {component: gr.update() for component in shown_outputs(specs)}
         return fitted(specs, run, slot)
     return layout
