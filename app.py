@@ -7,8 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import api, attention_panel, classification_tab, generation_tab, qa_tab, server, study_tab, tagging_tab
-from components import interventions_tab
+from components import api, classification_tab, generation_tab, interventions_tab, panel, qa_tab, server, study_tab, tagging_tab
 from components.common import MODEL_CONCURRENCY
 from components.run_store import forget_session
 
@@ -30,9 +29,9 @@ def build() -> gr.Blocks:
             study_tab.build()
             interventions_tab.build()
         # a page opened with a link to a view fills its tab first, so the slots describe the linked models
-        opened = attention_panel.open_links(demo, tabs, [panel for *_, panel in built])
-        for sources, infos, fill, _ in built:
-            opened.then(fill, list(sources), list(infos), api_visibility="private")
+        opened = panel.open_links(demo, tabs, [tab.panel for tab in built])
+        for tab in built:
+            opened.then(tab.fill, list(tab.sources), list(tab.infos), api_visibility="private")
         api.build()  # stateless endpoints: map numbers for any text, no session needed
         demo.unload(forget_session)
     if server.mcp_enabled():  # the stateless endpoints are the MCP tools; the session-bound ones stay API-only

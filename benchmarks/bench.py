@@ -350,19 +350,19 @@ class FigureClock:
 
 
 def ui_views(shown: str, trace) -> dict:
-    """The attention views as the UI serves them (``components.attention_panel``'s handlers, on the
+    """The attention views as the UI serves them (``components.panel``'s handlers, on the
     run stored for tab ``TAB``), with what a visitor would pick for ``trace`` (model A)."""
-    from components import attention_panel as panel
+    from components.panel import compare, maps, overview, zoom
 
     layer, n = trace.num_layers // 2, trace.seq_len
     return {
-        "map view (256 blocks, with decomposition and λ)": lambda: panel.show_map(TAB, shown, layer, 0, "diff", 256),
-        "zoomed region 256 × 256, full resolution": lambda: panel.zoom(TAB, shown, layer, 0, "diff", max(n - 256, 0), n,
-                                                                       max(n - 512, 0), max(n - 256, 1)),
-        "contributions map (norms, 256 blocks)": lambda: panel.show_map(TAB, shown, layer, 0, "diff", 256, "norm"),
-        "overview (every layer × head)": lambda: panel.show_overview(TAB, shown, "diff", "entropy", panel.ORDERS[0]),
-        "compare A vs B": lambda: panel.compare(TAB, ""),
-        "activation outliers (their own button)": lambda: panel.outliers(TAB),
+        "map view (256 blocks, with decomposition and λ)": lambda: maps.show_map(TAB, shown, layer, 0, "diff", 256),
+        "zoomed region 256 × 256, full resolution": lambda: zoom.zoom(TAB, shown, layer, 0, "diff", max(n - 256, 0), n,
+                                                                      max(n - 512, 0), max(n - 256, 1)),
+        "contributions map (norms, 256 blocks)": lambda: maps.show_map(TAB, shown, layer, 0, "diff", 256, "norm"),
+        "overview (every layer × head)": lambda: overview.show_overview(TAB, shown, "diff", "entropy", overview.ORDERS[0]),
+        "compare A vs B": lambda: compare.compare(TAB, ""),
+        "activation outliers (their own button)": lambda: compare.outliers(TAB),
     }
 
 
@@ -747,7 +747,8 @@ def part_app_outliers(repeats: int) -> list[dict]:
     from gradio_client import Client
 
     import diffllama
-    from components import attention_panel as panel, run_store
+    from components import run_store
+    from components.panel import compare
     from load_test import launch
 
     sources = {"A": model_dir("diffllama", TAB), "B": model_dir("llama", TAB)}
@@ -758,7 +759,7 @@ def part_app_outliers(repeats: int) -> list[dict]:
         traces = {slot: lens.trace(text) for slot, lens in lenses.items()}
         run_store.STORE.keep("local", TAB, run_store.Run(TAB, {s: str(p) for s, p in sources.items()}, traces, {s: text for s in traces}))
         with torch.no_grad():
-            alone = in_worker(lambda: panel.outliers(TAB))
+            alone = in_worker(lambda: compare.outliers(TAB))
         rows.append({"where": "handler alone", "cpu_s": alone.cpu, "wall_s": alone[0], "load": os.getloadavg()[0]})
         print(json.dumps(rows[-1]), flush=True)
     port = free_port()

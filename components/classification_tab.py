@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import attention_panel, run_store, token_heat
-from .common import CACHE, gpu, model_slots, plain, slot_info, user_errors
+from . import panel, run_store, token_heat
+from .common import gpu, model_slots, plain, slot_info, user_errors
+from .panel.tab import Tab, run_models, wire
 
 TASK = "classification"
 EXAMPLES = [  # held-out reviews (seed 1): the bundled A and B agree on the first (mixed), disagree on the rest
@@ -21,22 +22,18 @@ EXAMPLES = [  # held-out reviews (seed 1): the bundled A and B agree on the firs
 def classify(text: str, source_a: str, source_b: str, request: gr.Request = None):
     """Label probabilities of A and B, and both records; the run (both traces) goes to the run store."""
     models = {"A": source_a, "B": source_b}
-    labels, records, traces = [], {}, {}
-    with run_store.recording(request, TASK) as keep:
-        for slot, source in models.items():
-            result = CACHE.get(source, TASK).classify(text)
-            traces[slot] = result.trace
-            labels.append({s.label: s.probability for s in result.labels})
-            records[slot] = plain(result)
-        keep(run_store.Run(TASK, models, traces, texts={"A": text, "B": text}, inputs={"text": text}))
-    return labels[0], labels[1], records
+    results = run_models(request, TASK, models, lambda model: model.classify(text), lambda results: run_store.Run(
+        TASK, models, {s: r.trace for s, r in results.items()}, texts={"A": text, "B": text}, inputs={"text": text}))
+    labels = [{score.label: score.probability for score in results[s].labels} for s in "AB"]
+    return labels[0], labels[1], {slot: plain(result) for slot, result in results.items()}
 
 
-def build():
+def build() -> Tab:
     with gr.Tab("Classification", id=TASK):
         text = gr.Textbox(label="text", lines=3, value=EXAMPLES[0], render=False)
         gr.Examples(EXAMPLES, [text], label="Examples (held-out; from the 2nd on, the bundled A and B disagree)")
-        (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
+        slots = model_slots(TASK)
+        (source_a, _, _), (source_b, _, _) = slots
         text.render()
         button = gr.Button("Classify with A and B", variant="primary")
         with gr.Row():
@@ -45,9 +42,7 @@ def build():
         with gr.Accordion("What the pooled token (the one the head reads) attended to", open=True):
             heat = token_heat.build("the pooled token the head reads")
         raw = gr.JSON(label="records", visible=False)
-        run = gr.State(TASK)  # the key of this tab's last run in the run store
-        panel = attention_panel.build(run, "classify")
-        event = panel.run_on(button, classify, [text, source_a, source_b], [label_a, label_b, raw], run, "classify")
-        heat.wire(run, event)
-        panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b], [heat.layer])
-    return (source_a, source_b), (info_a, info_b), slot_info(TASK), panel
+        views = panel.build(gr.State(TASK), "classify", heat)  # the state: the key of this tab's last run
+        _, tab = wire(views, button, classify, [text, source_a, source_b], [label_a, label_b, raw], "classify", slots,
+                      slot_info(TASK), heat)
+    return tab

@@ -7,8 +7,9 @@ import gradio as gr
 
 from diffllama import limits
 
-from . import attention_panel, run_store, token_heat
+from . import panel, run_store, token_heat
 from .common import CACHE, gpu, markdown_code, model_slots, plain, slot_info, user_errors
+from .panel.tab import Tab, wire
 
 TASK = "generation"
 EXAMPLES = [  # held-out retrieval prompts (seed 1, 4 needles + a look-alike): both models answer the first
@@ -63,13 +64,14 @@ def length_notice(prompt: str, max_new_tokens: int, source_a: str, source_b: str
     return "  \n".join(notes)
 
 
-def build():
+def build() -> Tab:
     with gr.Tab("Generation", id=TASK):
         prompt = gr.Textbox(label="prompt", lines=3, value=EXAMPLES[0][0], render=False)
         max_new = gr.Slider(1, 256, value=EXAMPLES[0][1], step=1, label="max new tokens", render=False)
         greedy = gr.Checkbox(value=True, label="greedy", render=False)
         gr.Examples(EXAMPLES, [prompt, max_new, greedy], label="Examples (retrieval: the bundled A and B both answer the first; only A the second)")
-        (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
+        slots = model_slots(TASK)
+        (source_a, info_a, _), (source_b, info_b, _) = slots
         prompt.render()
         with gr.Row():
             max_new.render()
@@ -83,15 +85,12 @@ def build():
             out_a = gr.Textbox(label="A continues", lines=4)
             out_b = gr.Textbox(label="B continues", lines=4)
         raw = gr.JSON(visible=False)
-        run = gr.State(TASK)  # the key of this tab's last run in the run store
         with gr.Accordion("Attention of one token over the tokens before it", open=True):
             heat = token_heat.build("each model's last token")
-        panel = attention_panel.build(run, "generation")
-        event = panel.run_on(button, generate, [prompt, max_new, greedy, temperature, top_p, seed, source_a, source_b],
-                             [out_a, out_b, raw], run, "generate")
-        heat.wire(run, event)
-        panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b], [heat.layer])
+        views = panel.build(gr.State(TASK), "generation", heat)  # the state: the key of this tab's last run
+        _, tab = wire(views, button, generate, [prompt, max_new, greedy, temperature, top_p, seed, source_a, source_b],
+                      [out_a, out_b, raw], "generate", slots, slot_info(TASK), heat)
         notice_inputs = [prompt, max_new, source_a, source_b]
         for trigger in (prompt.change, max_new.change, info_a.change, info_b.change):
             trigger(length_notice, notice_inputs, notice, trigger_mode="always_last", api_visibility="private")
-    return (source_a, source_b), (info_a, info_b), slot_info(TASK), panel
+    return tab

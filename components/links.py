@@ -14,7 +14,7 @@ Parameters are named as the endpoints name them: a tab's main action's parameter
 every value against what the tab's control accepts (type, range, choices); an unknown, repeated or
 malformed parameter, or a link longer than ``MAX_LINK_CHARS``, is refused with a message naming it.
 
-No gradio and no torch here: the UI (``attention_panel``) describes its controls as ``Field``s."""
+No gradio and no torch here: the UI (``components.panel``) describes its controls as ``Field``s."""
 
 from __future__ import annotations
 

@@ -13,8 +13,10 @@ from diffllama import analysis
 from diffllama.records import ReferenceSpan
 from diffllama.tokens import display_tokens
 
-from . import attention_panel, figures, run_store, token_heat
+from . import figures, panel, run_store, token_heat
 from .common import CACHE, gpu, model_queue, model_slots, plain, slot_info, user_errors
+from .panel.provenance import stamp, view_provenance
+from .panel.tab import Tab, run_models, wire
 
 TASK = "qa"
 LONG_CONTEXT = " ".join(f"The magic number of City{i} is {1000 + 37 * i}. A bus passed by slowly." for i in range(60)) + \
@@ -29,12 +31,24 @@ BEST = "each model's best-answer window"
 REFERENCES = ["gold answer", "A's prediction", "B's prediction"]  # predictions only when picked, and labelled so
 
 
-def highlight(context: str, spans) -> list:
-    """The context with the best span marked "answer"."""
-    if not spans:
-        return [(context, None)]
-    best = spans[0]
-    return [(context[: best.start], None), (context[best.start: best.end], "answer"), (context[best.end:], None)]
+ANSWER_COLOURS = {"A": "#4c6ef5", "B": "#f76707", "A and B": "#40c057"}
+
+
+def highlight(context: str, best: dict) -> list:
+    """The context once, each model's best span marked with its name ("A and B" where they overlap);
+    ``best``: slot -> its best ``AnswerSpan`` (or None)."""
+    marks = [[] for _ in context]
+    for slot, span in best.items():
+        for i in range(span.start, span.end) if span else ():
+            marks[i].append(slot)
+    pieces = []
+    for char, mark in zip(context, marks):
+        label = " and ".join(mark) or None
+        if pieces and pieces[-1][1] == label:
+            pieces[-1][0] += char
+        else:
+            pieces.append([char, label])
+    return [tuple(piece) for piece in pieces] or [(context, None)]
 
 
 def span_rows(spans) -> list[list]:
@@ -43,7 +57,7 @@ def span_rows(spans) -> list[list]:
 
 def windows_note(run) -> str:
     """Which window of the context every view of this run is drawn from."""
-    notes = {slot: attention_panel.window_note(run, slot, trace) for slot, trace in run.traces.items()}
+    notes = {slot: panel.window_note(run, slot, trace) for slot, trace in run.traces.items()}
     return "  \n".join(f"Views of **{slot}** read {note}." for slot, note in notes.items() if note) or \
         "The whole context fits in one window: the views read all of it."
 
@@ -78,27 +92,34 @@ def allocations(traces: dict, span: ReferenceSpan | None) -> tuple[dict, str | N
 def answer(question: str, context: str, top_k: int, source_a: str, source_b: str, gold: str = "",
            measure_on: str = REFERENCES[0], request: gr.Request = None):
     models = {"A": source_a, "B": source_b}
-    marked, tables, plots, records, traces, windows, results = [], [], [], {}, {}, {}, {}
-    with run_store.recording(request, TASK) as keep:
-        for slot, source in models.items():
-            result = results[slot] = CACHE.get(source, TASK).answer(question, context, top_k=int(top_k))
-            trace = traces[slot] = result.trace  # the window holding this model's own best answer
-            windows[slot] = (result.spans[0].window if result.spans else 0, result.num_windows)
-            records[slot] = plain(result)
-            marked.append(highlight(context, result.spans))
-            tables.append(span_rows(result.spans))
-            tokens = display_tokens([trace.tokens[p] for p in result.context_positions], [1] * len(result.context_positions))
-            plots.append(figures.qa_logits(tokens, result.start_logits, result.end_logits, f"{slot}: start / end logits along the context"))
-        span, problem = reference(context, gold, measure_on, results)
-        measured, missing = allocations(traces, span)
-        run = run_store.Run(TASK, models, traces, texts={"A": context, "B": context}, reference=span, span_sequence=1,
-                            question=question, segments={s: context_start(t) for s, t in traces.items()}, windows=windows,
-                            inputs=dict(question=question, context=context, top_k=int(top_k), gold=gold, measure_on=measure_on))
-        keep(run)
-    table = attention_panel.allocation_table(measured, {slot: trace.arch for slot, trace in traces.items()})
-    label = problem or missing or attention_panel.allocation_label(measured, span, context)
-    plots = list(map(attention_panel.stamper(request, run, "maps"), plots))
-    return (marked[0], marked[1], tables[0], tables[1], plots[0], plots[1], gr.update(value=table, label=label), records)
+    found = {}
+
+    def record(results):
+        traces = {slot: result.trace for slot, result in results.items()}
+        found["span"], problem = reference(context, gold, measure_on, results)
+        found["measured"], missing = allocations(traces, found["span"])
+        found["problem"] = problem or missing
+        windows = {slot: (r.spans[0].window if r.spans else 0, r.num_windows) for slot, r in results.items()}
+        found["run"] = run_store.Run(
+            TASK, models, traces, texts={"A": context, "B": context}, reference=found["span"], span_sequence=1,
+            question=question, segments={s: context_start(t) for s, t in traces.items()}, windows=windows,
+            inputs=dict(question=question, context=context, top_k=int(top_k), gold=gold, measure_on=measure_on))
+        return found["run"]
+    results = run_models(request, TASK, models, lambda model: model.answer(question, context, top_k=int(top_k)), record)
+    record_of = view_provenance(request, found["run"], "maps")
+    plots = {slot: stamp(logit_plot(slot, result), record_of) for slot, result in results.items()}
+    table = panel.allocation_table(found["measured"], {slot: r.trace.arch for slot, r in results.items()})
+    label = found["problem"] or panel.allocation_label(found["measured"], found["span"], context)
+    return (highlight(context, {slot: r.spans[0] if r.spans else None for slot, r in results.items()}),
+            span_rows(results["A"].spans), span_rows(results["B"].spans), plots["A"], plots["B"],
+            gr.update(value=table, label=label), {slot: plain(result) for slot, result in results.items()})
+
+
+def logit_plot(slot: str, result):
+    """A model's start / end logits along the context (its window's tokens)."""
+    trace = result.trace
+    tokens = display_tokens([trace.tokens[p] for p in result.context_positions], [1] * len(result.context_positions))
+    return figures.qa_logits(tokens, result.start_logits, result.end_logits, f"{slot}: start / end logits along the context")
 
 
 def context_start(trace) -> list[tuple[int, str]]:
@@ -132,16 +153,15 @@ def choose_window(tab: str, choice: str, request: gr.Request = None) -> str:
     return windows_note(chosen)
 
 
-def answer_column(slot: str, colour: str):
-    """A model's best answer in the context, its top spans and its start/end logits."""
+def answer_column(slot: str):
+    """A model's top spans and its start/end logits."""
     with gr.Column(min_width=0):
-        marked = gr.HighlightedText(label=f"{slot}: best answer in the context", color_map={"answer": colour})
         table = gr.Dataframe(headers=["answer", "score", "characters"], label=f"{slot}: top spans", wrap=True,
                              column_widths=["62%", "18%", "20%"], elem_classes=["span-table"])
-        return marked, table, gr.Plot()
+        return table, gr.Plot()
 
 
-def build():
+def build() -> Tab:
     with gr.Tab("QA spans", id=TASK):
         question = gr.Textbox(label="question", value=EXAMPLES[0][0], render=False)
         context = gr.Textbox(label="context", lines=4, max_lines=8, value=EXAMPLES[0][1], render=False)
@@ -149,7 +169,8 @@ def build():
                           value=EXAMPLES[0][2], render=False)
         gr.Examples(EXAMPLES, [question, context, gold],
                     label="Examples (the first two: the bundled A and B answer differently; the last is read in windows)")
-        (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
+        slots = model_slots(TASK)
+        (source_a, _, _), (source_b, _, _) = slots
         question.render()
         context.render()
         with gr.Row():
@@ -157,13 +178,15 @@ def build():
             measure_on = gr.Radio(REFERENCES, value=REFERENCES[0], label="measure attention to answer on")
         top_k = gr.Slider(1, 10, value=5, step=1, label="top-k spans")
         button = gr.Button("Answer with A and B", variant="primary")
+        marked = gr.HighlightedText(label="best answers in the context (A, B, or both)", color_map=ANSWER_COLOURS,
+                                    show_legend=True)
         with gr.Row():
-            marked_a, table_a, plot_a = answer_column("A", "#4c6ef5")
-            marked_b, table_b, plot_b = answer_column("B", "#f76707")
+            table_a, plot_a = answer_column("A")
+            table_b, plot_b = answer_column("B")
         allocation = gr.Dataframe(headers=["model", "reading", "attention to answer ↑", "attention noise ↓"],
                                   label="attention from the last token to the gold answer vs the rest of the context "
                                         "(the Differential Transformer paper's Table 3 measure; mean over layers and heads)")
-        gr.Markdown(attention_panel.ALLOCATION_NOTE)
+        gr.Markdown(panel.ALLOCATION_NOTE)
         with gr.Row():
             window = gr.Dropdown([BEST], value=BEST, label="context window the views read (a long context is read in windows)")
             window_note = gr.Markdown()
@@ -171,14 +194,10 @@ def build():
             heat = token_heat.build("the context's last token")
         raw = gr.JSON(visible=False)
         run = gr.State(TASK)  # the key of this tab's last run in the run store
-        panel = attention_panel.build(run, "qa")
-        event = panel.run_on(button, answer, [question, context, top_k, source_a, source_b, gold, measure_on],
-                             [marked_a, marked_b, table_a, table_b, plot_a, plot_b, allocation, raw], run, "answer")
-        event.success(after_run, [run], [window_note, window], api_visibility="private")
-        heat.wire(run, event)
-        picked = window.input(choose_window, [run, window], window_note, api_name="qa_window",
-                              **model_queue())
-        panel.clear_on(picked)
-        heat.wire(run, picked)
-        panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b], [heat.layer])
-    return (source_a, source_b), (info_a, info_b), slot_info(TASK), panel
+        views = panel.build(run, "qa", heat)
+        ready, tab = wire(views, button, answer, [question, context, top_k, source_a, source_b, gold, measure_on],
+                          [marked, table_a, table_b, plot_a, plot_b, allocation, raw], "answer", slots, slot_info(TASK), heat)
+        ready.success(after_run, [run], [window_note, window], api_visibility="private")
+        picked = window.input(choose_window, [run, window], window_note, api_name="qa_window", **model_queue())
+        heat.wire(run, views.refresh_on(picked))
+    return tab

@@ -53,11 +53,12 @@ class Run:
     windows: dict[str, tuple[int, int]] = field(default_factory=dict)  # QA slot -> (window shown, windows in all)
     # the main action's other inputs by parameter name (text, seed, …): what links and provenance name
     inputs: dict[str, object] = field(default_factory=dict)
+    rows: list[list] = field(default_factory=list)  # a per-token table the tab pages through (tagging)
 
     @property
     def nbytes(self) -> int:
         return (sum(trace.nbytes for trace in self.traces.values()) + sum(len(text) for text in self.texts.values())
-                + sum(len(str(value)) for value in self.inputs.values()))
+                + sum(len(str(value)) for value in self.inputs.values()) + sum(len(str(row)) for row in self.rows))
 
 
 @dataclass

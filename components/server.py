@@ -20,7 +20,8 @@ from starlette.responses import HTMLResponse, JSONResponse
 
 from diffllama import limits
 
-from . import attention_panel, common, links
+from . import common, links
+from .panel.sharing import link_field
 
 QUEUE_SIZE = int(os.environ.get("DIFFLLAMA_LENS_QUEUE_SIZE", 128))
 MCP_ENV = "DIFFLLAMA_LENS_MCP"
@@ -189,7 +190,7 @@ def accepts(event, index: int, name: str, value) -> None:
         hint = typing.get_type_hints(inspect.unwrap(event.fn)).get(name)
         field = links.Field(hint) if hint in (int, float, bool, str) else None
     else:
-        field = attention_panel.link_field(component)
+        field = link_field(component)
     if field is None or component.skip_api:
         return
     if isinstance(value, list) and getattr(component, "multiselect", False):

@@ -1,5 +1,5 @@
-"""Token tagging tab: entities with a colour per label, per-token labels and confidences, and where
-A and B disagree."""
+"""Token tagging tab: entities with a colour per label, per-token labels and confidences (a page of
+rows at a time), and where A and B disagree."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import gradio as gr
 from diffllama import analysis
 from diffllama.tokens import display_token
 
-from . import attention_panel, run_store
-from .common import CACHE, gpu, model_slots, plain, slot_info, user_errors
+from . import panel, run_store
+from .common import gpu, model_slots, plain, slot_info, user_errors
+from .panel.tab import Tab, run_models, wire
 
 TASK = "tagging"
 COLOURS = {"PER": "#ffa8a8", "LOC": "#a5d8ff", "ORG": "#b2f2bb", "NUM": "#ffec99", "DATE": "#d0bfff"}
 DISAGREE = "#ff6b6b"
+PAGE_ROWS = 50  # per-token rows shown at once: a long input's table stays light for the page
 EXAMPLES = ["Anna works at Acme Corp in Lyon.", "On 12 May 2021 Bob met Clara at Helix Labs.",
             "Søren Müller left Kraków for São Paulo on 3 May 2024.", "李娜 works at Café Müller in Zürich. 🎉"]
 
@@ -26,15 +28,9 @@ def entity_pieces(text: str, entities) -> list:
     return pieces + [(text[cursor:], None)]
 
 
-@user_errors
-@gpu
-def tag(text: str, source_a: str, source_b: str, request: gr.Request = None):
-    models = {"A": source_a, "B": source_b}
-    with run_store.recording(request, TASK) as keep:
-        results = {slot: CACHE.get(source, TASK).tag(text) for slot, source in models.items()}
-        traces = {slot: result.trace for slot, result in results.items()}
-        keep(run_store.Run(TASK, models, traces, texts={"A": text, "B": text}, inputs={"text": text}))
-    # per-token disagreement, with tokens of the two tokenisations matched by characters
+def token_rows(text: str, results: dict, traces: dict) -> tuple[list[list], list]:
+    """Per token of A: its label and confidence, B's labels on the same characters, and whether they
+    differ; and the text with each differing token marked with both labels."""
     alignment = analysis.align_tokens(traces["A"], traces["B"])
     labels_b = {(t.start, t.end): t.label for t in results["B"].tokens}
     b_by_position = {i: labels_b.get(tuple(o)) for i, o in enumerate(traces["B"].offsets)}
@@ -43,23 +39,53 @@ def tag(text: str, source_a: str, source_b: str, request: gr.Request = None):
     for token, position in zip(results["A"].tokens, token_index):
         others = sorted({b_by_position[j] for j in alignment.a_to_b[position] if b_by_position.get(j)})
         differs = others != [token.label]
-        rows.append([display_token(token.token), token.label, round(token.score, 3), "/".join(others), "✗" if differs else ""])
+        rows.append([position, display_token(token.token), token.label, round(token.score, 3), "/".join(others),
+                     "✗" if differs else ""])
         if token.end > token.start >= cursor:  # the text itself, each differing token marked with both labels
             disagreements += [(text[cursor:token.start], None),
                               (text[token.start:token.end], f"A {token.label} · B {'/'.join(others) or '—'}" if differs else None)]
             cursor = token.end
-    disagreements = [piece for piece in disagreements + [(text[cursor:], None)] if piece[0]]
-    marked = {label for _, label in disagreements if label}
-    records = {slot: plain(result) for slot, result in results.items()}
-    return (entity_pieces(text, results["A"].entities), entity_pieces(text, results["B"].entities), rows,
-            gr.update(value=disagreements, color_map={label: DISAGREE for label in marked}), records)
+    return rows, [piece for piece in disagreements + [(text[cursor:], None)] if piece[0]]
 
 
-def build():
+def page_of(rows: list[list], page: int) -> dict:
+    """Rows of page ``page`` (1-based, clamped), labelled with where they are in the table."""
+    pages = max(1, -(-len(rows) // PAGE_ROWS))
+    page = min(max(int(page), 1), pages)
+    shown = rows[(page - 1) * PAGE_ROWS: page * PAGE_ROWS]
+    label = f"per-token labels (B's tokens matched to A's by characters): page {page} of {pages}, {len(rows)} tokens"
+    return gr.update(value=shown, label=label)
+
+
+@user_errors
+@gpu
+def tag(text: str, source_a: str, source_b: str, request: gr.Request = None):
+    models = {"A": source_a, "B": source_b}
+    found = {}
+
+    def record(results):
+        traces = {slot: result.trace for slot, result in results.items()}
+        found["rows"], found["disagreements"] = token_rows(text, results, traces)
+        return run_store.Run(TASK, models, traces, texts={"A": text, "B": text}, inputs={"text": text}, rows=found["rows"])
+    results = run_models(request, TASK, models, lambda model: model.tag(text), record)
+    marked = {label for _, label in found["disagreements"] if label}
+    return (entity_pieces(text, results["A"].entities), entity_pieces(text, results["B"].entities),
+            page_of(found["rows"], 1), gr.update(value=found["disagreements"], color_map={label: DISAGREE for label in marked}),
+            {slot: plain(result) for slot, result in results.items()}, 1)
+
+
+@user_errors
+def turn_page(tab: str, page: int, request: gr.Request = None):
+    """Another page of the last run's per-token table."""
+    return page_of(run_store.current(request, tab).rows, page)
+
+
+def build() -> Tab:
     with gr.Tab("Token tagging", id=TASK):
         text = gr.Textbox(label="text", lines=2, value=EXAMPLES[0], render=False)
         gr.Examples(EXAMPLES, [text], label="Examples (the last two: the bundled A and B disagree)")
-        (source_a, info_a, _), (source_b, info_b, _) = model_slots(TASK)
+        slots = model_slots(TASK)
+        (source_a, _, _), (source_b, _, _) = slots
         text.render()
         button = gr.Button("Tag with A and B", variant="primary")
         with gr.Row():
@@ -67,12 +93,13 @@ def build():
             entities_b = gr.HighlightedText(label="B: entities", color_map=COLOURS, show_legend=True)
         disagreement = gr.HighlightedText(label="where A and B disagree: the text, each differing token marked with "
                                                 "both models' labels")
-        table = gr.Dataframe(headers=["token", "A label", "A confidence", "B label", "disagree"],
+        page = gr.Number(1, precision=0, minimum=1, label=f"page of the per-token table ({PAGE_ROWS} tokens a page)")
+        table = gr.Dataframe(headers=["position", "token", "A label", "A confidence", "B label", "disagree"],
                              label="per-token labels (B's tokens matched to A's by characters)")
         raw = gr.JSON(visible=False)
         run = gr.State(TASK)  # the key of this tab's last run in the run store
-        panel = attention_panel.build(run, "tag")
-        panel.run_on(button, tag, [text, source_a, source_b],
-                     [entities_a, entities_b, table, disagreement, raw], run, "tag")
-        panel.fit_to_models(TASK, [source_a, source_b], [info_a, info_b])
-    return (source_a, source_b), (info_a, info_b), slot_info(TASK), panel
+        views = panel.build(run, "tag")
+        _, tab = wire(views, button, tag, [text, source_a, source_b], [entities_a, entities_b, table, disagreement, raw, page],
+                      "tag", slots, slot_info(TASK))
+        page.submit(turn_page, [run, page], table, api_name="tag_page")
+    return tab

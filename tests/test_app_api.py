@@ -47,7 +47,7 @@ def test_generate_streams_and_matches_greedy_backend(client, backend):
 
 
 def test_answer_matches_the_backend(client, backend):
-    marked_a, _, table_a, _, _, _, allocation, records, *_ = client.predict(
+    marked, table_a, _, _, _, allocation, records, *_ = client.predict(
         QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "6087", "gold answer", api_name="/answer")
     expected = backend.get("diffllama-qa", "qa").answer(QUESTION, CONTEXT, top_k=3)
     assert [row[0] for row in table_a["data"]] == [s.text for s in expected.spans]
@@ -61,13 +61,13 @@ def test_answer_matches_the_backend(client, backend):
         [["B (llama)", "softmax: all readings equal"]]
     for row, reading in zip(allocation["data"], analysis.READINGS):
         assert row[2:4] == pytest.approx([round(v, 4) for v in measured.means(reading)], abs=1e-4)
-    assert "".join(p["token"] for p in marked_a) == CONTEXT
+    assert "".join(p["token"] for p in marked) == CONTEXT  # the context once, both models' answers marked
     # without a gold answer nothing is measured unless a prediction is picked, and then it is labelled
-    unmeasured = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "", "gold answer", api_name="/answer")[6]
+    unmeasured = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "", "gold answer", api_name="/answer")[5]
     assert unmeasured["value"]["data"] in ([], [[]]) and "no reference span" in unmeasured["label"]
-    missing = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "1111", "gold answer", api_name="/answer")[6]
+    missing = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "1111", "gold answer", api_name="/answer")[5]
     assert "'1111' does not occur in the context" in missing["label"]
-    picked = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "", "B's prediction", api_name="/answer")[6]
+    picked = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "", "B's prediction", api_name="/answer")[5]
     assert len(picked["value"]["data"]) == len(analysis.READINGS) + 1 and "(B's prediction)" in picked["label"]
 
 
@@ -76,7 +76,7 @@ def test_tag_matches_the_backend(client, backend):
     entities_a, _, table, _, records, *_ = client.predict(text, "diffllama-tag", "llama-tag", api_name="/tag")
     expected = backend.get("diffllama-tag", "tagging").tag(text)
     assert [e["label"] for e in records["A"]["entities"]] == [e.label for e in expected.entities]
-    assert [row[1] for row in table["data"]] == [t.label for t in expected.tokens]
+    assert [row[2] for row in table["value"]["data"]] == [t.label for t in expected.tokens] and "page 1 of 1" in table["label"]
     assert "".join(p["token"] for p in entities_a) == text
 
 
@@ -197,14 +197,15 @@ def test_study_matches_the_backend(client, backend):
 def test_a_link_to_a_view_gives_the_same_numbers(client, app_url):
     text = "Bob met Clara near the old bridge."
     link = client.predict(text, "diffllama-cls", "llama-cls", "A and B", 1, 2, "diff", 64, "projection", 2, 6, 0, 6, "entropy",
-                          "layer × head", "", "zoom", api_name="/classify_link")
+                          "layer × head", "", 1, -1, True, "weight", "zoom", api_name="/classify_link")
     assert link.startswith(app_url) and "tab=classification" in link
     view = client.predict(link, api_name="/read_link")
     inputs, controls = view["inputs"], view["controls"]
     assert view["tab"] == "classification" and view["show"] == "zoom"
     assert inputs == {"text": text, "source_a": "diffllama-cls", "source_b": "llama-cls"}
     assert controls == {"slot": "A and B", "layer": 1, "head": 2, "kind": "diff", "size": 64, "value": "projection",
-                        "query_from": 2, "query_to": 6, "key_from": 0, "key_to": 6}
+                        "query_from": 2, "query_to": 6, "key_from": 0, "key_to": 6, "heat_layer": 1, "heat_query": -1,
+                        "heat_shared": True, "heat_value": "weight"}
     # the link's values give the numbers the inputs give
     direct = client.predict(text, "", "diffllama-cls", "classification", 1, 2, "diff", 64, "projection", api_name="/attention_map")
     linked = client.predict(inputs["text"], "", inputs["source_a"], "classification", controls["layer"], controls["head"],
@@ -225,15 +226,18 @@ def test_a_bad_link_gets_a_message_and_the_app_keeps_serving(client):
         client.predict("?tab=classification&text=Bob&layer=abc", api_name="/read_link")
     with pytest.raises(Exception, match="takes no parameter 'prompt'"):
         client.predict("?tab=classification&prompt=Bob", api_name="/read_link")
+    # checked against the link's models (3 layers), not the sliders' placeholder range
+    with pytest.raises(Exception, match=r"link parameter 'layer' is 50; it takes 0 to 2 \(the link's models — A diffllama-cls: 3"):
+        client.predict("?tab=classification&text=Bob&layer=50", api_name="/read_link")
     with pytest.raises(Exception, match="layer is 500; it takes a whole number from 0 to 127"):
         client.predict("Bob", "diffllama-cls", "llama-cls", "A", 500, 0, "diff", 64, "weight", 0, 48, 0, 48, "entropy",
-                       "layer × head", "", "maps", api_name="/classify_link")
+                       "layer × head", "", 1, -1, True, "weight", "maps", api_name="/classify_link")
     with pytest.raises(Exception, match="show is 'everything'; it takes one of: 'maps', 'zoom', 'overview', 'compare'"):
         client.predict("Bob", "diffllama-cls", "llama-cls", "A", 1, 0, "diff", 64, "weight", 0, 48, 0, 48, "entropy",
-                       "layer × head", "", "everything", api_name="/classify_link")
+                       "layer × head", "", 1, -1, True, "weight", "everything", api_name="/classify_link")
     with pytest.raises(Exception, match="limited to 8,000"):
         client.predict("Bob " * 3000, "diffllama-cls", "llama-cls", "A", 1, 0, "diff", 64, "weight", 0, 48, 0, 48, "entropy",
-                       "layer × head", "", "maps", api_name="/classify_link")
+                       "layer × head", "", 1, -1, True, "weight", "maps", api_name="/classify_link")
     assert client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")[0]["label"]
 
 
@@ -263,13 +267,13 @@ def test_every_export_names_models_input_view_versions_and_its_link(client):
 
 
 def test_comparison_is_computed_once_per_run_and_equals_the_backend(client, backend, monkeypatch):
-    from components import attention_panel
+    from diffllama.analysis import derived
 
     computed, outlier_passes = [], []
-    head_stats, activation_outliers = attention_panel.analysis.head_stats, attention_panel.analysis.activation_outliers
-    monkeypatch.setattr(attention_panel.analysis, "head_stats", lambda trace, *args, **kwargs: computed.append(trace.arch)
+    head_stats, activation_outliers = derived.head_stats, derived.activation_outliers
+    monkeypatch.setattr(derived, "head_stats", lambda trace, *args, **kwargs: computed.append(trace.arch)
                         or head_stats(trace, *args, **kwargs))
-    monkeypatch.setattr(attention_panel.analysis, "activation_outliers", lambda trace: outlier_passes.append(trace.arch)
+    monkeypatch.setattr(derived, "activation_outliers", lambda trace: outlier_passes.append(trace.arch)
                         or activation_outliers(trace))
     text = "Clara said the film was not bad at all."
     client.predict(text, "diffllama-cls", "llama-cls", api_name="/classify")

@@ -4,6 +4,7 @@ and the λ ablation; and opens a link to a view. Screenshots of each step go to 
 look at them."""
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -11,6 +12,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
+
+from components import common
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).parent / "screenshots"
@@ -37,18 +40,88 @@ TABS = [  # tab, first example's text, main button, its views' API prefix, how i
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
     # in CI the browser's driver must be there too: an import error fails the test rather than skipping it
     playwright = importlib.import_module("playwright.sync_api") if os.environ.get("CI") == "true" \
         else pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app_url)
-        page.get_by_text("DiffLlama Lens").first.wait_for()
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.get_by_text("DiffLlama Lens").first.wait_for()
+    yield page
+    page.close()
+
+
+def queue_joins(page, demo) -> list:
+    """Every queue join the page sends, as the event it asks for (its ``BlockFunction``), in order."""
+    joins = []
+    page.on("request", lambda request: joins.append(demo.fns[json.loads(request.post_data)["fn_index"]])
+            if "/gradio_api/queue/join" in request.url else None)
+    return joins
+
+
+def settled(page, demo, joins: list, after: str = "fill") -> None:
+    """Waits for the page's load to be done: the selected tab's model lines filled, every ``after``
+    event (the last step of the page load's chain, once per tab) joined, and the server's queue empty
+    with no new join between two looks at it (events that follow others join as the others finish)."""
+    page.locator(".model-info", has_text="parameters").first.wait_for(state="attached", timeout=60_000)
+    queue, seen = demo._queue, -1
+    for _ in range(600):  # at most a minute of looks
+        idle = not any(q.queue for q in queue.event_queue_per_concurrency_id.values()) and not any(queue.active_jobs)
+        if idle and sum(fn.name == after for fn in joins) >= 4 and seen == len(joins):
+            return
+        seen = len(joins) if idle else -1
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the page never settled: {[fn.name for fn in joins]}")
+
+
+def model_runs(joins: list) -> list[str]:
+    """The joins that run a model (the model queue's events), by their function's name."""
+    return [fn.name for fn in joins if fn.concurrency_id == common.MODEL_QUEUE]
+
+
+def test_a_plain_page_load_runs_no_model(browser, app_demo, app_url):
+    """Opened without a link, the page loads the models' descriptions and nothing else: no tab's
+    main action and no view joins the model queue until the visitor acts."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    joins = queue_joins(page, app_demo)
+    page.goto(app_url)
+    settled(page, app_demo, joins)
+    print(f"plain load: {len(joins)} queue joins, {model_runs(joins)} of them run a model")
+    assert model_runs(joins) == [] and joins  # the page's own load events did join
+    # before any run, the models shown can change: nothing to fit, no error
+    panel = page.locator("div[role='tabpanel']:visible")
+    panel.locator("fieldset", has_text="models").get_by_text("B", exact=True).first.click()
+    panel.locator("fieldset", has_text="models").get_by_text("A and B", exact=True).first.click()
+    page.wait_for_load_state()
+    page.screenshot(path=str(SHOTS / "before-run-switch.png"), full_page=True)
+    assert not page.locator(".toast-body.error").count() and not page.get_by_text("Error", exact=True).count()
+    page.close()
+
+
+def test_a_linked_page_load_runs_the_linked_tab_once(browser, app_demo, app_url):
+    """Opened with a link, the page runs the linked tab's main action once (then the view the link
+    names); no other tab runs."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    joins = queue_joins(page, app_demo)
+    view = {"tab": "classification", "text": "Bob met Clara near the old bridge.", "source_a": "diffllama-cls",
+            "source_b": "llama-cls", "show": "maps", "layer": "1"}
+    page.goto(f"{app_url}?{urlencode(view)}")
+    page.wait_for_function("() => document.querySelector('#classify-map-A .gtitle')?.textContent.includes('layer 1')",
+                           timeout=90_000)
+    settled(page, app_demo, joins)
+    runs = model_runs(joins)
+    print(f"linked load: {len(joins)} queue joins, model runs {runs}")
+    assert runs == ["classify", "show_map"]  # the tab's run once, then the maps the link names
+    page.close()
 
 
 def plot_title(page, element_id: str) -> str:
@@ -76,8 +149,8 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
         assert panel.get_by_text("⟨s⟩").count()
     shot("run")
 
-    # A and B side by side, every token named as text (no <s> markup), colour bars, grey future
-    panel.get_by_role("button", name="Show attention").click()
+    # A and B side by side, drawn after the run without a click, every token named as text (no <s>
+    # markup), colour bars, grey future
     for slot in "AB":
         page.locator(f"#{name}-map-{slot} .js-plotly-plot").wait_for(timeout=60_000)
     assert "Model A (diffllama)" in plot_title(page, f"{name}-map-A") and "Model B (llama)" in plot_title(page, f"{name}-map-B")
@@ -188,16 +261,103 @@ def test_a_link_reopens_its_tab_runs_it_and_opens_the_view(page, app_url):
     assert "input sha256" in page.locator("#generation-map-A .annotation-text").last.text_content()  # provenance
     page.screenshot(path=str(SHOTS / "link-zoom.png"), full_page=True)
 
-    panel.get_by_label("zoom").first.check()
+    panel.locator("fieldset", has_text="the link opens").get_by_label("zoom").check()
     panel.get_by_role("button", name="Copy link to this view").click()
     box = page.locator("#generation-link textarea, #generation-link input").first
     page.wait_for_function("() => document.querySelector('#generation-link textarea, #generation-link input')"
                            "?.value.includes('tab=generation')", timeout=30_000)
-    copied = box.input_value()
-    assert copied.startswith(app_url) and dict(parse_qsl(urlsplit(copied).query)) == view
+    copied = dict(parse_qsl(urlsplit(box.input_value()).query))
+    assert box.input_value().startswith(app_url) and view.items() <= copied.items()
+    assert {"heat_layer", "heat_query", "heat_shared", "heat_value"} <= set(copied)  # the heat's controls too
 
     page.goto(f"{app_url}?tab=generation&layer=abc")
     page.get_by_text("This link cannot be opened: link parameter 'layer' is 'abc'").wait_for(timeout=30_000)
     page.locator(".model-info", has_text="parameters").first.wait_for(timeout=30_000)  # the page works as usual
     page.screenshot(path=str(SHOTS / "link-refused.png"))
     assert not page.locator(".toast-body.error").count()
+
+
+LONG_SHOTS = Path(os.environ.get("DIFFLLAMA_LENS_SHOTS", "/tmp/difflens-2k-shots"))
+FILLER = "Children played near the fountain. The bells rang twice at noon. A light wind came from the sea. "
+NEEDLE = "The magic number of Łódź is 1601. "
+LONG_PROMPT = FILLER * 45 + NEEDLE + FILLER * 44 + "What is the magic number of Łódź? The magic number of Łódź is"
+
+
+@pytest.fixture
+def bundled_app_url(app_demo, monkeypatch):
+    """A second app on the bundled models (assets/models, trained on 2,048 positions: the tests' tiny
+    models read only 512), while the test runs; the tiny models' app stays as it was."""
+    import app
+
+    from diffllama.registry import MODEL_DIRS_ENV, bundled_root
+
+    monkeypatch.delenv("DIFFLLAMA_LENS_BUNDLED")
+    monkeypatch.setenv(MODEL_DIRS_ENV, os.pathsep.join([os.environ[MODEL_DIRS_ENV], str(bundled_root())]))
+    demo = app.build()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **app.launch_settings())
+    yield demo.local_url
+    demo.close()
+
+
+def test_a_2k_token_input_through_every_view(browser, bundled_app_url):
+    """≈ 1,900 tokens with a needle in the middle, through every view of the Generation tab, a screenshot
+    of each step in ``LONG_SHOTS`` (look at them)."""
+    LONG_SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    shot = lambda step: page.screenshot(path=str(LONG_SHOTS / f"2k-{step}.png"), full_page=True)  # noqa: E731
+    page.goto(bundled_app_url)
+    panel = page.locator("div[role='tabpanel']:visible")
+    panel.locator(".model-info", has_text="parameters").first.wait_for(timeout=60_000)
+    panel.get_by_label("prompt").fill(LONG_PROMPT)
+    tokens = panel.get_by_role("spinbutton", name="number input for max new tokens")
+    tokens.fill("3")
+    tokens.press("Enter")
+    panel.get_by_role("button", name="Generate with A and B").click()
+    for slot in "AB":  # the maps come after the run without a click
+        page.wait_for_function(f"() => document.querySelector('#generation-map-{slot} .gtitle')?.textContent"
+                               ".includes('pooled')", timeout=180_000)
+    panel.locator(".lens-legend").first.wait_for(timeout=60_000)
+    shot("run-and-maps")
+
+    # a region wider than the full-resolution limit: drawn in blocks, never an error badge
+    open_accordion(panel, "Zoom: a region at full resolution", "Recompute the region")
+    for label, value in (("query tokens from", "0"), ("key tokens from", "0")):
+        panel.get_by_label(label).fill(value)
+    for field in panel.get_by_label("to (exclusive)").all():
+        field.fill("600")
+    panel.get_by_role("button", name="Recompute the region").click()
+    page.wait_for_function("() => document.querySelector('#generation-zoom-A .gtitle')?.textContent.includes('blocks of')",
+                           timeout=120_000)
+    assert panel.get_by_text("wider than 256 tokens").count()
+    shot("zoom-wider-than-the-limit")
+
+    # find the needle: the zoom's keys around it, read by the last tokens
+    panel.get_by_label("find text in the input").fill("magic number of Łódź is 1601")
+    panel.get_by_role("button", name="Find and zoom").click()
+    page.wait_for_function("() => /full resolution: queries \\d+–\\d+ × keys (8|9)\\d\\d–/.test("
+                           "document.querySelector('#generation-zoom-A .gtitle')?.textContent)", timeout=120_000)
+    assert panel.get_by_text("found magic number").count()
+    shot("find-the-needle")
+
+    open_accordion(panel, "Overview: every layer × head", "Draw overview")
+    panel.get_by_role("button", name="Draw overview").click()
+    page.locator("#generation-overview-A .thumbnail-item").nth(5).wait_for(timeout=180_000)
+    shot("overview")
+
+    open_accordion(panel, "A vs B: entropy, sparsity", "Compare A and B")
+    panel.get_by_label("span to measure").fill("1601")
+    panel.get_by_role("button", name="Compare A and B").click()
+    panel.locator(".js-plotly-plot", has_text="negative mass").first.wait_for(timeout=180_000)
+    shot("compare")
+
+    open_accordion(panel, "λ ablation (a DiffLlama)", "Run ablation")
+    panel.get_by_role("button", name="Run ablation").click()
+    panel.get_by_text("The model itself is unchanged").wait_for(timeout=180_000)
+    shot("ablation")
+
+    panel.get_by_label("prompt").fill(LONG_PROMPT.replace("1601", "1602"))  # edited, not run again
+    panel.get_by_text("belong to the last run").first.wait_for(timeout=30_000)
+    shot("edited-input")
+    assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
+    print("screenshots:", *sorted(str(p) for p in LONG_SHOTS.glob("2k-*.png")))
+    page.close()

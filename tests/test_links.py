@@ -9,9 +9,10 @@ import gradio as gr
 import pandas as pd
 import pytest
 
-from components import attention_panel, common, figures, links
+from components import common, figures, links
+from components.panel import sharing
 from diffllama import provenance
-from test_ui_components import attention_map
+from test_ui_components import attention_map, fake_infos
 
 SPEC = links.LinkSpec("qa", {"question": links.Field(str), "context": links.Field(str),
                              "top_k": links.Field(int, 1, 10), "greedy": links.Field(bool),
@@ -69,10 +70,36 @@ def test_link_fields_are_read_from_the_controls():
         slider, step = gr.Slider(1, 256, step=1), gr.Slider(0.1, 2.0, step=0.05)
         radio = gr.Radio(["A and B", "A"], value="A")
         slot = gr.Dropdown(["diffllama-lm"], allow_custom_value=True)
-        fields = [attention_panel.link_field(c) for c in (slider, step, radio, slot, gr.Number(precision=0), gr.Checkbox(),
+        fields = [sharing.link_field(c) for c in (slider, step, radio, slot, gr.Number(precision=0), gr.Checkbox(),
                                                           gr.Textbox())]
     assert fields == [links.Field(int, 1, 256), links.Field(float, 0.1, 2.0), links.Field(str, choices=("A and B", "A")),
                       links.Field(str), links.Field(int), links.Field(bool), links.Field(str)]
+
+
+def test_a_links_layer_and_head_are_checked_against_the_models_it_loads(monkeypatch):
+    fake_infos(monkeypatch, **{"diffllama-cls": (4, 4), "llama-cls": (4, 2)})
+    link = links.ViewLink("classification", {"source_a": "diffllama-cls", "source_b": "llama-cls"}, {"layer": 50})
+    with pytest.raises(ValueError, match=r"'layer' is 50; it takes 0 to 3 \(the link's models — A diffllama-cls: 4 layers"):
+        sharing.check_against_models(link, {})
+    link.controls = {"layer": 3, "head": 4}
+    with pytest.raises(ValueError, match="'head' is 4; it takes 0 to 3"):
+        sharing.check_against_models(link, {})
+    link.controls = {"heat_layer": 9}  # the models by default when the link names none
+    with pytest.raises(ValueError, match="'heat_layer' is 9"):
+        sharing.check_against_models(links.ViewLink("classification", controls={"heat_layer": 9}),
+                                     {"A": "diffllama-cls", "B": "llama-cls"})
+    sharing.check_against_models(links.ViewLink("classification", {"source_a": "diffllama-cls"}, {"layer": 3, "head": 3}), {})
+
+
+def test_a_compare_link_made_without_a_span_carries_none():
+    spec = links.LinkSpec("classification", {"text": links.Field(str)},
+                          {"slot": links.Field(str), "layer": links.Field(int, 0, 127), "span_text": links.Field(str)})
+    make = sharing.link_maker(spec, {"compare": ("slot", "layer", "span_text")})
+    for empty in (None, ""):
+        address = make(None, "Bob", "A", 2, empty, "compare")
+        assert "span_text" not in address and "None" not in address
+        assert links.read(pairs(address), {"classification": spec}).controls == {"slot": "A", "layer": 2}
+    assert "span_text=Bob" in make(None, "Bob", "A", 2, "Bob", "compare")
 
 
 def record(**view) -> provenance.Provenance:

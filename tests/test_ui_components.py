@@ -2,11 +2,15 @@
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 from PIL import Image
 import pytest
 
-from components import (attention_panel, classification_tab, common, figures, generation_tab, qa_tab, run_store, tagging_tab,
+from components import (classification_tab, common, figures, generation_tab, links, panel, qa_tab, run_store, tagging_tab,
                         token_heat)
+from components.panel import runner, slots, spec
+from diffllama import analysis
+from diffllama.analysis import derived
 from diffllama.records import (AblationResult, AnswerSpan, AttentionMap, AttentionRegion, ClassificationResult, Entity,
                                HeadStats, LabelScore, ModelInfo, Overview, TaggingResult, TokenAlignment, TokenTag)
 from diffllama.tokens import display_token, display_tokens
@@ -164,12 +168,12 @@ def stored_run(monkeypatch):
     a.kinds, a.arch, a.lambdas, a.lambda_inits = ("diff", "a1", "a2"), "diffllama", [0.2, 0.3, 0.4], [0.2, 0.3, 0.4]
     maps = lambda trace, layer, head, kind, size=512, value="weight": attention_map(  # noqa: E731
         kind, trace.seq_len, layer=layer, head=head, value=value)
-    monkeypatch.setattr(attention_panel.analysis, "attention_map", maps)
+    monkeypatch.setattr(panel.maps.analysis, "attention_map", maps)
     entropy = lambda trace: np.arange(trace.num_layers * trace.num_heads, dtype=float).reshape(trace.num_layers, -1)[:, ::-1]  # noqa: E731
-    monkeypatch.setattr(attention_panel.analysis, "overview", lambda trace, kind, size, value="weight": Overview(
+    monkeypatch.setattr(derived, "compute_overview", lambda trace, kind, size, value="weight": Overview(
         kind, [[np.eye(4) * (l + h) for h in range(trace.num_heads)] for l in range(trace.num_layers)], list(range(5)), 4,
         value=value, stats=HeadStats(kind, 5, entropy(trace), entropy(trace), entropy(trace), entropy(trace))))
-    monkeypatch.setattr(attention_panel.analysis, "attention_region", lambda trace, layer, head, kind, rows, cols, value="weight": AttentionRegion(
+    monkeypatch.setattr(panel.maps.analysis, "attention_region", lambda trace, layer, head, kind, rows, cols, value="weight": AttentionRegion(
         layer, head, kind, np.ones((rows[1] - rows[0], cols[1] - cols[0]), np.float32), rows, cols,
         [f"{i} r" for i in range(*rows)], [f"{i} c" for i in range(*cols)], None, value))
     run = run_store.Run("classification", {"A": "a", "B": "b"}, {"A": a, "B": b}, {"A": "abcd", "B": "abcdef"})
@@ -177,78 +181,140 @@ def stored_run(monkeypatch):
     yield run
 
 
+@pytest.fixture
+def built():
+    """A panel of every view, built in a page of its own."""
+    with gr.Blocks() as demo:
+        views = panel.build(gr.State("test"), "test")
+    return demo, views
+
+
 def test_kinds_are_matched_per_model():
     diff, standard = FakeTrace("a"), FakeTrace("a")
     diff.kinds = ("diff", "a1", "a2")
-    assert attention_panel.kind_for(standard, "diff") == "softmax" and attention_panel.kind_for(standard, "a2") == "softmax"
-    assert attention_panel.kind_for(diff, "softmax") == "diff" and attention_panel.kind_for(diff, "a1") == "a1"
+    assert slots.kind_for(standard, "diff") == "softmax" and slots.kind_for(standard, "a2") == "softmax"
+    assert slots.kind_for(diff, "softmax") == "diff" and slots.kind_for(diff, "a1") == "a1"
     with pytest.raises(ValueError, match="unknown map"):
-        attention_panel.kind_for(diff, "banana")
+        slots.kind_for(diff, "banana")
 
 
-def test_a_and_b_side_by_side_at_the_same_layer_head_and_matched_kind(stored_run):
-    note, map_a, map_b, *parts, profile = attention_panel.show_map("test", "A and B", 1, 0, "a2", 64)
-    assert "A2 (second softmax)" in map_a.layout.title.text and "softmax" in map_b.layout.title.text
-    assert "layer 1, head 0" in map_b.layout.title.text and "no 'a2' map" in note
-    assert [p is not None for p in parts] == [True] * 3 + [False] * 3 and profile  # A's decomposition; B has none
-    visible = [update.get("visible") for update in attention_panel.layout("test", "A and B")]
-    assert visible == [True, True] + [True] * 3 + [False] * 3 + [True] * 5
+def test_a_and_b_side_by_side_at_the_same_layer_head_and_matched_kind(stored_run, built):
+    shown = panel.maps.show_map("test", "A and B", 1, 0, "a2", 64)
+    assert "A2 (second softmax)" in shown["map_A"].layout.title.text and "softmax" in shown["map_B"].layout.title.text
+    assert "layer 1, head 0" in shown["map_B"].layout.title.text and "no 'a2' map" in shown["note"]
+    assert [shown[f"{k}_{s}"] is not None for s in "AB" for k in panel.maps.PARTS] == [True] * 3 + [False] * 3
+    assert shown["profile"]  # A's decomposition; B has none
+    _, views = built
+    visible = {c: u["visible"] for c, u in spec.fitted(views.specs, stored_run, "A and B").items()}
+    maps = views.views["maps"].outputs
+    assert [visible[maps[f"{k}_{s}"]] for s in "AB" for k in panel.maps.PARTS] == [True] * 3 + [False] * 3
+    assert visible[maps["map_A"]] and visible[maps["map_B"]] and visible[maps["profile"]]
     # a layer only A has: A's map, and a note for B instead of an error
-    note, map_a, map_b, *_ = attention_panel.show_map("test", "A and B", 2, 0, "diff", 64)
-    assert map_a and map_b is None and "layer 2 is out of range" in note
+    shown = panel.maps.show_map("test", "A and B", 2, 0, "diff", 64)
+    assert shown["map_A"] and shown["map_B"] is None and "layer 2 is out of range" in shown["note"]
     with pytest.raises(gr.Error, match="layer 2 is out of range"):
-        attention_panel.show_map("test", "B", 2, 0, "softmax", 64)
-    note, map_a, map_b, *_ = attention_panel.show_map("test", "B", 1, 0, "softmax", 64)
-    assert map_b and map_a is None
-    *_, gallery_a, gallery_b = attention_panel.layout("test", "B")
-    assert not gallery_a["visible"] and gallery_b["visible"] and gallery_b["columns"] == 2
+        panel.maps.show_map("test", "B", 2, 0, "softmax", 64)
+    shown = panel.maps.show_map("test", "B", 1, 0, "softmax", 64)
+    assert shown["map_B"] and shown["map_A"] is None
+    galleries = views.views["overview"].outputs
+    fitted = spec.fitted(views.specs, stored_run, "B")
+    assert not fitted[galleries["gallery_A"]]["visible"] and fitted[galleries["gallery_B"]]["columns"] == 2
+
+
+def test_switching_models_before_any_run_changes_nothing_and_every_fitted_output_is_wired(built):
+    """The slot radio's change, before the tab ran: a no-op update of each of its outputs (it used to
+    return 11 updates for 13 outputs, which raised); after a run, every output it updates is wired."""
+    demo, views = built
+    updates = spec.fit(views.specs)("never-run", "A")
+    assert set(updates) == set(spec.shown_outputs(views.specs)) and all(u == gr.update() for u in updates.values())
+    slot = views.views["maps"].controls["slot"]
+    wired = [fn for fn in demo.fns.values() if (slot._id, "change") in fn.targets]
+    assert len(wired) == 1
+    every = {c for s in views.specs for n, c in s.outputs.items() if n in s.shown}
+    assert set(wired[0].outputs) == every
 
 
 def test_the_decomposition_is_pooled_no_finer_than_its_third_of_the_page(stored_run, monkeypatch):
     asked = []
-    maps = attention_panel.analysis.attention_map
-    monkeypatch.setattr(attention_panel.analysis, "attention_map", lambda trace, layer, head, kind, size=512, value="weight":
+    maps = panel.maps.analysis.attention_map
+    monkeypatch.setattr(panel.maps.analysis, "attention_map", lambda trace, layer, head, kind, size=512, value="weight":
                         asked.append((trace.arch, kind, size)) or maps(trace, layer, head, kind, size, value))
-    attention_panel.show_map("test", "A and B", 1, 0, "diff", 256)
-    assert asked == [("diffllama", "diff", 256), *[("diffllama", k, attention_panel.DECOMPOSITION_SIZE) for k in ("a1", "a2", "diff")],
+    panel.maps.show_map("test", "A and B", 1, 0, "diff", 256)
+    assert asked == [("diffllama", "diff", 256), *[("diffllama", k, panel.maps.DECOMPOSITION_SIZE) for k in ("a1", "a2", "diff")],
                      ("llama", "softmax", 256)]
     asked.clear()
-    attention_panel.show_map("test", "A", 1, 0, "diff", 64)  # a coarser main map: the decomposition as coarse
+    panel.maps.show_map("test", "A", 1, 0, "diff", 64)  # a coarser main map: the decomposition as coarse
     assert asked == [("diffllama", k, 64) for k in ("diff", "a1", "a2", "diff")]
 
 
-def test_sliders_fit_the_larger_model_at_its_middle_layer(monkeypatch):
+def fake_infos(monkeypatch, **models):
     info = lambda layers, heads: type("Model", (), {"info": ModelInfo("s", "llama", "classification", 1, layers, heads, False, "cpu", "float32")})  # noqa: E731
-    models = {"a": info(4, 4), "b": info(12, 8)}
-    monkeypatch.setattr(common.CACHE, "get", lambda source, task: models[source])
-    layer, head, heat_layer = attention_panel.slider_sizes("classification", 1, "a", "b")
-    assert (layer["maximum"], layer["value"], head["maximum"]) == (11, 6, 7) and heat_layer["maximum"] == 11
-    assert heat_layer is not layer  # gradio consumes each update
+    found = {name: info(*shape) for name, shape in models.items()}
+    monkeypatch.setattr(common.CACHE, "get", lambda source, task: found[source])
+
+
+def test_sliders_fit_the_larger_model_at_its_middle_layer_unless_a_link_names_them(monkeypatch):
+    fake_infos(monkeypatch, a=(4, 4), b=(12, 8))
+    layer, head, heat_layer = runner.slider_sizes("classification", ["layer", "head", "heat_layer"], None, "a", "b")
+    assert (layer["maximum"], layer["value"], head["maximum"]) == (11, 6, 7) and heat_layer["value"] == 6
+    link = links.ViewLink("classification", controls={"layer": 1, "heat_layer": 2})
+    layer, head, heat_layer = runner.slider_sizes("classification", ["layer", "head", "heat_layer"], link, "a", "b")
+    assert (layer["value"], head["value"], heat_layer["value"]) == (1, 0, 2)  # the heat at the link's layer, not 0
+
+
+def test_after_a_linked_run_every_control_the_link_names_is_set_the_heat_included(stored_run, monkeypatch):
+    with gr.Blocks():
+        heat = token_heat.build("the last token")
+        views = panel.build(gr.State("test"), "test", heat)
+    link = links.ViewLink("classification", controls={"layer": 1, "head": 1, "heat_layer": 2, "heat_query": 3}, show="zoom")
+    values = [c.value for c in views.controls.values()]
+    updates = views.after_run()("test", None, link, False, *values)
+    assert updates[heat.layer]["value"] == 2 and updates[heat.position]["value"] == 3
+    assert updates[views.controls["layer"]]["value"] == 1 and updates[views.opening] == "zoom"
+    assert updates[views.views["zoom"].box]["open"] and updates[views.opened] is True
+    again = views.after_run()("test", None, link, True, *values)  # later runs are the user's
+    assert heat.layer not in again and again[views.opening] is None
+    assert all(again[c] is not None for c in views.stale())  # every stale view cleared
+
+
+def test_editing_the_inputs_marks_the_views_as_the_last_runs():
+    run = run_store.Run("classification", {"A": "a", "B": "b"}, {}, {}, inputs={"text": "old"})
+    assert runner.edited_note(run, {"text": "old", "source_a": "a", "source_b": "b"}) == ""
+    note = runner.edited_note(run, {"text": "new", "source_a": "a", "source_b": "other"})
+    assert "belong to the last run" in note and "text" in note and "source\\_b" in note
 
 
 def test_overview_sorts_by_the_measure_and_a_click_opens_that_head(stored_run):
-    gallery_a, gallery_b, legend, note, order_a, order_b = attention_panel.show_overview(
-        "test", "A and B", "diff", "entropy", "measure, low first")
-    values = [float(caption.rsplit("· ", 1)[1]) for _, caption in gallery_a]
-    assert values == sorted(values) and len(gallery_a) == 6 and len(order_b) == 4
-    width, height = Image.open(gallery_a[0][0]).size
+    shown = panel.overview.show_overview("test", "A and B", "diff", "entropy", "measure, low first")
+    values = [float(caption.rsplit("· ", 1)[1]) for _, caption in shown["gallery_A"]]
+    assert values == sorted(values) and len(shown["gallery_A"]) == 6 and len(shown["order_B"]) == 4
+    width, height = Image.open(shown["gallery_A"][0][0]).size
     assert width == height >= figures.THUMBNAIL_PIXELS  # square thumbnails
-    assert "every head" in legend and "entropy" in note
+    assert "every head" in shown["legend"]
+    assert analysis.measures.MEASURES["entropy"].text in shown["overview_note"]  # the one written definition
     select = gr.SelectData(None, {"index": 1, "value": None, "selected": True})
-    assert attention_panel.open_head(order_a, select) == order_a[1]
-    assert order_a[0] == (0, 1)  # the fake entropy is lowest at layer 0, head 1
+    assert panel.overview.open_head(shown["order_A"], select) == shown["order_A"][1]
+    assert shown["order_A"][0] == (0, 1)  # the fake entropy is lowest at layer 0, head 1
 
 
 def test_another_measure_or_order_redraws_the_overview_without_computing_it_again(stored_run, monkeypatch):
     computed = []
-    overview = attention_panel.analysis.overview
-    monkeypatch.setattr(attention_panel.analysis, "overview", lambda trace, kind, size, value="weight":
+    overview = derived.compute_overview
+    monkeypatch.setattr(derived, "compute_overview", lambda trace, kind, size, value="weight":
                         computed.append((trace.arch, kind, value)) or overview(trace, kind, size, value))
-    attention_panel.show_overview("test", "A and B", "diff", "entropy", "layer × head")
-    attention_panel.show_overview("test", "A and B", "diff", "negative mass", "measure, high first")
+    panel.overview.show_overview("test", "A and B", "diff", "entropy", "layer × head")
+    panel.overview.show_overview("test", "A and B", "diff", "negative mass", "measure, high first")
     assert computed == [("diffllama", "diff", "weight"), ("llama", "softmax", "weight")]
-    attention_panel.show_overview("test", "A", "diff", "entropy", "layer × head", "norm")  # other cells: computed
+    panel.overview.show_overview("test", "A", "diff", "entropy", "layer × head", "norm")  # other cells: computed
     assert computed[-1] == ("diffllama", "diff", "norm")
+
+
+def test_derived_results_are_kept_under_typed_keys_and_the_outlier_columns_are_the_ranks(monkeypatch):
+    trace, computed = FakeTrace("ab"), []
+    monkeypatch.setattr(derived, "activation_outliers", lambda t: computed.append(t) or "stats")
+    assert derived.outliers(trace) == derived.outliers(trace) == "stats" and computed == [trace]
+    assert trace.cache.lookup(derived.OutliersKey()) == "stats"
+    assert panel.compare.OUTLIER_COLUMNS == [f"top-{k}" for k in analysis.OUTLIER_RANKS] + ["median"]
 
 
 def test_thumbnails_share_one_colour_scale():
@@ -261,16 +327,45 @@ def test_thumbnails_share_one_colour_scale():
 
 
 def test_zoom_cuts_the_ranges_to_each_model(stored_run):
-    zoom_a, zoom_b, note, *ranges = attention_panel.zoom("test", "A and B", 1, 0, "diff", 2, 9, 0, 9)
-    assert ranges == [2, 9, 0, 9]
-    assert zoom_a.layout.meta["row_edges"] == [2, 3, 4, 5]  # A has 5 tokens
-    assert zoom_b.layout.meta["row_edges"] == [2, 3, 4, 5, 6, 7]  # B has 7
+    shown = panel.zoom.zoom("test", "A and B", 1, 0, "diff", 2, 9, 0, 9)
+    assert [shown[k] for k in ("query_from", "query_to", "key_from", "key_to")] == [2, 9, 0, 9]
+    assert shown["zoom_A"].layout.meta["row_edges"] == [2, 3, 4, 5]  # A has 5 tokens
+    assert shown["zoom_B"].layout.meta["row_edges"] == [2, 3, 4, 5, 6, 7]  # B has 7
 
 
-def test_stale_views_are_cleared_after_a_successful_run():
-    with gr.Blocks():
-        panel = attention_panel.build(gr.State("test"), "test")
-    assert len(panel.stale) > 10 and all(hasattr(c, "_id") for c in panel.stale)
+def test_a_zoom_wider_than_the_limit_opens_at_the_finest_blocks_that_fit(stored_run):
+    long = FakeTrace("x" * 599)  # 600 tokens
+    stored_run.traces["A"] = long
+    shown = panel.zoom.zoom("test", "A", 0, 0, "softmax", 0, 600, 40, 340)  # 600 × 300 tokens: over 256
+    edges = shown["zoom_A"].layout.meta["row_edges"]
+    assert edges[:3] == [0, 3, 6] and edges[-1] == 600 and len(edges) - 1 <= analysis.MAX_REGION
+    assert "blocks of 3 tokens" in shown["zoom_A"].layout.title.text and "wider than 256" in shown["zoom_note"]
+    z = np.asarray(shown["zoom_A"].data[0].z, dtype=float)
+    assert z[-1, 0] == pytest.approx(3.0)  # a block sums its 3 keys (ones), averaged over its 3 queries
+
+
+def test_any_region_exports_at_full_resolution_with_provenance(stored_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "EXPORTS", tmp_path)
+    stored_run.traces["A"] = FakeTrace("x" * 299)
+    path = panel.zoom.export_region("test", "A", 0, 0, "softmax", 0, 300, 0, 300)["csv"]
+    table = pd.read_csv(path, comment="#")
+    assert len(table) == 300 * 301 // 2  # every causal cell of a 300-token region, none pooled
+    assert open(path).readline().startswith("# models: A=a, B=b")
+
+
+def test_typed_text_is_found_and_the_zoom_set_around_it(stored_run):
+    stored_run.traces["A"], stored_run.texts["A"] = FakeTrace("the needle is here"), "the needle is here"
+    region = panel.zoom.found_region(stored_run, "needle")
+    assert (region["key_from"], region["key_to"]) == (0, 19) and region["found"] == 5  # ⟨s⟩ then one token a character
+    assert region["query_to"] == 19
+    with pytest.raises(ValueError, match="does not occur"):
+        panel.zoom.found_region(stored_run, "haystack")
+
+
+def test_stale_views_are_cleared_after_a_successful_run(built):
+    _, views = built
+    stale = views.stale()
+    assert len(stale) > 10 and not {id(c) for c in stale} & {id(c) for c in views.controls.values()}
 
 
 # --- tabs -----------------------------------------------------------------------------------------------------
@@ -299,8 +394,8 @@ def test_classification_callback_renders_canned_records(fake_models):
 
 
 def test_tagging_disagreements_are_the_text_with_differing_tokens_marked(fake_models, monkeypatch):
-    entities_a, _, rows, disagreements, _ = tagging_tab.tag("Ab c", "fake-a", "fake-b")
-    assert ("A", "PER") in entities_a and [row[1] for row in rows] == ["B-PER", "O", "O", "O"]
+    entities_a, _, rows, disagreements, _, page = tagging_tab.tag("Ab c", "fake-a", "fake-b")
+    assert ("A", "PER") in entities_a and [row[2] for row in rows["value"]] == ["B-PER", "O", "O", "O"] and page == 1
     assert "".join(p for p, _ in disagreements["value"]) == "Ab c" and not disagreements["color_map"]
 
     class Disagreeing(FakeModel):
@@ -311,7 +406,7 @@ def test_tagging_disagreements_are_the_text_with_differing_tokens_marked(fake_mo
 
     models = iter([FakeModel(), Disagreeing()])
     monkeypatch.setattr(common.CACHE, "get", lambda source, task: next(models))
-    *_, disagreements, _ = tagging_tab.tag("Ab c", "fake-a", "fake-b")
+    *_, disagreements, _, _ = tagging_tab.tag("Ab c", "fake-a", "fake-b")
     assert "".join(p for p, _ in disagreements["value"]) == "Ab c"
     assert ("b", "A O · B B-LOC") in disagreements["value"] and list(disagreements["color_map"]) == ["A O · B B-LOC"]
 
@@ -321,8 +416,18 @@ def test_entity_and_answer_highlighting_cover_the_text():
     pieces = tagging_tab.entity_pieces(text, [Entity("PER", 0, 4, "Anna", 0.9), Entity("ORG", 14, 23, "Acme Corp", 0.8)])
     assert "".join(p for p, _ in pieces) == text and ("Acme Corp", "ORG") in pieces
     spans = [AnswerSpan("Acme", 14, 18, 0.7, 5, 5, 0)]
-    assert qa_tab.highlight(text, spans)[1] == ("Acme", "answer")
+    both = qa_tab.highlight(text, {"A": spans[0], "B": AnswerSpan("Acme Corp", 14, 23, 0.5, 5, 6, 0)})
+    assert both == [("Anna works at ", None), ("Acme", "A and B"), (" Corp", "B"), (".", None)]  # the context once
+    assert qa_tab.highlight(text, {"A": None, "B": None}) == [(text, None)]
     assert qa_tab.span_rows(spans) == [["Acme", 0.7, "14–18"]]
+
+
+def test_the_per_token_table_is_paged():
+    rows = [[i, f"t{i}", "O", 0.9, "O", ""] for i in range(2000)]
+    first = tagging_tab.page_of(rows, 1)
+    assert len(first["value"]) == tagging_tab.PAGE_ROWS and "page 1 of 40, 2000 tokens" in first["label"]
+    last = tagging_tab.page_of(rows, 99)  # clamped to the last page
+    assert last["value"][-1][0] == 1999 and "page 40 of 40" in last["label"]
 
 
 def test_generation_warns_before_running_past_the_trained_length(monkeypatch):
@@ -349,8 +454,8 @@ def test_ablation_reads_as_changes_and_draws_no_bar_for_rounding():
     assert list(figure.data[0].y) == [0.0, 0.3, 0.0] and min(figure.data[0].y) >= 0
     assert figure.layout.yaxis.range[1] >= 0.05  # a tiny KL never fills the axis
     assert "x (0.900) → y (0.600)" in figure.data[0].customdata[1][1]
-    summary = attention_panel.ablation_summary(ablation([0.02], [False], ["label"]), "classification", "")
+    summary = panel.ablation.ablation_summary(ablation([0.02], [False], ["label"]), "classification", "")
     assert "`x` 0.900 → `x` 0.600" in summary and "P(x) 0.900 → 0.400" in summary
-    summary = attention_panel.ablation_summary(ablation([0.1, 0.2], [True, True], ["start", "end"],
+    summary = panel.ablation.ablation_summary(ablation([0.1, 0.2], [True, True], ["start", "end"],
                                                         answers=((4, 8, 0.5), (0, 3, 0.25))), "qa", "The Lyon")
     assert summary.startswith("Answer `Lyon` (score 0.500) → `The` (score 0.250)")

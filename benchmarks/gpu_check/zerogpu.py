@@ -79,7 +79,8 @@ def install() -> StandIn:
 def handler_calls(paths: dict, prompt: str, span: str) -> dict:
     """Each ``spaces.GPU``-wrapped handler kind, with the checkpoints in slots A (DiffLlama) and B
     (Llama): the stateless API, a generation run, then the attention panel's views of that run."""
-    from components import api, attention_panel as panel, generation_tab
+    from components import api, generation_tab
+    from components.panel import ablation, compare, maps, overview, zoom
 
     a, b, tab, layer = str(paths["diffllama"]), str(paths["llama"]), generation_tab.TASK, 1
     return {
@@ -87,12 +88,12 @@ def handler_calls(paths: dict, prompt: str, span: str) -> dict:
         "api.attention_region": lambda: api.attention_region(prompt, "", a, tab, layer, 0, "diff", 0, 8, 0, 8),
         "api.attention_to_span": lambda: api.attention_to_span(prompt, "", b, tab, span),
         "generation_tab.generate (streamed)": lambda: list(generation_tab.generate(prompt, 8, True, 0.8, 0.95, 0, a, b)),
-        "attention_panel.show_map": lambda: panel.show_map(tab, "A and B", layer, 0, "diff", 64),
-        "attention_panel.zoom": lambda: panel.zoom(tab, "A and B", layer, 0, "diff", 0, 8, 0, 8),
-        "attention_panel.show_overview": lambda: panel.show_overview(tab, "A and B", "diff", "entropy", panel.ORDERS[0]),
-        "attention_panel.compare": lambda: panel.compare(tab, span),
-        "attention_panel.outliers": lambda: panel.outliers(tab),
-        "attention_panel.ablate": lambda: panel.ablate(tab, "A", 0.0),
+        "panel.maps.show_map": lambda: maps.show_map(tab, "A and B", layer, 0, "diff", 64),
+        "panel.zoom.zoom": lambda: zoom.zoom(tab, "A and B", layer, 0, "diff", 0, 8, 0, 8),
+        "panel.overview.show_overview": lambda: overview.show_overview(tab, "A and B", "diff", "entropy", overview.ORDERS[0]),
+        "panel.compare.compare": lambda: compare.compare(tab, span),
+        "panel.compare.outliers": lambda: compare.outliers(tab),
+        "panel.ablation.ablate": lambda: ablation.ablate(tab, "A", 0.0),
     }
 
 

@@ -1,0 +1,138 @@
+"""A vs B: head statistics, attention to a reference span vs the rest (the paper's allocation, in
+every reading), attention sinks, and — on their own button, a pass of their own — the exact
+activation outliers. The numbers come from ``analysis.derived`` (computed once per trace)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from diffllama import analysis
+from diffllama.analysis import derived
+
+from .. import figures
+from ..common import export_json, gpu, plain, user_errors
+from ..run_store import current
+from .provenance import view_provenance
+from .spec import Action, ViewSpec
+
+ALLOCATION_MEASURES = ("attention to answer", "attention noise", "absolute reading", "normalised reading", "signed reading")
+ALLOCATION_NOTE = analysis.measures.markdown(*ALLOCATION_MEASURES)
+COMPARISON_NOTE = analysis.measures.markdown("entropy", "top-k mass", "first-token mass", "negative mass", *ALLOCATION_MEASURES,
+                                             "attention-logit outliers", "hidden-state outliers", "sink score", "sink share")
+OUTLIER_COLUMNS = [f"top-{k}" for k in analysis.OUTLIER_RANKS] + ["median"]
+
+
+def allocation_table(allocations: dict, archs: dict[str, str], per_layer: bool = False) -> dict:
+    """Attention to the reference span vs the rest, a row per model and reading (one row for a softmax
+    model, whose readings are equal), absolute first: the reading that cannot leave [0, 1]."""
+    layers = max((r.answer_mass[analysis.READINGS[0]].shape[0] for r in allocations.values()), default=0) if per_layer else 0
+    rows = []
+    for slot, result in allocations.items():
+        readings = analysis.READINGS if result.kind == "diff" else analysis.READINGS[:1]
+        for reading in readings:
+            answer, noise = result.means(reading)
+            name = reading if result.kind == "diff" else "softmax: all readings equal"
+            by_layer = [round(float(v), 4) for v in result.answer_mass[reading].mean(axis=1)] if per_layer else []
+            rows.append([f"{slot} ({archs[slot]})", name, round(answer, 4), round(noise, 4)] + by_layer)
+    return {"headers": ["model", "reading", "attention to answer ↑", "attention noise ↓"] +
+            [f"L{l} answer" for l in range(layers)], "data": rows}
+
+
+def allocation_label(allocations: dict, reference, text: str) -> str:
+    """What the allocation table measured, on which span, and the normalised reading's caveats."""
+    if reference is None:
+        return "attention to answer vs noise: no reference span (give the gold answer or mark a span)"
+    label = (f"attention from the last token to {text[reference.start:reference.end]!r} ({reference.source}) "
+             "vs the rest of the input, mean over layers and heads")
+    caveats = [f"{slot}: {r.caveat}" for slot, r in allocations.items() if r.caveat]
+    return label + "".join(f" — note {c}" for c in caveats)
+
+
+def sink_rows(slot: str, trace, sinks) -> list[list]:
+    """Per map of one model: the share of heads whose first-token sink score exceeds ε, and the scores' mean."""
+    return [[f"{slot} ({trace.arch})", kind, round(sinks.share_above(kind), 4), round(float(scores.mean()), 4),
+             round(float(scores.max()), 4)] for kind, scores in sinks.scores.items()]
+
+
+def _span(run, slot: str, span_text: str | None):
+    """The reference span to measure in ``slot``'s input: the typed text found there (a marked span),
+    else the tab's own reference (QA: the gold answer). Generation inputs differ per model (prompt +
+    own continuation), so the typed text is looked up in each."""
+    if span_text and span_text.strip():
+        return analysis.find_reference(run.texts[slot], span_text, run.span_sequence, "marked span")
+    return run.reference
+
+
+def _comparison(run, span_text: str | None) -> dict:
+    """Every model's statistics and sinks (``derived.comparison``), the allocation on the span, and
+    the allocation table with its label."""
+    traces = run.traces
+    measured = {slot: derived.comparison(trace) for slot, trace in traces.items()}
+    references = {slot: _span(run, slot, span_text) for slot in traces}
+    allocation = {slot: analysis.reference_allocation(traces[slot], reference)
+                  for slot, reference in references.items() if reference is not None}
+    first = next(iter(traces))
+    return dict(stats={slot: m.stats for slot, m in measured.items()}, allocation=allocation,
+                sinks=[row for slot, m in measured.items() for row in sink_rows(slot, traces[slot], m.sinks)],
+                table=allocation_table(allocation, {s: t.arch for s, t in traces.items()}, per_layer=True),
+                label=allocation_label(allocation, references[first], run.texts[first]))
+
+
+@user_errors
+@gpu
+def compare(tab: str, span_text: str | None, request: gr.Request = None) -> dict:
+    """A vs B: head statistics, attention to a reference span vs the rest, attention sinks."""
+    found = _comparison(current(request, tab), span_text)
+    return {"stats": figures.head_stats_comparison(found["stats"]), "sinks": found["sinks"],
+            "allocation": gr.update(value=found["table"], label=found["label"])}
+
+
+def outlier_rows(run) -> list[list]:
+    """The outlier table's rows: each model's attention logits and hidden states, at ``OUTLIER_RANKS``."""
+    rows = []
+    for slot, trace in run.traces.items():
+        found = derived.outliers(trace)
+        rows += [[f"{slot} ({trace.arch})", what] + [round(values[k], 3) for k in OUTLIER_COLUMNS]
+                 for what, values in (("attention logits", found.attention_logits), ("hidden states", found.hidden_states))]
+    return rows
+
+
+@user_errors
+@gpu
+def outliers(tab: str, request: gr.Request = None) -> dict:
+    """Activation outliers (the paper's Table 5) of both models: their own pass over every logit."""
+    return {"outliers": outlier_rows(current(request, tab))}
+
+
+@user_errors
+@gpu
+def export_comparison(tab: str, span_text: str | None, request: gr.Request = None) -> dict:
+    """The numbers behind the comparison, the outliers included, as JSON, written only when asked for."""
+    run = current(request, tab)
+    found = _comparison(run, span_text)
+    return {"json": export_json("comparison", {"head_stats": {s: plain(r) for s, r in found["stats"].items()},
+                                               "span_allocation": {s: plain(r) for s, r in found["allocation"].items()},
+                                               "outliers": outlier_rows(run), "sinks": found["sinks"]},
+                                view_provenance(request, run, "compare", span_text=span_text or None))}
+
+
+def build() -> ViewSpec:
+    with gr.Accordion("A vs B: entropy, sparsity, sink, negative mass, span allocation, outliers", open=False) as box:
+        span = gr.Textbox(label="span to measure (text from the input; empty = the tab's own reference, e.g. the gold answer)")
+        with gr.Row():
+            button = gr.Button("Compare A and B")
+            export_button = gr.Button("Export the comparison's numbers (JSON)", size="sm")
+        outputs = dict(stats=gr.Plot(), allocation=gr.Dataframe(
+            label="attention from the last token to the span vs the rest of the input", wrap=True),
+            sinks=gr.Dataframe(headers=["model", "map", f"share of heads with sink score > {analysis.SINK_THRESHOLD}",
+                                        "mean sink score", "largest sink score"], label="attention sinks on the first token"))
+        # exact top-k and median of every logit: a pass of its own, so only when asked for
+        outliers_button = gr.Button("Activation outliers (exact, one more pass over every logit)", size="sm")
+        table = gr.Dataframe(headers=["model", "values", *OUTLIER_COLUMNS],
+                             label="activation outliers: |pre-softmax attention logits| and |decoder-layer outputs|")
+        comparison_file = gr.File(label="numbers behind the comparison (JSON)")
+        with gr.Accordion("definitions of these measures", open=False):
+            gr.Markdown(COMPARISON_NOTE)
+    actions = [Action(outliers_button, outliers, [], {"outliers": table}, "outliers"),
+               Action(export_button, export_comparison, [span], {"json": comparison_file}, "compare_export")]
+    return ViewSpec("compare", compare, {"span_text": span}, outputs, button, "compare", box, actions=actions)
