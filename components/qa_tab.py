@@ -108,11 +108,10 @@ def answer(question: str, context: str, top_k: int, source_a: str, source_b: str
     results = run_models(request, TASK, models, lambda model: model.answer(question, context, top_k=int(top_k)), record)
     record_of = view_provenance(request, found["run"], "maps")
     plots = {slot: stamp(logit_plot(slot, result), record_of) for slot, result in results.items()}
-    table = panel.allocation_table(found["measured"], {slot: r.trace.arch for slot, r in results.items()})
-    label = found["problem"] or panel.allocation_label(found["measured"], found["span"], context)
     return (highlight(context, {slot: r.spans[0] if r.spans else None for slot, r in results.items()}),
             span_rows(results["A"].spans), span_rows(results["B"].spans), plots["A"], plots["B"],
-            gr.update(value=table, label=label), {slot: plain(result) for slot, result in results.items()})
+            panel.allocation_shown(found["measured"], {slot: r.trace for slot, r in results.items()}, found["problem"]),
+            {slot: plain(result) for slot, result in results.items()})
 
 
 def logit_plot(slot: str, result):
@@ -183,9 +182,8 @@ def build() -> Tab:
         with gr.Row():
             table_a, plot_a = answer_column("A")
             table_b, plot_b = answer_column("B")
-        allocation = gr.Dataframe(headers=["model", "reading", "attention to answer ↑", "attention noise ↓"],
-                                  label="attention from the last token to the gold answer vs the rest of the context "
-                                        "(the Differential Transformer paper's Table 3 measure; mean over layers and heads)")
+        allocation = gr.Dataframe(label="attention from the query token to the gold answer vs the rest of the context "
+                                        "(the Differential Transformer paper's Table 3 measure), every reading", wrap=True)
         gr.Markdown(panel.ALLOCATION_NOTE)
         with gr.Row():
             window = gr.Dropdown([BEST], value=BEST, label="context window the views read (a long context is read in windows)")

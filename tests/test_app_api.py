@@ -52,15 +52,14 @@ def test_answer_matches_the_backend(client, backend):
     expected = backend.get("diffllama-qa", "qa").answer(QUESTION, CONTEXT, top_k=3)
     assert [row[0] for row in table_a["data"]] == [s.text for s in expected.spans]
     assert records["A"]["spans"][0]["start"] == expected.spans[0].start
-    # measured on the gold answer, a row per reading for DiffLlama, one for Llama (its readings are equal)
+    # measured on the gold answer from the query token: the backend's one table (a row for the mean over
+    # layers and one per layer, λ and regime beside DiffLlama's, every reading), its notes as the label
     gold = analysis.find_reference(CONTEXT, "6087", 1, "gold answer")
-    measured = analysis.reference_allocation(expected.trace, gold)
-    assert "'6087' (gold answer)" in allocation["label"]  # the table names its reference span; rows name their reading
-    allocation = allocation["value"]
-    assert [row[:2] for row in allocation["data"]] == [["A (diffllama)", r] for r in analysis.READINGS] + \
-        [["B (llama)", "softmax: all readings equal"]]
-    for row, reading in zip(allocation["data"], analysis.READINGS):
-        assert row[2:4] == pytest.approx([round(v, 4) for v in measured.means(reading)], abs=1e-4)
+    other = backend.get("llama-qa", "qa").answer(QUESTION, CONTEXT, top_k=3)
+    table = analysis.allocation_table({"A (diffllama)": analysis.reference_allocation(expected.trace, gold),
+                                       "B (llama)": analysis.reference_allocation(other.trace, gold)})
+    assert allocation["label"] == " · ".join(table.notes) and "(gold answer)" in allocation["label"]
+    assert allocation["value"]["headers"] == table.headers and allocation["value"]["data"] == table.rows
     assert "".join(p["token"] for p in marked) == CONTEXT  # the context once, both models' answers marked
     # without a gold answer nothing is measured unless a prediction is picked, and then it is labelled
     unmeasured = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "", "gold answer", api_name="/answer")[5]
@@ -68,7 +67,8 @@ def test_answer_matches_the_backend(client, backend):
     missing = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "1111", "gold answer", api_name="/answer")[5]
     assert "'1111' does not occur in the context" in missing["label"]
     picked = client.predict(QUESTION, CONTEXT, 3, "diffllama-qa", "llama-qa", "", "B's prediction", api_name="/answer")[5]
-    assert len(picked["value"]["data"]) == len(analysis.READINGS) + 1 and "(B's prediction)" in picked["label"]
+    layers = expected.trace.num_layers
+    assert len(picked["value"]["data"]) == 2 * (1 + layers) and "(B's prediction)" in picked["label"]
 
 
 def test_tag_matches_the_backend(client, backend):
@@ -89,8 +89,10 @@ def test_attention_views_use_the_last_run_of_the_session(client):
     assert client.predict("Clara", api_name="/classify_compare_export").endswith("comparison.json")
     outliers = client.predict(api_name="/classify_outliers")
     assert [row[1] for row in outliers["data"]] == ["attention logits", "hidden states"] * 2
-    assert [row[1] for row in allocation["value"]["data"]] == [*analysis.READINGS, "softmax: all readings equal"]
-    assert "'Clara' (marked span)" in allocation["label"]
+    # the backend's table: per model a row for the mean over layers, then one per layer (3 layers), with λ and regime
+    assert [row[:2] for row in allocation["value"]["data"]] == [[m, l] for m in ("A (diffllama)", "B (llama)") for l in ("all", 0, 1, 2)]
+    assert allocation["value"]["headers"][5:7] == ["answer ↑ (net)", "noise ↓ (net)"]
+    assert "span tokens 8..11 (marked span)" in allocation["label"]
     assert [row[1] for row in sinks["data"]] == ["diff", "a1", "a2", "softmax"]
     assert all(0 <= row[2] <= 1 for row in sinks["data"])
     plot, changed, summary = client.predict("A", 0.0, api_name="/classify_ablation")

@@ -38,7 +38,8 @@ WATCH = """(() => {
 def link_specs(app_demo) -> dict:
     """Every tab's link parameters, as the app reads them (the ``/read_link`` endpoint's specs)."""
     read_link = next(fn for fn in app_demo.fns.values() if fn.api_name == "read_link")
-    return inspect.getclosurevars(inspect.unwrap(read_link.fn)).nonlocals["specs"]
+    panels = inspect.getclosurevars(inspect.unwrap(read_link.fn)).nonlocals["panels"]
+    return {panel.tab: panel.spec for panel in panels}
 
 
 def cases(specs) -> list[tuple[str, str, dict, str]]:

@@ -8,6 +8,7 @@ import gradio as gr
 
 from diffllama import analysis
 from diffllama.analysis import derived
+from diffllama.analysis.allocation import ALLOCATION_MEASURES
 
 from .. import figures
 from ..common import export_json, gpu, plain, user_errors
@@ -15,37 +16,23 @@ from ..run_store import current
 from .provenance import view_provenance
 from .spec import Action, ViewSpec
 
-ALLOCATION_MEASURES = ("attention to answer", "attention noise", "absolute reading", "normalised reading", "signed reading")
 ALLOCATION_NOTE = analysis.measures.markdown(*ALLOCATION_MEASURES)
-COMPARISON_NOTE = analysis.measures.markdown("entropy", "top-k mass", "first-token mass", "negative mass", *ALLOCATION_MEASURES,
-                                             "attention-logit outliers", "hidden-state outliers", "sink score", "sink share")
+COMPARISON_NOTE = analysis.measures.markdown("entropy", "top-k mass", "first-token mass", "negative mass",
+                                             *ALLOCATION_MEASURES, "attention-logit outliers",
+                                             "hidden-state outliers", "sink score", "sink share")
 OUTLIER_COLUMNS = [f"top-{k}" for k in analysis.OUTLIER_RANKS] + ["median"]
+NO_SPAN = "attention to answer vs noise: no reference span (give the gold answer or mark a span)"
 
 
-def allocation_table(allocations: dict, archs: dict[str, str], per_layer: bool = False) -> dict:
-    """Attention to the reference span vs the rest, a row per model and reading (one row for a softmax
-    model, whose readings are equal), absolute first: the reading that cannot leave [0, 1]."""
-    layers = max((r.answer_mass[analysis.READINGS[0]].shape[0] for r in allocations.values()), default=0) if per_layer else 0
-    rows = []
-    for slot, result in allocations.items():
-        readings = analysis.READINGS if result.kind == "diff" else analysis.READINGS[:1]
-        for reading in readings:
-            answer, noise = result.means(reading)
-            name = reading if result.kind == "diff" else "softmax: all readings equal"
-            by_layer = [round(float(v), 4) for v in result.answer_mass[reading].mean(axis=1)] if per_layer else []
-            rows.append([f"{slot} ({archs[slot]})", name, round(answer, 4), round(noise, 4)] + by_layer)
-    return {"headers": ["model", "reading", "attention to answer ↑", "attention noise ↓"] +
-            [f"L{l} answer" for l in range(layers)], "data": rows}
-
-
-def allocation_label(allocations: dict, reference, text: str) -> str:
-    """What the allocation table measured, on which span, and the normalised reading's caveats."""
-    if reference is None:
-        return "attention to answer vs noise: no reference span (give the gold answer or mark a span)"
-    label = (f"attention from the last token to {text[reference.start:reference.end]!r} ({reference.source}) "
-             "vs the rest of the input, mean over layers and heads")
-    caveats = [f"{slot}: {r.caveat}" for slot, r in allocations.items() if r.caveat]
-    return label + "".join(f" — note {c}" for c in caveats)
+def allocation_shown(allocations: dict, traces: dict, problem: str | None = None):
+    """The backend's one allocation table (``analysis.allocation_table``: per model the mean over layers
+    and a row per layer, with λ, 1 − λ and the regime beside each DiffLlama layer, in every reading, the
+    default — net — first) as the Dataframe's update; its notes (query token, span, context, regimes,
+    gaps) as the label."""
+    if not allocations:
+        return gr.update(value=None, label=problem or NO_SPAN)
+    table = analysis.allocation_table({f"{slot} ({traces[slot].arch})": found for slot, found in allocations.items()})
+    return gr.update(value={"headers": table.headers, "data": table.rows}, label=" · ".join(table.notes))
 
 
 def sink_rows(slot: str, trace, sinks) -> list[list]:
@@ -63,19 +50,24 @@ def _span(run, slot: str, span_text: str | None):
     return run.reference
 
 
+def _query_defaults(run, slot: str) -> dict:
+    """What ``reference_allocation`` needs to pick the default query token: for a generated
+    continuation, the text and where the prompt ends (the token before the answer is the query)."""
+    generated = [position for position, name in run.segments.get(slot, ()) if name == "generated"]
+    return dict(text=run.texts[slot], prompt_tokens=generated[0] if generated else None)
+
+
 def _comparison(run, span_text: str | None) -> dict:
-    """Every model's statistics and sinks (``derived.comparison``), the allocation on the span, and
-    the allocation table with its label."""
+    """Every model's statistics and sinks (``derived.comparison``), and the allocation on the span from
+    the query token (``analysis.reference_allocation``, the one call every surface makes)."""
     traces = run.traces
     measured = {slot: derived.comparison(trace) for slot, trace in traces.items()}
     references = {slot: _span(run, slot, span_text) for slot in traces}
-    allocation = {slot: analysis.reference_allocation(traces[slot], reference)
+    allocation = {slot: analysis.reference_allocation(traces[slot], reference, **_query_defaults(run, slot))
                   for slot, reference in references.items() if reference is not None}
-    first = next(iter(traces))
     return dict(stats={slot: m.stats for slot, m in measured.items()}, allocation=allocation,
                 sinks=[row for slot, m in measured.items() for row in sink_rows(slot, traces[slot], m.sinks)],
-                table=allocation_table(allocation, {s: t.arch for s, t in traces.items()}, per_layer=True),
-                label=allocation_label(allocation, references[first], run.texts[first]))
+                shown=allocation_shown(allocation, traces))
 
 
 @user_errors
@@ -84,7 +76,7 @@ def compare(tab: str, span_text: str | None, request: gr.Request = None) -> dict
     """A vs B: head statistics, attention to a reference span vs the rest, attention sinks."""
     found = _comparison(current(request, tab), span_text)
     return {"stats": figures.head_stats_comparison(found["stats"]), "sinks": found["sinks"],
-            "allocation": gr.update(value=found["table"], label=found["label"])}
+            "allocation": found["shown"]}
 
 
 def outlier_rows(run) -> list[list]:
@@ -123,7 +115,7 @@ def build() -> ViewSpec:
             button = gr.Button("Compare A and B")
             export_button = gr.Button("Export the comparison's numbers (JSON)", size="sm")
         outputs = dict(stats=gr.Plot(), allocation=gr.Dataframe(
-            label="attention from the last token to the span vs the rest of the input", wrap=True),
+            label="attention from the query token to the span vs the rest of the context, every reading", wrap=True),
             sinks=gr.Dataframe(headers=["model", "map", f"share of heads with sink score > {analysis.SINK_THRESHOLD}",
                                         "mean sink score", "largest sink score"], label="attention sinks on the first token"))
         # exact top-k and median of every logit: a pass of its own, so only when asked for
