@@ -11,6 +11,8 @@ from gradio_client import Client
 from diffllama import analysis, provenance
 from diffllama.registry import ModelCache
 
+from components import panel
+
 QUESTION = "What is the magic number of Lyon?"
 CONTEXT = "The magic number of Paris is 4341. The magic number of Lyon is 6087. A bus passed by slowly."
 
@@ -58,7 +60,7 @@ def test_answer_matches_the_backend(client, backend):
     other = backend.get("llama-qa", "qa").answer(QUESTION, CONTEXT, top_k=3)
     table = analysis.allocation_table({"A (diffllama)": analysis.reference_allocation(expected.trace, gold),
                                        "B (llama)": analysis.reference_allocation(other.trace, gold)})
-    assert allocation["label"] == " · ".join(table.notes) and "(gold answer)" in allocation["label"]
+    assert allocation["label"] == panel.allocation_label(table) and "(gold answer)" in allocation["label"]
     assert allocation["value"]["headers"] == table.headers and allocation["value"]["data"] == table.rows
     assert "".join(p["token"] for p in marked) == CONTEXT  # the context once, both models' answers marked
     # without a gold answer nothing is measured unless a prediction is picked, and then it is labelled
@@ -199,7 +201,7 @@ def test_study_matches_the_backend(client, backend):
 def test_a_link_to_a_view_gives_the_same_numbers(client, app_url):
     text = "Bob met Clara near the old bridge."
     link = client.predict(text, "diffllama-cls", "llama-cls", "A and B", 1, 2, "diff", 64, "projection", 2, 6, 0, 6, "entropy",
-                          "layer × head", "", 1, -1, True, "weight", "zoom", api_name="/classify_link")
+                          "layer × head", "", -1, 1, -1, True, "weight", "zoom", api_name="/classify_link")
     assert link.startswith(app_url) and "tab=classification" in link
     view = client.predict(link, api_name="/read_link")
     inputs, controls = view["inputs"], view["controls"]
@@ -233,13 +235,13 @@ def test_a_bad_link_gets_a_message_and_the_app_keeps_serving(client):
         client.predict("?tab=classification&text=Bob&layer=50", api_name="/read_link")
     with pytest.raises(Exception, match="layer is 500; it takes a whole number from 0 to 127"):
         client.predict("Bob", "diffllama-cls", "llama-cls", "A", 500, 0, "diff", 64, "weight", 0, 48, 0, 48, "entropy",
-                       "layer × head", "", 1, -1, True, "weight", "maps", api_name="/classify_link")
+                       "layer × head", "", -1, 1, -1, True, "weight", "maps", api_name="/classify_link")
     with pytest.raises(Exception, match="show is 'everything'; it takes one of: 'maps', 'zoom', 'overview', 'compare'"):
         client.predict("Bob", "diffllama-cls", "llama-cls", "A", 1, 0, "diff", 64, "weight", 0, 48, 0, 48, "entropy",
-                       "layer × head", "", 1, -1, True, "weight", "everything", api_name="/classify_link")
+                       "layer × head", "", -1, 1, -1, True, "weight", "everything", api_name="/classify_link")
     with pytest.raises(Exception, match="limited to 8,000"):
         client.predict("Bob " * 3000, "diffllama-cls", "llama-cls", "A", 1, 0, "diff", 64, "weight", 0, 48, 0, 48, "entropy",
-                       "layer × head", "", 1, -1, True, "weight", "maps", api_name="/classify_link")
+                       "layer × head", "", -1, 1, -1, True, "weight", "maps", api_name="/classify_link")
     assert client.predict("Bob met Clara.", "diffllama-cls", "llama-cls", api_name="/classify")[0]["label"]
 
 
@@ -260,7 +262,7 @@ def test_every_export_names_models_input_view_versions_and_its_link(client):
     with open(client.predict("Clara", api_name="/classify_compare_export")) as f:
         stamp = json.load(f)["provenance"]
     assert stamp["models"] == {"A": "diffllama-cls", "B": "llama-cls"} and stamp["layer"] is None
-    assert client.predict(stamp["link"], api_name="/read_link")["controls"] == {"span_text": "Clara"}
+    assert client.predict(stamp["link"], api_name="/read_link")["controls"] == {"span_text": "Clara", "query": -1}
     # PNG: the figures plotly's camera saves carry it as a footer, and whole in their meta
     _, map_a, *_ = client.predict("A", 1, 1, "diff", 64, "norm", api_name="/classify_attention")
     layout = json.loads(map_a["plot"])["layout"]

@@ -17,13 +17,13 @@ import gradio as gr
 from .. import links
 from ..common import model_queue
 from . import ablation, compare, maps, overview, zoom
-from .compare import ALLOCATION_NOTE, allocation_shown
+from .compare import ALLOCATION_NOTE, allocation_label, allocation_shown
 from .runner import Panel, Runs
 from .spec import fit, shown_outputs
 from .sharing import open_links
 from .slots import window_note
 
-__all__ = ["ALLOCATION_NOTE", "Panel", "Runs", "allocation_shown", "build", "open_links", "window_note"]
+__all__ = ["ALLOCATION_NOTE", "Panel", "Runs", "allocation_label", "allocation_shown", "build", "open_links", "window_note"]
 
 
 def build(run: gr.State, name: str, heat=None) -> Panel:

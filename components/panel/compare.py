@@ -27,12 +27,17 @@ NO_SPAN = "attention to answer vs noise: no reference span (give the gold answer
 def allocation_shown(allocations: dict, traces: dict, problem: str | None = None):
     """The backend's one allocation table (``analysis.allocation_table``: per model the mean over layers
     and a row per layer, with λ, 1 − λ and the regime beside each DiffLlama layer, in every reading, the
-    default — net — first) as the Dataframe's update; its notes (query token, span, context, regimes,
-    gaps) as the label."""
+    default — net — first) as the Dataframe's update, labelled by what was measured (``allocation_label``)."""
     if not allocations:
         return gr.update(value=None, label=problem or NO_SPAN)
     table = analysis.allocation_table({f"{slot} ({traces[slot].arch})": found for slot, found in allocations.items()})
-    return gr.update(value={"headers": table.headers, "data": table.rows}, label=" · ".join(table.notes))
+    return gr.update(value={"headers": table.headers, "data": table.rows}, label=allocation_label(table))
+
+
+def allocation_label(table) -> str:
+    """The table's label: what each model was measured from and on (its query token, span and context);
+    the λ regimes are the table's own columns, and the definitions say where a reading is not reported."""
+    return " · ".join(note for note in table.notes if ": query token " in note)
 
 
 def sink_rows(slot: str, trace, sinks) -> list[list]:
@@ -50,20 +55,24 @@ def _span(run, slot: str, span_text: str | None):
     return run.reference
 
 
-def _query_defaults(run, slot: str) -> dict:
-    """What ``reference_allocation`` needs to pick the default query token: for a generated
+def _query(run, slot: str, query: int | None) -> dict:
+    """The query token ``reference_allocation`` measures from: a chosen position (``query`` ≥ 0, or
+    counted from the end when negative), else (None or -1) the default, which reads, for a generated
     continuation, the text and where the prompt ends (the token before the answer is the query)."""
+    if query is not None and int(query) != -1:
+        position = int(query) if int(query) >= 0 else run.traces[slot].seq_len + int(query)
+        return dict(query=position)
     generated = [position for position, name in run.segments.get(slot, ()) if name == "generated"]
     return dict(text=run.texts[slot], prompt_tokens=generated[0] if generated else None)
 
 
-def _comparison(run, span_text: str | None) -> dict:
+def _comparison(run, span_text: str | None, query: int | None = None) -> dict:
     """Every model's statistics and sinks (``derived.comparison``), and the allocation on the span from
     the query token (``analysis.reference_allocation``, the one call every surface makes)."""
     traces = run.traces
     measured = {slot: derived.comparison(trace) for slot, trace in traces.items()}
     references = {slot: _span(run, slot, span_text) for slot in traces}
-    allocation = {slot: analysis.reference_allocation(traces[slot], reference, **_query_defaults(run, slot))
+    allocation = {slot: analysis.reference_allocation(traces[slot], reference, **_query(run, slot, query))
                   for slot, reference in references.items() if reference is not None}
     return dict(stats={slot: m.stats for slot, m in measured.items()}, allocation=allocation,
                 sinks=[row for slot, m in measured.items() for row in sink_rows(slot, traces[slot], m.sinks)],
@@ -72,9 +81,10 @@ def _comparison(run, span_text: str | None) -> dict:
 
 @user_errors
 @gpu
-def compare(tab: str, span_text: str | None, request: gr.Request = None) -> dict:
-    """A vs B: head statistics, attention to a reference span vs the rest, attention sinks."""
-    found = _comparison(current(request, tab), span_text)
+def compare(tab: str, span_text: str | None, query: int | None = -1, request: gr.Request = None) -> dict:
+    """A vs B: head statistics, attention from the query token (-1: the default) to a reference span vs
+    the rest of the context, attention sinks."""
+    found = _comparison(current(request, tab), span_text, query)
     return {"stats": figures.head_stats_comparison(found["stats"]), "sinks": found["sinks"],
             "allocation": found["shown"]}
 
@@ -98,19 +108,24 @@ def outliers(tab: str, request: gr.Request = None) -> dict:
 
 @user_errors
 @gpu
-def export_comparison(tab: str, span_text: str | None, request: gr.Request = None) -> dict:
+def export_comparison(tab: str, span_text: str | None, query: int | None = -1, request: gr.Request = None) -> dict:
     """The numbers behind the comparison, the outliers included, as JSON, written only when asked for."""
     run = current(request, tab)
-    found = _comparison(run, span_text)
+    found = _comparison(run, span_text, query)
     return {"json": export_json("comparison", {"head_stats": {s: plain(r) for s, r in found["stats"].items()},
                                                "span_allocation": {s: plain(r) for s, r in found["allocation"].items()},
                                                "outliers": outlier_rows(run), "sinks": found["sinks"]},
-                                view_provenance(request, run, "compare", span_text=span_text or None))}
+                                view_provenance(request, run, "compare", span_text=span_text or None, query=query))}
 
 
 def build() -> ViewSpec:
     with gr.Accordion("A vs B: entropy, sparsity, sink, negative mass, span allocation, outliers", open=False) as box:
-        span = gr.Textbox(label="span to measure (text from the input; empty = the tab's own reference, e.g. the gold answer)")
+        with gr.Row():
+            span = gr.Textbox(label="span to measure (text from the input; empty = the tab's own reference, e.g. the gold answer)",
+                              scale=3)
+            query = gr.Number(-1, precision=0, minimum=-(1 << 20), maximum=1 << 20, scale=1,
+                              label="query token: a position (negative: from the end); -1 = the token whose next-token "
+                                    "prediction is the answer's first token")
         with gr.Row():
             button = gr.Button("Compare A and B")
             export_button = gr.Button("Export the comparison's numbers (JSON)", size="sm")
@@ -126,5 +141,5 @@ def build() -> ViewSpec:
         with gr.Accordion("definitions of these measures", open=False):
             gr.Markdown(COMPARISON_NOTE)
     actions = [Action(outliers_button, outliers, [], {"outliers": table}, "outliers"),
-               Action(export_button, export_comparison, [span], {"json": comparison_file}, "compare_export")]
-    return ViewSpec("compare", compare, {"span_text": span}, outputs, button, "compare", box, actions=actions)
+               Action(export_button, export_comparison, [span, query], {"json": comparison_file}, "compare_export")]
+    return ViewSpec("compare", compare, {"span_text": span, "query": query}, outputs, button, "compare", box, actions=actions)
