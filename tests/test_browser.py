@@ -308,7 +308,7 @@ def test_a_2k_token_input_through_every_view(browser, bundled_app_url):
     page.goto(bundled_app_url)
     panel = page.locator("div[role='tabpanel']:visible")
     panel.locator(".model-info", has_text="parameters").first.wait_for(timeout=60_000)
-    panel.get_by_label("prompt").fill(LONG_PROMPT)
+    panel.get_by_label("prompt", exact=True).fill(LONG_PROMPT)
     tokens = panel.get_by_role("spinbutton", name="number input for max new tokens")
     tokens.fill("3")
     tokens.press("Enter")
@@ -355,7 +355,7 @@ def test_a_2k_token_input_through_every_view(browser, bundled_app_url):
     panel.get_by_text("The model itself is unchanged").wait_for(timeout=180_000)
     shot("ablation")
 
-    panel.get_by_label("prompt").fill(LONG_PROMPT.replace("1601", "1602"))  # edited, not run again
+    panel.get_by_label("prompt", exact=True).fill(LONG_PROMPT.replace("1601", "1602"))  # edited, not run again
     panel.get_by_text("belong to the last run").first.wait_for(timeout=30_000)
     shot("edited-input")
     assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
