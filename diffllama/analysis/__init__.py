@@ -19,12 +19,12 @@ from .allocation import (allocation_table, default_query, find_context, find_ref
                          reference_allocation, span_allocation)
 from .head_stats import head_stats, row_statistics, top_k_sum
 from .maps import MAX_REGION, attention_map, attention_region, attention_row, block_labels, overview, overview_layers
-from .outliers import OUTLIER_RANKS, MagnitudeSummary, activation_outliers, logit_summary, outlier_streams
+from .outliers import OUTLIER_RANKS, MagnitudeSummary, activation_outliers, outlier_streams
 from .passes import scan
 from .sinks import SINK_THRESHOLD, SINK_WINDOW, SinkTotals, first_token_shares, sink_scores, sink_table
 
 __all__ = ["OUTLIER_RANKS", "READINGS", "SINK_THRESHOLD", "SINK_WINDOW", "VALUES", "MagnitudeSummary", "SinkTotals", "scan",
            "activation_outliers", "align_tokens", "allocation_table", "default_query", "MAX_REGION", "attention_map", "attention_region",
            "attention_row", "block_labels", "find_context", "find_reference", "first_token_shares", "head_stats", "lambda_ablation",
-           "layer_lambdas", "logit_summary", "measures", "outlier_streams", "overview", "overview_layers", "readings",
+           "layer_lambdas", "measures", "outlier_streams", "overview", "overview_layers", "readings",
            "reference_allocation", "row_statistics", "sink_scores", "sink_table", "span_allocation", "token_spans", "top_k_sum"]

@@ -256,12 +256,6 @@ def exact_summary(trace: Trace, stream: LayerStream, sample: LayerStream) -> Mag
     return summary
 
 
-def logit_summary(trace: Trace) -> MagnitudeSummary:
-    """An empty summary for ``trace``'s attention logits with its window guessed from the logits of
-    evenly spaced query rows (``logit_sample``), so that one pass usually gives the exact median."""
-    return MagnitudeSummary(window_around(layer_pass(trace, logit_sample)))
-
-
 def outlier_streams(trace: Trace) -> dict[str, Callable[[], Iterator[torch.Tensor]]]:
     """The two streams Table 5 summarises, by ``OutlierStats`` field name, each replayable (a fresh
     iterator over every layer per call)."""
