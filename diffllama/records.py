@@ -204,6 +204,7 @@ class Table:
     rows: list[list]
     notes: list[str] = field(default_factory=list)  # what a reader must know to read the rows (regimes, gaps)
     definitions: str = ""  # the measures' definitions (Markdown, from analysis.measures)
+    measured: list[str] = field(default_factory=list)  # what each row group was measured from and on (a caption)
 
 
 @dataclass

@@ -37,7 +37,7 @@ def allocation_shown(allocations: dict, traces: dict, problem: str | None = None
 def allocation_label(table) -> str:
     """The table's label: what each model was measured from and on (its query token, span and context);
     the λ regimes are the table's own columns, and the definitions say where a reading is not reported."""
-    return " · ".join(note for note in table.notes if ": query token " in note)
+    return " · ".join(table.measured)
 
 
 def sink_rows(slot: str, trace, sinks) -> list[list]:

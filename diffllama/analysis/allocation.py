@@ -196,7 +196,7 @@ def allocation_table(allocations: dict[str, SpanAllocation]) -> Table:
     which query and context were measured, each layer's regime and why cells are missing."""
     headers = ["model", "layer", "λ", "1 − λ", "regime"] + [f"{which} ({reading})" for reading in READINGS
                                                             for which in ("answer ↑", "noise ↓")]
-    rows, notes = [], []
+    rows, notes, measured = [], [], []
     for label, result in allocations.items():
         lambdas = result.lambdas if result.kind == "diff" else None
         overall, per_layer = {r: result.means(r) for r in READINGS}, {r: result.layer_means(r) for r in READINGS}
@@ -205,13 +205,14 @@ def allocation_table(allocations: dict[str, SpanAllocation]) -> Table:
             about = ([round(lambdas[layer].lambda_, 4), round(lambdas[layer].row_sum, 4), lambdas[layer].regime]
                      if lambdas else ["", "", "softmax" if result.kind == "softmax" else result.kind.upper()])
             rows.append([label, layer] + about + [_cell(per_layer[r][i][layer]) for r in READINGS for i in (0, 1)])
-        notes.append(f"{label}: query token {result.query} {result.query_token!r} ({result.query_rule}); "
-                     f"span tokens {result.answer[0]}..{result.answer[1] - 1} ({result.reference}); context tokens "
-                     f"{result.context[0]}..{result.context[1] - 1} ({result.context_rule})")
+        measured.append(f"{label}: query token {result.query} {result.query_token!r} ({result.query_rule}); "
+                        f"span tokens {result.answer[0]}..{result.answer[1] - 1} ({result.reference}); context tokens "
+                        f"{result.context[0]}..{result.context[1] - 1} ({result.context_rule})")
+        notes.append(measured[-1])
         for entry in lambdas or []:
             notes.append(f"{label}, layer {entry.layer}: λ = {entry.lambda_:.3g}, {entry.regime}: {entry.note}")
         notes += [f"{label}, {reading} reading {why}" for reading, why in result.gaps.items()]
         if result.kind != "diff":
             notes.append(f"{label}: a softmax map's net, absolute, adds, signed and normalised readings are equal "
                          "(subtracts is 0)")
-    return Table(headers, rows, notes, measures.markdown(*ALLOCATION_MEASURES))
+    return Table(headers, rows, notes, measures.markdown(*ALLOCATION_MEASURES), measured)
