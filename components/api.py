@@ -13,8 +13,10 @@ import numpy as np
 from diffllama import analysis, limits
 from diffllama.loading import HEADS
 
-from . import interventions_tab
-from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, user_errors
+from .errors import user_errors
+from .interventions.tools import TOOLS as INTERVENTION_TOOLS
+from .model_queue import MODEL_CONCURRENCY, MODEL_QUEUE, gpu
+from .model_slots import CACHE
 
 TOP_HEADS = 10  # heads listed by attention_to_span, most attention to the span first
 SPAN_MEASURES = analysis.allocation.ALLOCATION_MEASURES
@@ -152,7 +154,7 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
             "definitions": {name: analysis.measures.MEASURES[name].text for name in SPAN_MEASURES}}
 
 
-TOOLS = (attention_map, attention_region, attention_to_span, *interventions_tab.TOOLS)  # stateless: API endpoints, and MCP tools when on
+TOOLS = (attention_map, attention_region, attention_to_span, *INTERVENTION_TOOLS)  # stateless: API endpoints, and MCP tools when on
 
 
 def build() -> None:

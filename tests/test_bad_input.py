@@ -15,7 +15,7 @@ from gradio.context import LocalContext
 from gradio_client import Client
 
 import diffllama
-from components import common
+from components import errors, model_slots, safe_text
 
 ODD_TEXTS = {
     "emoji": "Anna 😀 went to Paris 🇫🇷 with Bob 👍🏽.",
@@ -152,9 +152,9 @@ MARKUP = '<form action="http://elsewhere.test/steal"><input name=p type=password
 
 def test_a_message_for_the_page_is_escaped_and_plain_for_an_api_client(monkeypatch):
     error = ValueError(f"link parameter 'layer' is {MARKUP!r}; write a whole number")
-    page = common.message(error, "test", html=True)
+    page = errors.message(error, "test", html=True)
     assert "<" not in page and "&lt;form action=&quot;http://elsewhere.test/steal&quot;&gt;" in page
-    assert common.message(error, "test") == str(error)
+    assert errors.message(error, "test") == str(error)
     join = "http://127.0.0.1:7860/gradio_api/queue/join"
     for request, on_page in ((SimpleNamespace(url=join, headers={}), True),
                              (SimpleNamespace(url=join, headers={"x-gradio-user": "api"}), False),
@@ -164,7 +164,7 @@ def test_a_message_for_the_page_is_escaped_and_plain_for_an_api_client(monkeypat
                              (None, False)):
         token = LocalContext.request.set(request)
         try:
-            assert common.from_page() is on_page
+            assert errors.from_page() is on_page
         finally:
             LocalContext.request.reset(token)
 
@@ -189,16 +189,16 @@ def test_a_toast_for_the_page_is_escaped(app_url, app_demo):
 
 def test_a_refused_model_slot_warns_with_the_source_escaped(monkeypatch):
     shown = []
-    monkeypatch.setattr(common.gr, "Warning", shown.append)
-    kept = common.load_slot("classification")(MARKUP, "diffllama-cls")
+    monkeypatch.setattr(model_slots.gr, "Warning", shown.append)
+    kept = model_slots.load_slot("classification")(MARKUP, "diffllama-cls")
     assert kept[0] == "diffllama-cls" and len(shown) == 1
     assert "<" not in shown[0] and "&lt;img src=http://elsewhere.test/i.png&gt;" in shown[0]
 
 
 def test_markdown_code_spans_cannot_be_closed_by_the_text():
-    assert common.markdown_code("a`b") == "`` a`b ``"
-    assert common.markdown_code("x ``` y") == "```` x ``` y ````"
-    assert common.markdown_code("<b>") == "`<b>`"  # inside a code span Markdown shows HTML as text
+    assert safe_text.markdown_code("a`b") == "`` a`b ``"
+    assert safe_text.markdown_code("x ``` y") == "```` x ``` y ````"
+    assert safe_text.markdown_code("<b>") == "`<b>`"  # inside a code span Markdown shows HTML as text
 
 
 def test_views_before_any_run_and_out_of_range_indices(app_url):
