@@ -24,18 +24,13 @@ from .model_slots import CACHE, slot_task
 from .panel.sharing import link_field
 
 
-# Tasks that read the whole input, however long (QA in windows): their inputs' tokens are counted before
-# they are queued. Classification and tagging cut an input at the model's positions (with a notice), and
-# generation refuses a prompt past them before any trace.
-WHOLE_INPUT_TASKS = ("qa",)
-
-
 async def admit(event, values: list, names: list[str], problems: dict[int, str]) -> dict[int, str]:
     """Checks a request for the model queue before gradio queues it, so a refusal is immediate however
     long the queue: text within the length limit, the tab's model slots loaded — in the load lane, so
-    a slow or failing load never holds a model-queue slot — and, for a task that reads all of it, the
-    text's tokens under each model within the token limit. ``problems``: refusals found already (each
-    value's type and range, ``accepts``), by input index; returns them with these checks' added."""
+    a slow or failing load never holds a model-queue slot — and the text's tokens within what each model
+    reads for the task (``LensModel.check_task_input``, the rule its runner applies again before any
+    trace). ``problems``: refusals found already (each value's type and range, ``accepts``), by input
+    index; returns them with these checks' added."""
     inputs, problems = list(event.inputs), dict(problems)
     task = next(filter(None, map(slot_task, inputs)), None)
     models = []
@@ -50,20 +45,14 @@ async def admit(event, values: list, names: list[str], problems: dict[int, str])
         except Exception as error:  # noqa: BLE001 - every refusal is a message
             problems[index] = message(error, "admission")
     texts = [(i, v) for i, (c, v) in enumerate(zip(inputs, values)) if isinstance(v, str) and v and c.get_block_name() == "textbox"]
-    if not problems and task in WHOLE_INPUT_TASKS and texts:
+    if not problems and texts:
+        what = " + ".join(names[i] for i, _ in texts)
         try:
             for model in models:
-                await anyio.to_thread.run_sync(count_tokens, model, texts, names)
+                await anyio.to_thread.run_sync(model.check_task_input, what, [text for _, text in texts])
         except ValueError as error:
             problems[max(texts, key=lambda text: len(text[1]))[0]] = message(error, "admission")
     return problems
-
-
-def count_tokens(model, texts: list[tuple[int, str]], names: list[str]) -> None:
-    """Refuse ``texts`` (index, text) that would run more tokens through ``model`` than the limit."""
-    tokens = sum(len(model.tokenizer(text, add_special_tokens=False)["input_ids"]) for _, text in texts)
-    limits.check_tokens(tokens, " + ".join(names[i] for i, _ in texts), sum(len(text) for _, text in texts),
-                        f" for {model.source}")
 
 
 def refusals(event, session: str | None, names: list[str], problems: dict[int, str]) -> list[dict]:

@@ -34,7 +34,7 @@ def _trace(text: str, text_pair: str, source: str, task: str):
 def _about(trace, layer: int, head: int, kind: str) -> dict:
     return {"arch": trace.arch, "layer": layer, "head": head, "kind": kind,
             "lambda": trace.lambdas[layer] if trace.lambdas and kind == "diff" else None,
-            "tokens": trace.tokens, "seq_len": trace.seq_len, "truncated_from": trace.truncated_from}
+            "tokens": trace.tokens, "seq_len": trace.seq_len}
 
 
 @user_errors
@@ -55,7 +55,7 @@ def attention_map(text: str, text_pair: str, source: str, task: str, layer: int,
         value: what the cells hold: "weight" (the map), "norm" (‖c‖, how much each key adds to the head's output: its contribution) or "projection" (the contribution along the head output's direction; negative where a key pushes against it); contributions need the map the head applies ("diff" or "softmax")
 
     Returns:
-        values[i][j]: what query block i gives key block j (its weight, or its contribution: see value), block i covering tokens edges[i]:edges[i+1] (one token each unless the input is longer than size); labels: one per block; tokens, seq_len, truncated_from (token count of an input cut to the model's positions), arch, and lambda, the layer's λ for "diff"
+        values[i][j]: what query block i gives key block j (its weight, or its contribution: see value), block i covering tokens edges[i]:edges[i+1] (one token each unless the input is longer than size); labels: one per block; tokens, seq_len, arch, and lambda, the layer's λ for "diff"
     """
     if size < 1:
         raise ValueError(f"size is {size!r}; it takes a whole number of blocks, at least 1")
@@ -118,7 +118,7 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
         query: the query token's position; -1 for the default, the last input token (for a language model's prompt, the token whose next-token prediction is the answer's first token)
 
     Returns:
-        attention_to_span[reading][layer][head] and attention_noise[reading][layer][head] for every reading (net, the default: signed share of the row's magnitude; absolute = adds + subtracts; signed; normalised, null where 1 − λ < 0.1; contribution and projection: shares of what the head writes), null where a reading is not reported (gaps says why); top_heads: the heads with the most attention to the span in the net reading; table: the rows the app's compare view shows (mean over layers and per layer, λ beside) with its notes; span_tokens [start, end) and their tokens; context_tokens and context_rule; query: position, token and how it was chosen; lambdas: per layer λ, 1 − λ, regime and note (DiffLlama); definitions of every measure; arch, kind, truncated_from
+        attention_to_span[reading][layer][head] and attention_noise[reading][layer][head] for every reading (net, the default: signed share of the row's magnitude; absolute = adds + subtracts; signed; normalised, null where 1 − λ < 0.1; contribution and projection: shares of what the head writes), null where a reading is not reported (gaps says why); top_heads: the heads with the most attention to the span in the net reading; table: the rows the app's compare view shows (mean over layers and per layer, λ beside) with its notes; span_tokens [start, end) and their tokens; context_tokens and context_rule; query: position, token and how it was chosen; lambdas: per layer λ, 1 − λ, regime and note (DiffLlama); definitions of every measure; arch, kind
     """
     if not isinstance(span, str) or not span.strip():
         raise ValueError("span: give the text to measure, e.g. the answer, exactly as it occurs in the input")
@@ -141,7 +141,7 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
            for layer, head in zip(*np.unravel_index(ranked, default.shape))]
     start, end = allocation.answer
     table = analysis.allocation_table({f"{source} ({trace.arch})": allocation})
-    return {"arch": trace.arch, "kind": allocation.kind, "truncated_from": trace.truncated_from,
+    return {"arch": trace.arch, "kind": allocation.kind,
             "span_tokens": [start, end], "span_token_texts": trace.tokens[start:end],
             "context_tokens": list(allocation.context), "context_rule": allocation.context_rule,
             "query": {"position": allocation.query, "token": allocation.query_token, "rule": allocation.query_rule},

@@ -8,6 +8,7 @@ import concurrent.futures
 import http.server
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,11 +61,11 @@ def test_runs_are_held_within_the_bound_and_an_evicted_run_says_so(app_url, monk
     store = run_store.RunStore(max_bytes=1e12, ttl_s=3600)
     monkeypatch.setattr(run_store, "STORE", store)  # only this test's runs
     visitors = [Client(app_url, verbose=False) for _ in range(4)]
-    classify(visitors[0], "word " * 300)
+    classify(visitors[0], "word " * 150)
     per_run = store.nbytes
     store.max_bytes = 2.5 * per_run  # two runs fit, like 2 GB of long runs
     for visitor in visitors:
-        classify(visitor, "word " * 300)
+        classify(visitor, "word " * 150)
     assert store.nbytes <= 2.5 * per_run
     _, error = outcome(visitors[0].predict, "A", 0, 0, "diff", 64, api_name="/classify_attention")
     assert "this run has expired; run the tab again" in error
@@ -107,18 +108,21 @@ def test_huge_inputs_are_refused_unread(app_url, api_name, make):
     serves(app_url)
 
 
-def test_an_input_at_the_limit_is_answered_with_a_bounded_response(client, app_url):
-    text = ("Anna works at Acme Corp in Lyon. " * 4000)[: limits.max_input_chars()]
-    result, error = outcome(client.predict, text, "diffllama-tag", "llama-tag", api_name="/tag")
-    assert error is None
-    assert len(json.dumps(result, default=str)) < 12 * len(text)  # the text comes back once or twice, marked up
-    serves(app_url)
-
-
-def test_a_prompt_past_the_model_positions_is_refused_at_once(client, app_url):
-    prompt = "a " * 20_000  # 20,000 tokens for a 512-position model
-    _, error = outcome(client.predict, prompt, 8, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm", api_name="/generate")
-    assert "trained on 512 positions" in error and "shorten the prompt" in error
+@pytest.mark.parametrize("api_name, make, what, reads", [
+    ("tag", lambda text: [text, "diffllama-tag", "llama-tag"], "text", 512),
+    ("classify", lambda text: [text, *CLASSIFY], "text", 512),
+    ("generate", lambda text: [text, 8, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm"], "prompt", 511),
+    ("attention_map", lambda text: [text, "", "diffllama-cls", "classification", 0, 0, "diff", 64, "weight"], "text", 512),
+])
+def test_an_input_past_the_model_positions_is_refused_before_any_trace(client, app_url, monkeypatch, api_name, make, what, reads):
+    traced = []
+    monkeypatch.setattr(loading, "run_trace", lambda *args: traced.append(args))
+    for text in ("a" + "\u0301" * 5_000, ("Anna works at Acme Corp in Lyon. " * 4000)[: limits.max_input_chars()]):
+        _, error = outcome(client.predict, *make(text), api_name=f"/{api_name}")  # how fast: benchmarks/load_test.py --targets
+        assert re.search(rf"the {what} is [\d,]+ tokens; \S+ was trained on 512 positions, so it reads at most {reads} tokens", error), error
+        assert f"shorten the {what} to about" in error
+    assert not traced
+    monkeypatch.undo()
     serves(app_url)
 
 
@@ -239,7 +243,7 @@ def test_text_that_expands_into_many_tokens_is_refused_before_any_trace(client, 
         assert len(context) < limits.max_input_chars()
         _, error = outcome(client.predict, "What is it?", context, 3, "diffllama-qa", "llama-qa", api_name="/answer")
         assert "tokens for diffllama-qa" in error and f"at most {limits.max_tokens():,} tokens" in error, error
-        assert "shorten it to about" in error
+        assert "to about" in error
     assert not traced
     monkeypatch.undo()
     serves(app_url)

@@ -75,7 +75,7 @@ def patching(source: str, clean: str, corrupted: str, answer: str, foil: str):
     token = answer_token(lens, clean, answer)
     if token is None:
         token = int(np.argmax(clean_trace.logits[-1].numpy()))
-    return interventions.activation_patching(lens, clean_trace, lens.trace(corrupted), token,
+    return interventions.activation_patching(lens, clean_trace, lens.trace(corrupted, what="corrupted text"), token,
                                              answer_token(lens, corrupted, foil))
 
 
