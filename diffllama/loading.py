@@ -152,6 +152,7 @@ class LensModel:
 
     check_input = tasks.check_input
     check_task_input = tasks.check_task_input
+    trace_continuation = tasks.trace_continuation
 
     generate = tasks.generate
     classify = tasks.classify

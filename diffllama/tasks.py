@@ -147,8 +147,6 @@ class GenerationStream:
         if "error" in outcome:
             raise outcome["error"]
         ids = outcome["ids"][0].tolist()
-        text, offsets = decoded_offsets(tokenizer, ids)
-        special = set(tokenizer.all_special_ids)
         prompt_length = prompt_ids.shape[1]
         self.result = GenerationResult(
             prompt=self._prompt,
@@ -157,7 +155,7 @@ class GenerationStream:
             prompt_length=prompt_length,
             finished_by_eos=ids[-1] in _eos_ids(lens.model),
             positions_limit=self.positions_limit,
-            trace=trace_ids(lens.model, tokenizer, lens.arch, ids, offsets, [None if i in special else 0 for i in ids]),
+            trace=_continued(lens, ids),
         )
 
 
@@ -190,6 +188,26 @@ def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 1
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
                   pad_token_id=pad, eos_token_id=list(_eos_ids(self.model)) or None)
     return GenerationStream(self, prompt, kwargs, positions if limited else None)
+
+
+def _continued(self, ids: list[int]):
+    """The trace of a prompt and its continuation as token ids, one sequence: offsets into their decoded text."""
+    special = set(self.tokenizer.all_special_ids)
+    _, offsets = decoded_offsets(self.tokenizer, ids)
+    return trace_ids(self.model, self.tokenizer, self.arch, ids, offsets, [None if i in special else 0 for i in ids])
+
+
+def trace_continuation(self, prompt: str, continuation: str, what: str = "prompt + continuation"):
+    """A continuation of ``prompt`` (one generated before, or typed) traced as generation traces its own:
+    the prompt's tokens as ``generate`` reads them, then the continuation's, in one pass (so the prompt's
+    tokens are the same whatever follows). Returns the trace and the prompt's token count, which
+    ``analysis.default_query`` reads to find the token before the answer in the continuation."""
+    _require(self, "generation")
+    prompt_ids = self.tokenizer(prompt)["input_ids"]
+    ids = prompt_ids + self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    limits.check_tokens(len(ids), what, len(prompt) + len(continuation),
+                        positions=(self.source, self.config.max_position_embeddings, 0))
+    return _continued(self, ids), len(prompt_ids)
 
 
 # --- classification --------------------------------------------------------------------------

@@ -78,6 +78,9 @@ UNCLEAR_REQUESTS = [  # (what, api_name, args, message): each names the paramete
     ("map task bogus", "/attention_map", (*MAP[:3], "bogus", 0, 0, "diff", 64, "weight"),
      "task is 'bogus'; it takes one of: 'generation', 'classification', 'qa', 'tagging'"),
     ("span null", "/attention_to_span", (*MAP, None, ""), "span is None; it takes text"),
+    ("continuation None", "/attention_to_span", (*MAP, "Bob", "", "", -1, None), "continuation is None; it takes text"),
+    ("continuation to a classifier", "/attention_to_span", (*MAP, "Bob", "", "", -1, " and then"),
+     "continuation: only a language model continues a prompt (task \"generation\", text_pair \"\"); got task 'classification'"),
     ("seed None", "/generate", (*GENERATE, None, "diffllama-lm", "llama-lm"), "seed is None; it takes a whole number"),
     ("seed 2**70", "/generate", (*GENERATE, 2 ** 70, "diffllama-lm", "llama-lm"),
      "seed is 1180591620717411303424; it takes a whole number between -2**53 and 2**53"),
@@ -178,7 +181,7 @@ def test_an_api_client_reads_markup_it_sent_as_it_sent_it(client):
 def test_a_toast_for_the_page_is_escaped(app_url, app_demo):
     """As gradio's page calls an event (a queue join, no API header): the error it shows as HTML."""
     span = next(fn for fn in app_demo.fns.values() if fn.api_name == "attention_to_span")
-    body = {"data": [*MAP, MARKUP, "", "", -1], "fn_index": span._id, "session_hash": "a-page", "event_data": None, "trigger_id": None}
+    body = {"data": [*MAP, MARKUP, "", "", -1, ""], "fn_index": span._id, "session_hash": "a-page", "event_data": None, "trigger_id": None}
     assert httpx.post(app_url + "gradio_api/queue/join", json=body, timeout=120).status_code == 200
     with httpx.stream("GET", app_url + "gradio_api/queue/data", params={"session_hash": "a-page"}, timeout=120) as stream:
         completed = next(line for line in stream.iter_lines() if "process_completed" in line)
