@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from components import api, classification_tab, generation_tab, interventions_tab, panel, qa_tab, server, study_tab, tagging_tab
-from components.common import MODEL_CONCURRENCY
+from components.model_queue import MODEL_CONCURRENCY
 from components.run_store import forget_session
 
 ASSETS = Path(__file__).parent / "assets"

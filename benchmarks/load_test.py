@@ -19,8 +19,9 @@ trusts).
     python benchmarks/load_test.py --targets
 
 The time targets the tests do not assert (they assert what is answered): each refusal — 5 MB and 50 MB
-texts, a QA context of 10,000 emoji or 5,001 combining marks, unclear values, too few arguments, a
-100 KB address — within 1 s, wall and the app's CPU seconds, on an idle queue.
+texts, a QA context of 10,000 emoji or 5,001 combining marks, 5,001 combining marks to /tag and to
+/attention_map (past the models' positions), unclear values, too few arguments, a 100 KB address —
+within 1 s, wall and the app's CPU seconds, on an idle queue.
 """
 
 from __future__ import annotations
@@ -237,6 +238,9 @@ def refusal_targets(url: str, pid: int, target: float = 1.0) -> dict:
         "50 MB text to /tag": ("tag", ["word " * 10_000_000, "diffllama-tag", "llama-tag"]),
         "QA context of 10,000 emoji": ("answer", qa("😀" * 10_000)),
         "QA context of 5,001 combining marks": ("answer", qa("e" + "\u0301" * 5_000)),
+        "5,001 combining marks to /tag": ("tag", ["a" + "\u0301" * 5_000, "diffllama-tag", "llama-tag"]),
+        "5,001 combining marks to /attention_map": ("attention_map", ["a" + "\u0301" * 5_000, "", "diffllama-cls",
+                                                                       "classification", 0, 0, "diff", 64, "weight"]),
         "seed 2**70": ("generate", [*GENERATION[:5], 2 ** 70, *GENERATION[6:]]),
         "slider given text": ("generate", [GENERATION[0], "lots", *GENERATION[2:]]),
         "map size -1": ("attention_map", ["Bob met Clara.", "", "diffllama-cls", "classification", 0, 0, "diff", -1, "weight"]),

@@ -13,8 +13,10 @@ import numpy as np
 from diffllama import analysis, limits
 from diffllama.loading import HEADS
 
-from . import interventions_tab
-from .common import CACHE, MODEL_CONCURRENCY, MODEL_QUEUE, gpu, user_errors
+from .errors import user_errors
+from .interventions.tools import TOOLS as INTERVENTION_TOOLS
+from .model_queue import MODEL_CONCURRENCY, MODEL_QUEUE, gpu
+from .model_slots import CACHE
 
 TOP_HEADS = 10  # heads listed by attention_to_span, most attention to the span first
 SPAN_MEASURES = analysis.allocation.ALLOCATION_MEASURES
@@ -29,10 +31,26 @@ def _trace(text: str, text_pair: str, source: str, task: str):
     return CACHE.get(source, task).trace(text, text_pair or None)
 
 
+def _continued_trace(text: str, text_pair: str, source: str, task: str, continuation: str):
+    """The trace ``attention_to_span`` measures, and what ``reference_allocation`` needs to find its default
+    query in a continuation (the text the offsets point into, the prompt's token count)."""
+    if not isinstance(continuation, str):
+        raise ValueError("continuation: give the continuation's text, or \"\" for none")
+    if not continuation:
+        return _trace(text, text_pair, source, task), {}
+    if task != "generation" or text_pair:
+        raise ValueError(f"continuation: only a language model continues a prompt (task \"generation\", text_pair \"\"); "
+                         f"got task {task!r}{' and a text_pair' if text_pair else ''}")
+    limits.check_text(text, "text")
+    limits.check_length(continuation, "continuation")
+    trace, prompt_tokens = CACHE.get(source, task).trace_continuation(text, continuation, "text + continuation")
+    return trace, dict(text=text + continuation, prompt_tokens=prompt_tokens)
+
+
 def _about(trace, layer: int, head: int, kind: str) -> dict:
     return {"arch": trace.arch, "layer": layer, "head": head, "kind": kind,
             "lambda": trace.lambdas[layer] if trace.lambdas and kind == "diff" else None,
-            "tokens": trace.tokens, "seq_len": trace.seq_len, "truncated_from": trace.truncated_from}
+            "tokens": trace.tokens, "seq_len": trace.seq_len}
 
 
 @user_errors
@@ -53,7 +71,7 @@ def attention_map(text: str, text_pair: str, source: str, task: str, layer: int,
         value: what the cells hold: "weight" (the map), "norm" (‖c‖, how much each key adds to the head's output: its contribution) or "projection" (the contribution along the head output's direction; negative where a key pushes against it); contributions need the map the head applies ("diff" or "softmax")
 
     Returns:
-        values[i][j]: what query block i gives key block j (its weight, or its contribution: see value), block i covering tokens edges[i]:edges[i+1] (one token each unless the input is longer than size); labels: one per block; tokens, seq_len, truncated_from (token count of an input cut to the model's positions), arch, and lambda, the layer's λ for "diff"
+        values[i][j]: what query block i gives key block j (its weight, or its contribution: see value), block i covering tokens edges[i]:edges[i+1] (one token each unless the input is longer than size); labels: one per block; tokens, seq_len, arch, and lambda, the layer's λ for "diff"
     """
     if size < 1:
         raise ValueError(f"size is {size!r}; it takes a whole number of blocks, at least 1")
@@ -102,7 +120,7 @@ def _plain(values: np.ndarray) -> list:
 @user_errors
 @gpu
 def attention_to_span(text: str, text_pair: str, source: str, task: str, span: str, kind: str = "", context: str = "",
-                      query: int = -1) -> dict:
+                      query: int = -1, continuation: str = "") -> dict:
     """Which heads attend to a span of the input (e.g. the answer): per layer and head, the attention the query token gives the span's tokens vs the rest of the context (the Differential Transformer paper's attention to answer vs attention noise), in every reading, with each DiffLlama layer's λ, 1 − λ and regime beside.
 
     Args:
@@ -113,10 +131,11 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
         span: the span, typed exactly as it occurs (same case) in text_pair when one is given, else in text; its first occurrence is measured
         kind: the map: "" for the model's own ("diff", A1 − λ·A2, for DiffLlama; "softmax" otherwise), or "a1" / "a2" for a DiffLlama's two softmax maps
         context: the context's text, typed exactly as it occurs and holding the span (e.g. the passage before a question); "" for the whole text the span is in (text_pair when given), before the query token
-        query: the query token's position; -1 for the default, the last input token (for a language model's prompt, the token whose next-token prediction is the answer's first token)
+        query: the query token's position; -1 for the default: the token whose next-token prediction is the answer's first token — the last input token, or with a continuation the token before the span's text where the continuation says it (the last prompt token if it does not)
+        continuation: a language model's continuation of text (e.g. what /generate wrote), measured as the Generation tab's compare view measures it: the prompt's tokens, then the continuation's, in one pass; the span and context are still found in text; "" for none
 
     Returns:
-        attention_to_span[reading][layer][head] and attention_noise[reading][layer][head] for every reading (net, the default: signed share of the row's magnitude; absolute = adds + subtracts; signed; normalised, null where 1 − λ < 0.1; contribution and projection: shares of what the head writes), null where a reading is not reported (gaps says why); top_heads: the heads with the most attention to the span in the net reading; table: the rows the app's compare view shows (mean over layers and per layer, λ beside) with its notes; span_tokens [start, end) and their tokens; context_tokens and context_rule; query: position, token and how it was chosen; lambdas: per layer λ, 1 − λ, regime and note (DiffLlama); definitions of every measure; arch, kind, truncated_from
+        attention_to_span[reading][layer][head] and attention_noise[reading][layer][head] for every reading (net, the default: signed share of the row's magnitude; absolute = adds + subtracts; signed; normalised, null where 1 − λ < 0.1; contribution and projection: shares of what the head writes), null where a reading is not reported (gaps says why); top_heads: the heads with the most attention to the span in the net reading; table: the rows the app's compare view shows (mean over layers and per layer, λ beside) with its notes; span_tokens [start, end) and their tokens; context_tokens and context_rule; query: position, token and how it was chosen; lambdas: per layer λ, 1 − λ, regime and note (DiffLlama); definitions of every measure; arch, kind
     """
     if not isinstance(span, str) or not span.strip():
         raise ValueError("span: give the text to measure, e.g. the answer, exactly as it occurs in the input")
@@ -126,12 +145,13 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
         query = int(query)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"query: {query!r} is not a token position; give a whole number, or -1 for the default") from None
-    trace = _trace(text, text_pair, source, task)
+    trace, continued = _continued_trace(text, text_pair, source, task, continuation)
     sequence = 1 if text_pair else 0
     measured_text = text_pair if sequence else text
     reference = analysis.find_reference(measured_text, span, sequence, "marked span")
     chars = analysis.find_context(measured_text, context, reference) if context.strip() else None
-    allocation = analysis.reference_allocation(trace, reference, chars, kind=kind or None, query=None if query == -1 else query)
+    allocation = analysis.reference_allocation(trace, reference, chars, kind=kind or None,
+                                               query=None if query == -1 else query, **continued)
     default = allocation.answer_mass[analysis.READINGS[0]]  # [L, H]
     ranked = np.argsort(-default, axis=None, kind="stable")[:TOP_HEADS]
     top = [{"layer": int(layer), "head": int(head), "attention_to_span": float(default[layer, head]),
@@ -139,7 +159,7 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
            for layer, head in zip(*np.unravel_index(ranked, default.shape))]
     start, end = allocation.answer
     table = analysis.allocation_table({f"{source} ({trace.arch})": allocation})
-    return {"arch": trace.arch, "kind": allocation.kind, "truncated_from": trace.truncated_from,
+    return {"arch": trace.arch, "kind": allocation.kind,
             "span_tokens": [start, end], "span_token_texts": trace.tokens[start:end],
             "context_tokens": list(allocation.context), "context_rule": allocation.context_rule,
             "query": {"position": allocation.query, "token": allocation.query_token, "rule": allocation.query_rule},
@@ -152,7 +172,7 @@ def attention_to_span(text: str, text_pair: str, source: str, task: str, span: s
             "definitions": {name: analysis.measures.MEASURES[name].text for name in SPAN_MEASURES}}
 
 
-TOOLS = (attention_map, attention_region, attention_to_span, *interventions_tab.TOOLS)  # stateless: API endpoints, and MCP tools when on
+TOOLS = (attention_map, attention_region, attention_to_span, *INTERVENTION_TOOLS)  # stateless: API endpoints, and MCP tools when on
 
 
 def build() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import gradio as gr
 
 from . import panel, run_store, token_heat
-from .common import gpu, model_slots, plain, slot_info, user_errors
+from .errors import user_errors
+from .exports import plain
+from .model_queue import gpu
+from .model_slots import model_slots, slot_info
 from .panel.tab import Tab, run_models, wire
 
 TASK = "classification"

@@ -8,7 +8,11 @@ import gradio as gr
 from diffllama import limits
 
 from . import panel, run_store, token_heat
-from .common import CACHE, gpu, markdown_code, model_slots, plain, slot_info, user_errors
+from .errors import user_errors
+from .exports import plain
+from .model_queue import gpu
+from .model_slots import CACHE, model_slots, slot_info
+from .safe_text import markdown_code
 from .panel.tab import Tab, wire
 
 TASK = "generation"

@@ -14,7 +14,10 @@ from diffllama.records import ReferenceSpan
 from diffllama.tokens import display_tokens
 
 from . import figures, panel, run_store, token_heat
-from .common import CACHE, gpu, model_queue, model_slots, plain, slot_info, user_errors
+from .errors import user_errors
+from .exports import plain
+from .model_queue import gpu, model_queue
+from .model_slots import CACHE, model_slots, slot_info
 from .panel.provenance import stamp, view_provenance
 from .panel.tab import Tab, run_models, wire
 

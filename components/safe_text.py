@@ -23,3 +23,12 @@ def for_markdown(text: object) -> str:
     """``text`` as Markdown that shows exactly these characters: HTML escaped, and every Markdown
     punctuation mark backslash-escaped, so no link, image, emphasis, heading or autolink is formed."""
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", for_html(text))
+
+
+def markdown_code(text: str) -> str:
+    """Plain text (a token's display form) as a Markdown code span, so nothing in it is read as markup:
+    fenced by more backticks than any run of them in the text (CommonMark's rule), so no backtick in
+    it can close the span early."""
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return f"{fence} {text} {fence}" if fence != "`" else f"`{text}`"
+

@@ -21,7 +21,10 @@ from diffllama.study.examples import BOUNDS as STUDY_BOUNDS
 from diffllama.study.examples import check_bound
 
 from . import figures
-from .common import CACHE, export_json, gpu, user_errors
+from .errors import user_errors
+from .exports import export_json
+from .model_queue import gpu
+from .model_slots import CACHE
 
 TASK = "generation"
 # what the tab may ask for; larger studies belong to the command line (README)

@@ -9,7 +9,10 @@ from diffllama import analysis
 from diffllama.tokens import display_token
 
 from . import panel, run_store
-from .common import gpu, model_slots, plain, slot_info, user_errors
+from .errors import user_errors
+from .exports import plain
+from .model_queue import gpu
+from .model_slots import model_slots, slot_info
 from .panel.tab import Tab, run_models, wire
 
 TASK = "tagging"

@@ -21,7 +21,8 @@ from diffllama import analysis
 from diffllama.tokens import display_token
 
 from . import figures, run_store
-from .common import markdown_code, user_errors
+from .errors import user_errors
+from .safe_text import markdown_code
 
 NEGATIVE, POSITIVE = "rgb(128, 90, 213)", "rgb(239, 68, 60)"  # colours of scores < 0 and > 0 (as gradio's HighlightedText)
 LAST = -1  # query position meaning "the last real (non-special) token of each model's input"

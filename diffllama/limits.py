@@ -7,11 +7,14 @@ input length (checked before anything is tokenised), tokens run through a model,
     DIFFLLAMA_LENS_REQUEST_SECONDS    time one request may compute (default 60); unset by the library
                                       itself, set by the app around each request
 
-Token limits follow each model's trained length: inputs past it are cut with a notice (classification,
-tagging), read in windows (QA, within the token limit) or refused (generation prompts). Characters are no
-measure of cost: an emoji or a combining accent is one character and several tokens (a byte-level
-tokeniser gives 3 to 4 per emoji), so 10,000 emoji are 30,000 tokens; counting tokens costs a
-tokeniser call (≈ 0.1 s for the longest input), a trace of them seconds per window.
+One rule for an input's size, whatever the task, applied to its token count before any trace
+(``check_tokens``): an input read in one pass (classification, tagging, a generation prompt, a map of any
+text) must fit the model's trained positions, and every request the token limit; a QA context is read
+in windows, all of them within the token limit. What exceeds them is refused with a message naming the
+input, its token count and the limit, never cut. Characters are no measure of cost: an emoji or a
+combining accent is one character and several tokens (a byte-level tokeniser gives 3 to 4 per emoji),
+so 10,000 emoji are 30,000 tokens; counting tokens costs a tokeniser call (≈ 0.1 s for the longest
+input), a trace of them seconds per window.
 """
 
 from __future__ import annotations
@@ -64,14 +67,22 @@ def check_length(text, what: str = "text") -> str:
     return text
 
 
-def check_tokens(tokens: int, what: str, chars: int, how: str = "") -> None:
-    """Refuse, before any trace, a request that would run more than the token limit through a model:
-    ``tokens`` the ``what`` (``chars`` characters long) comes to, ``how`` saying how they are read."""
+def check_tokens(tokens: int, what: str, chars: int, how: str = "",
+                 positions: tuple[str, int, int] | None = None) -> None:
+    """Refuse, before any trace, an input with more tokens than a model may read: ``tokens`` the ``what``
+    (``chars`` characters long) comes to, ``how`` saying how they are read. ``positions``, for an input
+    read in one pass: (the model's name, its trained positions, how many of them stay free for new
+    tokens); in any case the server's token limit per request."""
     limit = max_tokens()
+    reason = f"this server runs at most {limit:,} tokens through a model per request"
+    if positions is not None and positions[1] - positions[2] <= limit:
+        source, trained, free = positions
+        limit = trained - free
+        reason = (f"{source} was trained on {trained:,} positions, so it reads at most {limit:,} tokens"
+                  + (f" ({free} kept for a new token)" if free else ""))
     if tokens > limit:
-        raise ValueError(f"the {what} is {tokens:,} tokens{how}; this server runs at most {limit:,} tokens through a "
-                         f"model per request (emoji, accents and rare characters take several tokens each): shorten "
-                         f"it to about {max(1, chars * limit // tokens):,} characters")
+        raise ValueError(f"the {what} is {tokens:,} tokens{how}; {reason} (emoji, accents and rare characters take "
+                         f"several tokens each): shorten the {what} to about {max(1, chars * limit // tokens):,} characters")
 
 
 _DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("lens_deadline", default=None)

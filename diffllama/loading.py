@@ -143,9 +143,16 @@ class LensModel:
             labels=[self.config.id2label[i] for i in sorted(self.config.id2label)] if self.task in ("classification", "tagging") else [],
         )
 
-    def trace(self, text: str, text_pair: str | None = None) -> Trace:
-        """One forward pass over ``text`` (and ``text_pair``), kept as a lazily evaluated ``Trace``."""
+    def trace(self, text: str, text_pair: str | None = None, what: str | None = None) -> Trace:
+        """One forward pass over ``text`` (and ``text_pair``), kept as a lazily evaluated ``Trace``; an
+        input longer than the model reads in one pass is refused first (``check_input``; ``what``
+        names it in the message, by default "text" or "text + text pair")."""
+        self.check_input(what or ("text" if text_pair is None else "text + text pair"), text, text_pair)
         return run_trace(self.model, self.tokenizer, self.arch, text, text_pair)
+
+    check_input = tasks.check_input
+    check_task_input = tasks.check_task_input
+    trace_continuation = tasks.trace_continuation
 
     generate = tasks.generate
     classify = tasks.classify

@@ -16,12 +16,38 @@ from transformers.generation.streamers import BaseStreamer
 from . import budget, limits
 from .cores import one_core
 from .records import AnswerSpan, ClassificationResult, Entity, GenerationResult, LabelScore, QAResult, TaggingResult, TokenTag
-from .trace import IncrementalDecoder, decoded_offsets, run_trace, trace_encoding, trace_ids
+from .trace import IncrementalDecoder, decoded_offsets, trace_encoding, trace_ids
 
 
 def _require(model, task: str) -> None:
     if model.task != task:
         raise ValueError(f"this is a {model.task} model ({model.source}); load a {task} checkpoint for this")
+
+
+# --- what a model reads -----------------------------------------------------------------------
+WINDOWED_TASKS = ("qa",)  # tasks whose runner reads a long input in windows, within the token limit
+
+
+def check_input(self, what: str, text: str, text_pair: str | None = None, new_tokens: int = 0) -> int:
+    """Refuse, before any trace, an input this model cannot read in one pass (``limits.check_tokens``):
+    its tokens as the model reads them, special ones included, against its trained positions
+    (``new_tokens`` of them kept free) and the token limit. Returns the token count."""
+    tokens = len(self.tokenizer(text, text_pair)["input_ids"])
+    limits.check_tokens(tokens, what, len(text) + len(text_pair or ""),
+                        positions=(self.source, self.config.max_position_embeddings, new_tokens))
+    return tokens
+
+
+def check_task_input(self, what: str, texts: list[str]) -> None:
+    """The check a run of this model's task gets before it is queued (``components.admission``), the rule
+    its runner applies again before any trace: QA's question and context within the token limit (read
+    in windows), a generation prompt keeping a position for a new token, any other input within the
+    trained positions."""
+    if self.task in WINDOWED_TASKS:
+        tokens = sum(len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
+        limits.check_tokens(tokens, what, sum(map(len, texts)), f" for {self.source}")
+    else:
+        check_input(self, what, *texts, new_tokens=1 if self.task == "generation" else 0)
 
 
 # --- generation ------------------------------------------------------------------------------
@@ -121,8 +147,6 @@ class GenerationStream:
         if "error" in outcome:
             raise outcome["error"]
         ids = outcome["ids"][0].tolist()
-        text, offsets = decoded_offsets(tokenizer, ids)
-        special = set(tokenizer.all_special_ids)
         prompt_length = prompt_ids.shape[1]
         self.result = GenerationResult(
             prompt=self._prompt,
@@ -131,7 +155,7 @@ class GenerationStream:
             prompt_length=prompt_length,
             finished_by_eos=ids[-1] in _eos_ids(lens.model),
             positions_limit=self.positions_limit,
-            trace=trace_ids(lens.model, tokenizer, lens.arch, ids, offsets, [None if i in special else 0 for i in ids]),
+            trace=_continued(lens, ids),
         )
 
 
@@ -154,11 +178,8 @@ def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 1
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed) if seed is not None else generator.seed()
         processors.extend([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), SeededSampler(generator)])
-    prompt_tokens = len(self.tokenizer(prompt)["input_ids"])
+    prompt_tokens = check_input(self, "prompt", prompt, new_tokens=1)
     positions = self.config.max_position_embeddings
-    if prompt_tokens >= positions:  # past its trained positions a model's continuation (and maps) mean little
-        raise ValueError(f"the prompt is {prompt_tokens} tokens long; {self.source} was trained on {positions} positions, "
-                         f"so it cannot continue it: shorten the prompt to fewer than {positions} tokens")
     limited = prompt_tokens + max_new_tokens > positions
     max_new_tokens = min(max_new_tokens, positions - prompt_tokens)
     budget.check(budget.generation_bytes(self.model, prompt_tokens, max_new_tokens),
@@ -167,6 +188,26 @@ def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 1
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
                   pad_token_id=pad, eos_token_id=list(_eos_ids(self.model)) or None)
     return GenerationStream(self, prompt, kwargs, positions if limited else None)
+
+
+def _continued(self, ids: list[int]):
+    """The trace of a prompt and its continuation as token ids, one sequence: offsets into their decoded text."""
+    special = set(self.tokenizer.all_special_ids)
+    _, offsets = decoded_offsets(self.tokenizer, ids)
+    return trace_ids(self.model, self.tokenizer, self.arch, ids, offsets, [None if i in special else 0 for i in ids])
+
+
+def trace_continuation(self, prompt: str, continuation: str, what: str = "prompt + continuation"):
+    """A continuation of ``prompt`` (one generated before, or typed) traced as generation traces its own:
+    the prompt's tokens as ``generate`` reads them, then the continuation's, in one pass (so the prompt's
+    tokens are the same whatever follows). Returns the trace and the prompt's token count, which
+    ``analysis.default_query`` reads to find the token before the answer in the continuation."""
+    _require(self, "generation")
+    prompt_ids = self.tokenizer(prompt)["input_ids"]
+    ids = prompt_ids + self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    limits.check_tokens(len(ids), what, len(prompt) + len(continuation),
+                        positions=(self.source, self.config.max_position_embeddings, 0))
+    return _continued(self, ids), len(prompt_ids)
 
 
 # --- classification --------------------------------------------------------------------------
@@ -300,7 +341,7 @@ def tag(self, text: str) -> TaggingResult:
     """Entities in ``text`` with labels, character spans and scores, plus every token's own label."""
     _require(self, "tagging")
     limits.check_text(text)
-    trace = run_trace(self.model, self.tokenizer, self.arch, text)
+    trace = self.trace(text)
     probs = torch.softmax(trace.logits, dim=-1)  # [N, labels]
     scores, labels = probs.max(dim=-1)
     tags = [TokenTag(text[start:end], start, end, self.config.id2label[int(label)], float(score))

@@ -15,7 +15,7 @@ from gradio.context import LocalContext
 from gradio_client import Client
 
 import diffllama
-from components import common
+from components import errors, model_slots, safe_text
 
 ODD_TEXTS = {
     "emoji": "Anna 😀 went to Paris 🇫🇷 with Bob 👍🏽.",
@@ -78,6 +78,9 @@ UNCLEAR_REQUESTS = [  # (what, api_name, args, message): each names the paramete
     ("map task bogus", "/attention_map", (*MAP[:3], "bogus", 0, 0, "diff", 64, "weight"),
      "task is 'bogus'; it takes one of: 'generation', 'classification', 'qa', 'tagging'"),
     ("span null", "/attention_to_span", (*MAP, None, ""), "span is None; it takes text"),
+    ("continuation None", "/attention_to_span", (*MAP, "Bob", "", "", -1, None), "continuation is None; it takes text"),
+    ("continuation to a classifier", "/attention_to_span", (*MAP, "Bob", "", "", -1, " and then"),
+     "continuation: only a language model continues a prompt (task \"generation\", text_pair \"\"); got task 'classification'"),
     ("seed None", "/generate", (*GENERATE, None, "diffllama-lm", "llama-lm"), "seed is None; it takes a whole number"),
     ("seed 2**70", "/generate", (*GENERATE, 2 ** 70, "diffllama-lm", "llama-lm"),
      "seed is 1180591620717411303424; it takes a whole number between -2**53 and 2**53"),
@@ -152,9 +155,9 @@ MARKUP = '<form action="http://elsewhere.test/steal"><input name=p type=password
 
 def test_a_message_for_the_page_is_escaped_and_plain_for_an_api_client(monkeypatch):
     error = ValueError(f"link parameter 'layer' is {MARKUP!r}; write a whole number")
-    page = common.message(error, "test", html=True)
+    page = errors.message(error, "test", html=True)
     assert "<" not in page and "&lt;form action=&quot;http://elsewhere.test/steal&quot;&gt;" in page
-    assert common.message(error, "test") == str(error)
+    assert errors.message(error, "test") == str(error)
     join = "http://127.0.0.1:7860/gradio_api/queue/join"
     for request, on_page in ((SimpleNamespace(url=join, headers={}), True),
                              (SimpleNamespace(url=join, headers={"x-gradio-user": "api"}), False),
@@ -164,7 +167,7 @@ def test_a_message_for_the_page_is_escaped_and_plain_for_an_api_client(monkeypat
                              (None, False)):
         token = LocalContext.request.set(request)
         try:
-            assert common.from_page() is on_page
+            assert errors.from_page() is on_page
         finally:
             LocalContext.request.reset(token)
 
@@ -178,7 +181,7 @@ def test_an_api_client_reads_markup_it_sent_as_it_sent_it(client):
 def test_a_toast_for_the_page_is_escaped(app_url, app_demo):
     """As gradio's page calls an event (a queue join, no API header): the error it shows as HTML."""
     span = next(fn for fn in app_demo.fns.values() if fn.api_name == "attention_to_span")
-    body = {"data": [*MAP, MARKUP, "", "", -1], "fn_index": span._id, "session_hash": "a-page", "event_data": None, "trigger_id": None}
+    body = {"data": [*MAP, MARKUP, "", "", -1, ""], "fn_index": span._id, "session_hash": "a-page", "event_data": None, "trigger_id": None}
     assert httpx.post(app_url + "gradio_api/queue/join", json=body, timeout=120).status_code == 200
     with httpx.stream("GET", app_url + "gradio_api/queue/data", params={"session_hash": "a-page"}, timeout=120) as stream:
         completed = next(line for line in stream.iter_lines() if "process_completed" in line)
@@ -189,16 +192,16 @@ def test_a_toast_for_the_page_is_escaped(app_url, app_demo):
 
 def test_a_refused_model_slot_warns_with_the_source_escaped(monkeypatch):
     shown = []
-    monkeypatch.setattr(common.gr, "Warning", shown.append)
-    kept = common.load_slot("classification")(MARKUP, "diffllama-cls")
+    monkeypatch.setattr(model_slots.gr, "Warning", shown.append)
+    kept = model_slots.load_slot("classification")(MARKUP, "diffllama-cls")
     assert kept[0] == "diffllama-cls" and len(shown) == 1
     assert "<" not in shown[0] and "&lt;img src=http://elsewhere.test/i.png&gt;" in shown[0]
 
 
 def test_markdown_code_spans_cannot_be_closed_by_the_text():
-    assert common.markdown_code("a`b") == "`` a`b ``"
-    assert common.markdown_code("x ``` y") == "```` x ``` y ````"
-    assert common.markdown_code("<b>") == "`<b>`"  # inside a code span Markdown shows HTML as text
+    assert safe_text.markdown_code("a`b") == "`` a`b ``"
+    assert safe_text.markdown_code("x ``` y") == "```` x ``` y ````"
+    assert safe_text.markdown_code("<b>") == "`<b>`"  # inside a code span Markdown shows HTML as text
 
 
 def test_views_before_any_run_and_out_of_range_indices(app_url):

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
-from components import common
+from components import model_queue
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).parent / "screenshots"
@@ -85,7 +85,7 @@ def settled(page, demo, joins: list, after: str = "fill") -> None:
 
 def model_runs(joins: list) -> list[str]:
     """The joins that run a model (the model queue's events), by their function's name."""
-    return [fn.name for fn in joins if fn.concurrency_id == common.MODEL_QUEUE]
+    return [fn.name for fn in joins if fn.concurrency_id == model_queue.MODEL_QUEUE]
 
 
 def test_a_plain_page_load_runs_no_model(browser, app_demo, app_url):

@@ -47,7 +47,7 @@ def test_the_family_is_matched_and_small():
 
 
 def test_app_defaults_are_the_bundled_diffllama_and_llama(monkeypatch):
-    from components.common import default_sources
+    from components.model_slots import default_sources
 
     monkeypatch.setenv("DIFFLLAMA_LENS_BUNDLED", str(MODELS))  # the app test points it at tiny models
 

@@ -9,7 +9,7 @@ import gradio as gr
 import pandas as pd
 import pytest
 
-from components import common, figures, links
+from components import exports, figures, links
 from components.panel import sharing
 from diffllama import provenance
 from test_ui_components import attention_map, fake_infos
@@ -129,14 +129,14 @@ def test_a_stamped_figure_keeps_its_meta_and_shows_where_it_came_from():
 
 
 def test_exports_lead_with_their_provenance(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "EXPORTS", tmp_path)
+    monkeypatch.setattr(exports, "EXPORTS", tmp_path)
     stamp = record(layer=1, head=0, kind="diff")
-    path = common.export_csv("map", ["model", "query", "value"], [["A", "3 #tag", 0.5], ["A", '4 "q",', -0.25]], stamp)
+    path = exports.export_csv("map", ["model", "query", "value"], [["A", "3 #tag", 0.5], ["A", '4 "q",', -0.25]], stamp)
     table = pd.read_csv(path, comment="#")  # as the README says to read it
     assert list(table["query"]) == ["3 #tag", '4 "q",'] and list(table["value"]) == [0.5, -0.25]
     with open(path) as f:
         assert [line[2:].rstrip("\n") for line in f if line.startswith("# ")] == stamp.lines()
     with open(path) as f:
         assert sum(1 for row in csv.reader(f) if not row[0].startswith("#")) == 3
-    data = json.loads(open(common.export_json("numbers", {"values": [1]}, stamp)).read())
+    data = json.loads(open(exports.export_json("numbers", {"values": [1]}, stamp)).read())
     assert list(data) == ["provenance", "values"] and data["provenance"]["input_sha256"] == stamp.input_sha256

@@ -10,7 +10,7 @@ import transformers
 
 import diffllama
 import diffllama.budget
-from diffllama import registry
+from diffllama import loading, registry
 
 
 def copy_checkpoint(checkpoint, tmp_path, name="llama-gqa"):
@@ -162,20 +162,33 @@ def test_requests_above_the_memory_budget_get_a_message(checkpoint, monkeypatch)
     trace = lens.trace("word " * 50)
     monkeypatch.setenv(diffllama.budget.BUDGET_ENV, "0.00001")  # 10 kB
     with pytest.raises(diffllama.budget.MemoryBudgetError, match="shorten the input"):
-        lens.trace("word " * 200)
+        lens.trace("word " * 150)
     with pytest.raises(diffllama.budget.MemoryBudgetError, match="use the pooled map"):
         trace.attention(0, 0, "softmax")
     with pytest.raises(diffllama.budget.MemoryBudgetError, match="ask for fewer new tokens"):
         lens.generate("Anna walked", max_new_tokens=500)
     monkeypatch.delenv(diffllama.budget.BUDGET_ENV)
-    assert lens.trace("word " * 200).seq_len > 200  # the next request works
+    assert lens.trace("word " * 150).seq_len > 150  # the next request works
 
 
-def test_inputs_beyond_the_maximum_length_are_truncated_with_a_notice(checkpoint):
-    lens = diffllama.load(checkpoint("diffllama-gqa", "classification"))
-    result = lens.classify("word " * 700)  # max_position_embeddings is 512
-    assert result.trace.seq_len == 512 and result.trace.truncated_from > 512
-    assert lens.classify("word " * 10).trace.truncated_from is None
+def test_inputs_past_the_model_positions_are_refused_before_any_trace(checkpoint, monkeypatch):
+    classifier = diffllama.load(checkpoint("diffllama-gqa", "classification"))
+    tagger = diffllama.load(checkpoint("llama-gqa", "tagging"))
+    language_model = diffllama.load(checkpoint("diffllama-gqa"))
+    monkeypatch.setattr(loading, "run_trace", lambda *args: pytest.fail("traced"))
+    marks = "a" + "\u0301" * 5_000  # 5,001 characters, each mark its own tokens
+    refused = r"the {} is [\d,]+ tokens; \S+ was trained on 512 positions, so it reads at most {} tokens"
+    for run in (classifier.classify, tagger.tag, language_model.trace):
+        with pytest.raises(ValueError, match=refused.format("text", 512)):
+            run(marks)
+    with pytest.raises(ValueError, match=refused.format("prompt", 511) + r" \(1 kept for a new token\)"):
+        language_model.generate(marks)
+    monkeypatch.undo()
+    words = "word " * 600
+    fits = next(n for n in range(600, 0, -1) if len(classifier.tokenizer(words[:5 * n])["input_ids"]) <= 512)
+    assert classifier.classify(words[:5 * fits]).trace.seq_len == len(classifier.tokenizer(words[:5 * fits])["input_ids"])
+    with pytest.raises(ValueError, match=refused.format("text", 512)):
+        classifier.classify(words[:5 * (fits + 1)])
 
 
 def test_model_cache_is_bounded_by_count_and_bytes(checkpoint):

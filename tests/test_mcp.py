@@ -13,6 +13,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from components import server
 from diffllama import analysis
+from diffllama.analysis import allocation
 from diffllama.registry import ModelCache
 
 TOOLS = {"attention_map", "attention_region", "attention_to_span", "set_lambdas", "ablate_heads", "head_ablation_map",
@@ -131,3 +132,38 @@ def test_one_prompt_gives_one_allocation_in_the_compare_view_the_api_mcp_and_the
             np.testing.assert_allclose(from_study, expected, atol=1e-6, err_msg=f"study {which} {reading}")
     assert api["table"]["rows"] == [[cell for cell in row] for row in analysis.allocation_table(
         {"diffllama-lm (diffllama)": view}).rows]
+
+
+def test_a_continuation_is_measured_as_the_generation_compare_view_measures_it(mcp_url):
+    """A prompt and a continuation of it: the backend call the Generation compare view makes (on the trace
+    generation made), ``/attention_to_span`` and its MCP tool given the continuation — one allocation; by
+    default measured from the token before the answer where the continuation says it."""
+    context = "The magic number of Paris is 4341. The magic number of Lyon is 4821. A bus passed by slowly."
+    text = context + " What is the magic number of Lyon? The magic number of Lyon is"
+    lens = ModelCache().get("diffllama-lm", "generation")
+    stream = lens.generate(text, max_new_tokens=6, greedy=True)
+    list(stream)
+    generated = stream.result
+    reference = analysis.find_reference(text, "4821", 0, "gold answer")
+    said = " it is 4821."  # a continuation that says the answer, traced as generation traces its own tokens
+    cases = [(generated.text, generated.trace, generated.prompt_length),
+             (said, *lens.trace_continuation(text, said))]
+    for continuation, trace, prompt_tokens in cases:
+        assert trace.seq_len > prompt_tokens  # a continuation was traced after the prompt
+        view = analysis.reference_allocation(trace, reference, (0, len(context)), text=text + continuation,
+                                             prompt_tokens=prompt_tokens)
+        asked = dict(text=text, text_pair="", source="diffllama-lm", task="generation", span="4821", kind="",
+                     context=context, query=-1, continuation=continuation)
+        api = Client(mcp_url, verbose=False).predict(*asked.values(), api_name="/attention_to_span")
+        [tool] = asyncio.run(call_tools(mcp_url, [("attention_to_span", asked)]))
+        assert not tool.isError, tool.content[0].text
+        tool = ast.literal_eval(tool.content[0].text)
+        assert api["query"] == tool["query"] == {"position": view.query, "token": view.query_token, "rule": view.query_rule}
+        for reading in analysis.READINGS:
+            for key, mass in (("attention_to_span", view.answer_mass), ("attention_noise", view.noise_mass)):
+                for got in (api[key][reading], tool[key][reading]):
+                    got = np.array([[np.nan if v is None else v for v in heads] for heads in got], dtype=float)
+                    np.testing.assert_allclose(got, mass[reading], atol=1e-6, err_msg=f"{key} {reading}")
+    answer_at = len(text) + said.index("4821")
+    assert view.query_rule == allocation.BEFORE_ANSWER and trace.offsets[view.query + 1][1] > answer_at >= trace.offsets[view.query][1]
+    assert view.query >= prompt_tokens  # in the continuation, not the prompt's last token

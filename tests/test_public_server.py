@@ -8,6 +8,7 @@ import concurrent.futures
 import http.server
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from components import common, run_store
+from components import exports, model_queue, model_slots, run_store
 from diffllama import limits, loading, tasks
 
 CLASSIFY = ("diffllama-cls", "llama-cls")
@@ -60,11 +61,11 @@ def test_runs_are_held_within_the_bound_and_an_evicted_run_says_so(app_url, monk
     store = run_store.RunStore(max_bytes=1e12, ttl_s=3600)
     monkeypatch.setattr(run_store, "STORE", store)  # only this test's runs
     visitors = [Client(app_url, verbose=False) for _ in range(4)]
-    classify(visitors[0], "word " * 300)
+    classify(visitors[0], "word " * 150)
     per_run = store.nbytes
     store.max_bytes = 2.5 * per_run  # two runs fit, like 2 GB of long runs
     for visitor in visitors:
-        classify(visitor, "word " * 300)
+        classify(visitor, "word " * 150)
     assert store.nbytes <= 2.5 * per_run
     _, error = outcome(visitors[0].predict, "A", 0, 0, "diff", 64, api_name="/classify_attention")
     assert "this run has expired; run the tab again" in error
@@ -107,18 +108,21 @@ def test_huge_inputs_are_refused_unread(app_url, api_name, make):
     serves(app_url)
 
 
-def test_an_input_at_the_limit_is_answered_with_a_bounded_response(client, app_url):
-    text = ("Anna works at Acme Corp in Lyon. " * 4000)[: limits.max_input_chars()]
-    result, error = outcome(client.predict, text, "diffllama-tag", "llama-tag", api_name="/tag")
-    assert error is None
-    assert len(json.dumps(result, default=str)) < 12 * len(text)  # the text comes back once or twice, marked up
-    serves(app_url)
-
-
-def test_a_prompt_past_the_model_positions_is_refused_at_once(client, app_url):
-    prompt = "a " * 20_000  # 20,000 tokens for a 512-position model
-    _, error = outcome(client.predict, prompt, 8, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm", api_name="/generate")
-    assert "trained on 512 positions" in error and "shorten the prompt" in error
+@pytest.mark.parametrize("api_name, make, what, reads", [
+    ("tag", lambda text: [text, "diffllama-tag", "llama-tag"], "text", 512),
+    ("classify", lambda text: [text, *CLASSIFY], "text", 512),
+    ("generate", lambda text: [text, 8, True, 0.8, 0.95, 0, "diffllama-lm", "llama-lm"], "prompt", 511),
+    ("attention_map", lambda text: [text, "", "diffllama-cls", "classification", 0, 0, "diff", 64, "weight"], "text", 512),
+])
+def test_an_input_past_the_model_positions_is_refused_before_any_trace(client, app_url, monkeypatch, api_name, make, what, reads):
+    traced = []
+    monkeypatch.setattr(loading, "run_trace", lambda *args: traced.append(args))
+    for text in ("a" + "\u0301" * 5_000, ("Anna works at Acme Corp in Lyon. " * 4000)[: limits.max_input_chars()]):
+        _, error = outcome(client.predict, *make(text), api_name=f"/{api_name}")  # how fast: benchmarks/load_test.py --targets
+        assert re.search(rf"the {what} is [\d,]+ tokens; \S+ was trained on 512 positions, so it reads at most {reads} tokens", error), error
+        assert f"shorten the {what} to about" in error
+    assert not traced
+    monkeypatch.undo()
     serves(app_url)
 
 
@@ -142,7 +146,7 @@ def test_an_unexpected_error_gives_a_request_id_that_the_log_shows_with_its_trac
         raise RuntimeError("internal detail /srv/secret/path")
 
     classify(client)  # loads the models, so the validator passes
-    monkeypatch.setattr(common.CACHE, "get", broken)
+    monkeypatch.setattr(model_slots.CACHE, "get", broken)
     with caplog.at_level(logging.INFO, logger="diffllama_lens"), pytest.raises(Exception) as error:
         classify(client)
     message = str(error.value)
@@ -171,7 +175,7 @@ def test_one_session_flooding_the_queue_does_not_starve_others(app_url):
             job.result(timeout=120)
         except Exception as error:  # noqa: BLE001
             refused += "requests waiting or running" in str(error)
-    assert refused >= 20 - common.MAX_QUEUED_PER_SESSION
+    assert refused >= 20 - model_queue.MAX_QUEUED_PER_SESSION
     serves(app_url)
 
 
@@ -183,9 +187,9 @@ def test_api_calls_without_a_session_are_capped_per_address(app_url, app_demo):
     with ThreadPoolExecutor(20) as pool:
         codes = list(pool.map(call, range(20)))  # standing for 500, never read back
     queue = app_demo._queue
-    anonymous = [e for e in [*queue.event_queue_per_concurrency_id[common.MODEL_QUEUE].queue,
+    anonymous = [e for e in [*queue.event_queue_per_concurrency_id[model_queue.MODEL_QUEUE].queue,
                              *(e for job in queue.active_jobs if job for e in job)] if e.session_hash == e._id]
-    assert len(anonymous) <= common.MAX_QUEUED_PER_SESSION and codes.count(422) >= 10, codes
+    assert len(anonymous) <= model_queue.MAX_QUEUED_PER_SESSION and codes.count(422) >= 10, codes
     serves(app_url)
 
 
@@ -206,15 +210,15 @@ def test_many_sessions_from_one_address_are_capped_and_another_address_goes_firs
         return httpx.post(app_url + "gradio_api/queue/join", json=body, headers={"X-Forwarded-For": address}, timeout=120)
 
     try:
-        flood = [join(f"made-up-{i}", "203.0.113.7") for i in range(3 * common.MAX_QUEUED_PER_ADDRESS)]
+        flood = [join(f"made-up-{i}", "203.0.113.7") for i in range(3 * model_queue.MAX_QUEUED_PER_ADDRESS)]
         accepted = [r for r in flood if r.status_code == 200]
         refused = [r for r in flood if r.status_code == 422]
-        assert len(accepted) == common.MAX_QUEUED_PER_ADDRESS and len(refused) == len(flood) - len(accepted)
+        assert len(accepted) == model_queue.MAX_QUEUED_PER_ADDRESS and len(refused) == len(flood) - len(accepted)
         assert all("your address already has" in r.text for r in refused)
-        assert [r.status_code for r in flood[:common.MAX_QUEUED_PER_ADDRESS]] == [200] * common.MAX_QUEUED_PER_ADDRESS
+        assert [r.status_code for r in flood[:model_queue.MAX_QUEUED_PER_ADDRESS]] == [200] * model_queue.MAX_QUEUED_PER_ADDRESS
         status, text = post(app_url, "classify", ["Bob met Clara.", *CLASSIFY], session=None, address="198.51.100.9")
         assert status == 200, text  # another address joins while the flooding one is at its cap, ...
-        waiting = [common.event_address(e) for e in app_demo._queue.event_queue_per_concurrency_id[common.MODEL_QUEUE].queue]
+        waiting = [model_queue.event_address(e) for e in app_demo._queue.event_queue_per_concurrency_id[model_queue.MODEL_QUEUE].queue]
         assert waiting[0] == "198.51.100.9" and set(waiting[1:]) == {"203.0.113.7"}  # ... goes first of those waiting ...
     finally:
         held.set()
@@ -224,11 +228,11 @@ def test_many_sessions_from_one_address_are_capped_and_another_address_goes_firs
 
 
 def test_the_client_address_behind_a_proxy_is_the_one_the_proxy_adds(monkeypatch):
-    monkeypatch.setattr(common, "PROXY_HOPS", 0)  # no proxy: the connection's peer (uvicorn's reading)
-    assert common.client_address("192.0.2.1", "6.6.6.6") == "192.0.2.1"
-    monkeypatch.setattr(common, "PROXY_HOPS", 1)  # a Space: the last entry is the proxy's; earlier ones are the client's own
-    assert common.client_address("10.16.3.80", "6.6.6.6, 198.51.100.9") == "198.51.100.9"
-    assert common.client_address("10.16.3.80", None) == "10.16.3.80"
+    monkeypatch.setattr(model_queue, "PROXY_HOPS", 0)  # no proxy: the connection's peer (uvicorn's reading)
+    assert model_queue.client_address("192.0.2.1", "6.6.6.6") == "192.0.2.1"
+    monkeypatch.setattr(model_queue, "PROXY_HOPS", 1)  # a Space: the last entry is the proxy's; earlier ones are the client's own
+    assert model_queue.client_address("10.16.3.80", "6.6.6.6, 198.51.100.9") == "198.51.100.9"
+    assert model_queue.client_address("10.16.3.80", None) == "10.16.3.80"
 
 
 def test_text_that_expands_into_many_tokens_is_refused_before_any_trace(client, app_url, monkeypatch):
@@ -239,7 +243,7 @@ def test_text_that_expands_into_many_tokens_is_refused_before_any_trace(client, 
         assert len(context) < limits.max_input_chars()
         _, error = outcome(client.predict, "What is it?", context, 3, "diffllama-qa", "llama-qa", api_name="/answer")
         assert "tokens for diffllama-qa" in error and f"at most {limits.max_tokens():,} tokens" in error, error
-        assert "shorten it to about" in error
+        assert "to about" in error
     assert not traced
     monkeypatch.undo()
     serves(app_url)
@@ -281,15 +285,15 @@ def test_qa_on_long_contexts_measures_each_model_in_its_own_best_window(client):
 def test_views_write_nothing_to_disk_and_exports_go_to_one_cleaned_folder(client, app_demo):
     classify(client)
     before = sum(len(files) for files in app_demo.temp_file_sets)
-    exports = set(common.EXPORTS.rglob("*")) if common.EXPORTS.exists() else set()
+    files = set(exports.EXPORTS.rglob("*")) if exports.EXPORTS.exists() else set()
     for layer in range(20):
         client.predict("A", layer % 3, 0, "diff", 64, api_name="/classify_attention")
     assert sum(len(files) for files in app_demo.temp_file_sets) == before
-    assert (set(common.EXPORTS.rglob("*")) if common.EXPORTS.exists() else set()) == exports
+    assert (set(exports.EXPORTS.rglob("*")) if exports.EXPORTS.exists() else set()) == files
     exported = client.predict("A", 0, 0, "diff", 64, api_name="/classify_export")
     assert "/" not in exported.rsplit("attention", 1)[-1] and exported.endswith(".csv")
-    common.remove_exports()  # what the process does at exit; gradio's own copies go with delete_cache
-    assert not common.EXPORTS.exists()
+    exports.remove_exports()  # what the process does at exit; gradio's own copies go with delete_cache
+    assert not exports.EXPORTS.exists()
     assert app_demo.delete_cache
 
 
@@ -310,10 +314,10 @@ def test_sources_outside_the_allow_list_get_one_message_through_the_api(client):
 
 def test_one_checkpoint_typed_many_ways_is_loaded_once(client, bundle):
     classify(client)
-    loaded = len(common.CACHE)
+    loaded = len(model_slots.CACHE)
     for spelling in (f"{bundle}/diffllama-cls/././.", f"{bundle}/diffllama-cls/../diffllama-cls", f"{bundle}//diffllama-cls"):
         client.predict("Bob met Clara.", spelling, "llama-cls", api_name="/classify")
-    assert len(common.CACHE) == loaded
+    assert len(model_slots.CACHE) == loaded
 
 
 class HeldHub(http.server.BaseHTTPRequestHandler):
@@ -340,7 +344,7 @@ def test_a_slow_hub_never_holds_the_model_queue(app_url, monkeypatch):
     monkeypatch.setattr(loading.hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(loading, "_PROBE", {"at": float("-inf"), "ok": False})
     monkeypatch.setenv("DIFFLLAMA_LENS_HUB_MODELS", "slow/*")
-    monkeypatch.setattr(common.CACHE, "load_seconds", 1.0)  # standing for 30 s
+    monkeypatch.setattr(model_slots.CACHE, "load_seconds", 1.0)  # standing for 30 s
     HeldHub.reached.clear(), HeldHub.release.clear()
     try:
         with ThreadPoolExecutor(2) as pool:
@@ -354,16 +358,16 @@ def test_a_slow_hub_never_holds_the_model_queue(app_url, monkeypatch):
         assert all("still loading after 1 s" in error for _, error in loads), loads
     finally:
         HeldHub.release.set()  # the loads go on; let them end against this hub
-        concurrent.futures.wait(list(common.CACHE._loading.values()), timeout=120)
+        concurrent.futures.wait(list(model_slots.CACHE._loading.values()), timeout=120)
         hub.shutdown()
 
 
 def test_a_typed_model_loads_in_its_own_lane_with_the_main_button_disabled_meanwhile(app_demo):
-    loads = [fn for fn in app_demo.fns.values() if fn.concurrency_id == common.LOAD_QUEUE]
+    loads = [fn for fn in app_demo.fns.values() if fn.concurrency_id == model_queue.LOAD_QUEUE]
     assert len(loads) == 8  # two slots in each of the four tabs, none in the model queue
     for load in loads:
         button = next(c for c in load.outputs if c.get_block_name() == "button")
         disables = [fn for fn in app_demo.fns.values() if button in fn.outputs and not fn.queue]
         assert disables  # a queue-free step disables the button before the load starts
-    previous, kept, info, button_update = common.load_slot("classification")("/etc", "diffllama-cls")
+    previous, kept, info, button_update = model_slots.load_slot("classification")("/etc", "diffllama-cls")
     assert (previous, kept) == ("diffllama-cls", "diffllama-cls") and button_update["interactive"] is True

@@ -16,7 +16,7 @@ from gradio_client import Client
 from huggingface_hub.errors import GatedRepoError
 
 import diffllama
-from components import common
+from components import model_slots
 from diffllama import loading, registry
 from test_trace import TEXT, reference
 
@@ -62,12 +62,12 @@ def test_real_shaped_checkpoints_trace_exactly(real_shaped):
 
 def test_the_preset_pair_is_offered_where_hub_ids_may_load(monkeypatch):
     monkeypatch.delenv(registry.HUB_MODELS_ENV, raising=False)  # the tests limit local loading, and so hub ids
-    assert common.preset_choices("generation") == []
+    assert model_slots.preset_choices("generation") == []
     monkeypatch.setenv(registry.HUB_MODELS_ENV, "kajuma/*,meta-llama/Llama-3.2-1B")
-    assert [hub_id for _, hub_id in common.preset_choices("generation")] == list(PAIR)
-    assert common.preset_choices("classification") == []  # both are language models
+    assert [hub_id for _, hub_id in model_slots.preset_choices("generation")] == list(PAIR)
+    assert model_slots.preset_choices("classification") == []  # both are language models
     with gr.Blocks():
-        (slot_a, _, _), (slot_b, _, _) = common.model_slots("generation")
+        (slot_a, _, _), (slot_b, _, _) = model_slots.model_slots("generation")
     for slot in (slot_a, slot_b):
         assert [value for _, value in slot.choices][-2:] == list(PAIR)
 

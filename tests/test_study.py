@@ -197,12 +197,12 @@ def test_the_study_tab_runs_in_its_own_lane():
     """Studies never take the model queue's slots: their own concurrency group, one study at a time."""
     import gradio as gr
 
-    from components import common, study_tab
+    from components import model_queue, study_tab
 
     with gr.Blocks() as demo:
         study_tab.build()
     [event] = [fn for fn in demo.fns.values() if fn.api_name == "study"]
-    assert event.concurrency_id == study_tab.STUDY_QUEUE != common.MODEL_QUEUE and event.concurrency_limit == 1
+    assert event.concurrency_id == study_tab.STUDY_QUEUE != model_queue.MODEL_QUEUE and event.concurrency_limit == 1
 
 
 def test_a_study_measures_from_a_chosen_query_token(models, examples):

@@ -6,8 +6,8 @@ import pandas as pd
 from PIL import Image
 import pytest
 
-from components import (classification_tab, common, figures, generation_tab, links, panel, qa_tab, run_store, tagging_tab,
-                        token_heat)
+from components import (classification_tab, exports, figures, generation_tab, links, model_slots, panel, qa_tab, run_store,
+                        safe_text, tagging_tab, token_heat)
 from components.panel import runner, slots, spec
 from diffllama import analysis
 from diffllama.analysis import derived
@@ -40,7 +40,7 @@ def test_tokens_are_shown_as_plain_readable_text():
     assert display_token("<b>") == "<b>"  # ordinary text stays itself; renderers escape it at their edge
     assert display_tokens(["<s>", " a"], [None, 0]) == ["⟨s⟩", "␣a"]
     assert figures.plotly_text("<b> & </s>") == "&lt;b&gt; &amp; &lt;/s&gt;"
-    assert common.markdown_code("<s>") == "`<s>`" and common.markdown_code("a`b") == "`` a`b ``"
+    assert safe_text.markdown_code("<s>") == "`<s>`" and safe_text.markdown_code("a`b") == "`` a`b ``"
 
 
 # --- maps ------------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_the_decomposition_is_pooled_no_finer_than_its_third_of_the_page(stored_
 def fake_infos(monkeypatch, **models):
     info = lambda layers, heads: type("Model", (), {"info": ModelInfo("s", "llama", "classification", 1, layers, heads, False, "cpu", "float32")})  # noqa: E731
     found = {name: info(*shape) for name, shape in models.items()}
-    monkeypatch.setattr(common.CACHE, "get", lambda source, task: found[source])
+    monkeypatch.setattr(model_slots.CACHE, "get", lambda source, task: found[source])
 
 
 def test_sliders_fit_the_larger_model_at_its_middle_layer_unless_a_link_names_them(monkeypatch):
@@ -345,7 +345,7 @@ def test_a_zoom_wider_than_the_limit_opens_at_the_finest_blocks_that_fit(stored_
 
 
 def test_any_region_exports_at_full_resolution_with_provenance(stored_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "EXPORTS", tmp_path)
+    monkeypatch.setattr(exports, "EXPORTS", tmp_path)
     stored_run.traces["A"] = FakeTrace("x" * 299)
     path = panel.zoom.export_region("test", "A", 0, 0, "softmax", 0, 300, 0, 300)["csv"]
     table = pd.read_csv(path, comment="#")
@@ -381,7 +381,7 @@ class FakeModel:
 
 @pytest.fixture
 def fake_models(monkeypatch):
-    monkeypatch.setattr(common.CACHE, "get", lambda source, task: FakeModel())
+    monkeypatch.setattr(model_slots.CACHE, "get", lambda source, task: FakeModel())
     monkeypatch.setattr(tagging_tab.analysis, "align_tokens",
                         lambda a, b: TokenAlignment([[i] for i in range(a.seq_len)], [[i] for i in range(b.seq_len)]))
 
@@ -405,7 +405,7 @@ def test_tagging_disagreements_are_the_text_with_differing_tokens_marked(fake_mo
             return result
 
     models = iter([FakeModel(), Disagreeing()])
-    monkeypatch.setattr(common.CACHE, "get", lambda source, task: next(models))
+    monkeypatch.setattr(model_slots.CACHE, "get", lambda source, task: next(models))
     *_, disagreements, _, _ = tagging_tab.tag("Ab c", "fake-a", "fake-b")
     assert "".join(p for p, _ in disagreements["value"]) == "Ab c"
     assert ("b", "A O · B B-LOC") in disagreements["value"] and list(disagreements["color_map"]) == ["A O · B B-LOC"]
@@ -435,7 +435,7 @@ def test_generation_warns_before_running_past_the_trained_length(monkeypatch):
         config = type("Config", (), {"max_position_embeddings": 10})
         tokenizer = staticmethod(lambda text: {"input_ids": text.split()})
 
-    monkeypatch.setattr(common.CACHE, "get", lambda source, task: Model())
+    monkeypatch.setattr(model_slots.CACHE, "get", lambda source, task: Model())
     assert generation_tab.length_notice("a b c", 7, "a", "b") == ""
     notice = generation_tab.length_notice("a b c", 8, "a", "b")
     assert "**A** was trained on 10 positions" in notice and "at most 7 new tokens, not 8" in notice

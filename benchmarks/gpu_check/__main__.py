@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     if arguments.device == "cpu":  # before torch is imported: every load (the app's cache's too) picks the CPU
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ.setdefault("DIFFLLAMA_LENS_MEMORY_BUDGET_GB", "1000")  # measure the machine, not the app's guard
+    os.environ.setdefault("DIFFLLAMA_LENS_MAX_TOKENS", "131072")  # 32K-token traces: past the app's per-request limit
     import torch
 
     import diffllama

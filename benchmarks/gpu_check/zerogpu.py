@@ -66,8 +66,8 @@ class StandIn:
 
 
 def install() -> StandIn:
-    """Put the stand-in where ``components.common`` imports ``spaces`` from; before that import."""
-    if "components.common" in sys.modules:
+    """Put the stand-in where ``components.model_queue`` imports ``spaces`` from; before that import."""
+    if "components.model_queue" in sys.modules:
         raise RuntimeError("components were imported before the stand-in spaces module: their handlers are not wrapped")
     stand_in = StandIn()
     module = types.ModuleType("spaces")
@@ -105,7 +105,7 @@ def check(report: Report, paths: dict) -> None:
     stand_in = install()
     os.environ["DIFFLLAMA_LENS_MODEL_DIRS"] = os.pathsep.join(str(p.parent) for p in paths.values())
     os.environ["DIFFLLAMA_LENS_LOAD_SECONDS"] = "600"  # a first load of 2.5 GB may take longer than a visitor waits
-    from components.common import CACHE
+    from components.model_slots import CACHE
 
     for path in paths.values():  # loaded first, as picking a model in a slot does, outside any request's time limit
         CACHE.get(str(path), "generation")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import links
-from ..common import model_queue
+from ..model_queue import model_queue
 from . import ablation, compare, maps, overview, zoom
 from .compare import ALLOCATION_NOTE, allocation_label, allocation_shown
 from .runner import Panel, Runs

@@ -8,7 +8,10 @@ import numpy as np
 from diffllama import analysis
 
 from .. import figures
-from ..common import CACHE, gpu, markdown_code, user_errors
+from ..errors import user_errors
+from ..model_queue import gpu
+from ..model_slots import CACHE
+from ..safe_text import markdown_code
 from ..run_store import current
 from .spec import ViewSpec
 

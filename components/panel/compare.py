@@ -11,7 +11,9 @@ from diffllama.analysis import derived
 from diffllama.analysis.allocation import ALLOCATION_MEASURES
 
 from .. import figures
-from ..common import export_json, gpu, plain, user_errors
+from ..errors import user_errors
+from ..exports import export_json, plain
+from ..model_queue import gpu
 from ..run_store import current
 from .provenance import view_provenance
 from .spec import Action, ViewSpec

@@ -9,7 +9,9 @@ import numpy as np
 from diffllama import analysis
 
 from .. import figures
-from ..common import export_csv, gpu, user_errors
+from ..errors import user_errors
+from ..exports import export_csv
+from ..model_queue import gpu
 from ..run_store import current
 from .provenance import view_provenance
 from .slots import KINDS, SIDE_BY_SIDE, SLOTS, each_shown

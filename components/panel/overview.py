@@ -9,7 +9,9 @@ import gradio as gr
 from diffllama.analysis import derived, measures
 
 from .. import figures
-from ..common import gpu, image_file, user_errors
+from ..errors import user_errors
+from ..exports import image_file
+from ..model_queue import gpu
 from ..run_store import current
 from .slots import kind_for, shown_slots
 from .spec import Shown, ViewSpec

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from .. import links
-from ..common import CACHE, load_slots, model_queue
+from ..model_queue import model_queue
+from ..model_slots import CACHE, load_slots
 from ..run_store import current
 from ..safe_text import for_markdown
 from .sharing import COPY_SCRIPT, link_field, link_maker

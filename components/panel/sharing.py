@@ -12,7 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 import gradio as gr
 
 from .. import links
-from ..common import CACHE, message, user_errors
+from ..errors import message, user_errors
+from ..model_slots import CACHE
 from ..safe_text import for_html
 from .provenance import page_root
 

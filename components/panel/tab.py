@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from .. import run_store
-from ..common import CACHE
+from ..model_slots import CACHE
 from .runner import Panel, Runs
 
 

@@ -44,20 +44,20 @@ def prompt(example: Example) -> str:
     return " ".join(part for part in (example.context, example.question, example.lead_in) if part)
 
 
+STUDY_INPUT = "study input"  # how a refusal names an input too long for the model (``LensModel.check_input``)
+
+
 def model_input(lens, example: Example) -> tuple[Trace, ReferenceSpan, tuple[int, int] | None]:
     """The trace of what the model reads, the gold answer in it, and the context's characters
     (None: a QA input's whole context sequence)."""
     if lens.task not in TASKS:
         raise ValueError(f"{lens.source} is a {lens.task} model; a study needs a language model or a QA model")
     if lens.task == "qa":  # the question is the first sequence, the context the second
-        trace = lens.trace(example.question, example.context)
+        trace = lens.trace(example.question, example.context, STUDY_INPUT)
         context = None
     else:
-        trace = lens.trace(prompt(example))
+        trace = lens.trace(prompt(example), what=STUDY_INPUT)
         context = (0, len(example.context))
-    if trace.truncated_from:
-        raise ValueError(f"an input has {trace.truncated_from} tokens, more than {lens.source}'s {trace.seq_len} "
-                         "positions: use fewer filler sentences or shorter contexts")
     reference = ReferenceSpan(example.answer_start, example.answer_end, 1 if lens.task == "qa" else 0, "gold answer")
     return trace, reference, context
 

@@ -17,18 +17,13 @@ def run_trace(model, tokenizer, arch: str, text: str, text_pair: str | None = No
 
 
 def trace_encoding(model, tokenizer, arch: str, encoding, index: int) -> Trace:
-    """Trace sequence ``index`` of a batched tokenizer encoding (several when a long input was windowed)."""
+    """Trace sequence ``index`` of a batched tokenizer encoding (several when a long input was windowed).
+    An input past the model's trained positions is refused before it gets here (``LensModel.check_input``)."""
     ids = encoding["input_ids"][index]
     special = set(tokenizer.all_special_ids)
     sequence_ids = [None if i in special else s for i, s in zip(ids, encoding.sequence_ids(index))]
     offsets = [(0, 0) if s is None else tuple(o) for s, o in zip(sequence_ids, encoding["offset_mapping"][index])]
-    limit = model.config.max_position_embeddings
-    if len(ids) <= limit:
-        return trace_ids(model, tokenizer, arch, ids, offsets, sequence_ids)
-    # beyond its trained positions a model's maps mean little: keep the first `limit` tokens, say so
-    trace = trace_ids(model, tokenizer, arch, ids[:limit], offsets[:limit], sequence_ids[:limit])
-    trace.truncated_from = len(ids)
-    return trace
+    return trace_ids(model, tokenizer, arch, ids, offsets, sequence_ids)
 
 
 @torch.no_grad()
