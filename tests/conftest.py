@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 import transformers
 from transformers import PreTrainedTokenizerFast
 
 from diffllama.family.features import train_tokenizer
+
+# The app's exports go to a folder of this test run's own (before any app module reads the setting): tests that
+# check what a view writes there must not see another process's exports (two checkouts tested at once).
+os.environ.setdefault("DIFFLLAMA_LENS_EXPORT_DIR", tempfile.mkdtemp(prefix="diffllama-lens-test-exports-"))
 
 CORPUS = [
     "The magic number of Lyon is 4821. Anna walked to the old market in Paris.",
