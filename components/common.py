@@ -377,19 +377,25 @@ def plain(record) -> dict:
 # Exports are written only when a visitor asks (an export button); they and the overview's images go
 # to one folder the app owns. Gradio copies a returned file into its own cache (cleaned by the
 # Blocks' delete_cache, and at shutdown), so the folder's files are needed only for moments: older
-# ones go at each write, all of them at exit.
+# ones go at the next write a second or more after the last sweep, all of them at exit.
 EXPORTS = Path(os.environ.get("DIFFLLAMA_LENS_EXPORT_DIR", Path(tempfile.gettempdir()) / "diffllama-lens-exports"))
 EXPORT_KEEP_SECONDS = 60
 
 
+EXPORT_SWEEP_SECONDS = 1  # older exports are looked for at most this often (an overview writes dozens of images)
+_last_sweep = [0.0]
+
+
 def _export_path(name: str, suffix: str) -> Path:
     EXPORTS.mkdir(parents=True, exist_ok=True)
-    for old in EXPORTS.iterdir():
-        try:
-            if time.time() - old.stat().st_mtime > EXPORT_KEEP_SECONDS:
-                shutil.rmtree(old, ignore_errors=True)
-        except FileNotFoundError:  # another request cleaned it first
-            pass
+    if time.time() - _last_sweep[0] > EXPORT_SWEEP_SECONDS:  # not per file: each sweep stats every export
+        _last_sweep[0] = time.time()
+        for old in EXPORTS.iterdir():
+            try:
+                if time.time() - old.stat().st_mtime > EXPORT_KEEP_SECONDS:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another request cleaned it first
+                pass
     folder = EXPORTS / uuid.uuid4().hex[:12]  # one folder per export: the file keeps its readable name
     folder.mkdir()
     return folder / f"{name}{suffix}"
