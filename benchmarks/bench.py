@@ -583,12 +583,15 @@ class BrowserTab:
             self.panel.locator(".model-info", has_text=f"{config['num_hidden_layers']} layers × {heads} "
                                f"{'differential ' if config['model_type'] == 'diffllama' else ''}heads").first.wait_for(timeout=300_000)
 
-    def _timed(self, button: str, drawn: str, argument=None) -> float:
+    def _timed(self, button: str, drawn: str, argument=None, clear: str | None = None) -> float:
         """Seconds from the click on ``button`` until the JS predicate ``drawn(argument)`` holds, both
         taken in the page (so Playwright's own waits before a click do not count); then until no event
-        runs, so that the next view starts on a settled page."""
+        runs, so that the next view starts on a settled page. ``clear``: a CSS selector of plot titles
+        emptied before the click (a plot already showing what ``drawn`` waits for must be drawn again)."""
         target = self.panel.get_by_role("button", name=button)
         target.scroll_into_view_if_needed()
+        if clear:
+            self.page.evaluate(f"() => document.querySelectorAll({json.dumps(clear)}).forEach(e => e.textContent = '')")
         target.evaluate("b => b.addEventListener('click', () => { window.lensClick = performance.now(); "
                         "window.lensDrawn = null; window.lensBusySeen = false; }, {once: true, capture: true})")
         target.click()
@@ -602,9 +605,10 @@ class BrowserTab:
         # the labels of the previous run stay until this one's arrive: done is the event seen running, then not
         seconds = self._timed("Classify with A and B", f"""() => {{ window.lensBusySeen ||= ({BUSY})();
             return window.lensBusySeen && !({BUSY})() && document.querySelectorAll("div[role=tabpanel] .output-class").length >= 2; }}""")
-        # the views of the previous run are cleared once this one succeeds: wait, or a new view could be wiped
-        self.page.wait_for_function(f"""() => !document.querySelector("#{self.PREFIX}-map-A .gtitle")
-            && !document.querySelector("#{self.PREFIX}-overview-A img")""", timeout=60_000)
+        # the views of the previous run are cleared once this one succeeds, and its maps drawn without a
+        # click: wait for both and for no event running, or a new view could be wiped or raced
+        self.page.wait_for_function(f"""() => document.querySelector("#{self.PREFIX}-map-A .gtitle")
+            && !document.querySelector("#{self.PREFIX}-overview-A img") && !({BUSY})()""", polling="raf", timeout=600_000)
         return seconds
 
     def views(self, shown: str, layer: int, rows: tuple[int, int], cols: tuple[int, int], heads: int) -> dict[str, float]:
@@ -619,8 +623,10 @@ class BrowserTab:
         title = lambda plot, wanted: (f"() => document.querySelector('#{p}-{plot} .gtitle')?.textContent"  # noqa: E731
                                       f".includes({json.dumps(wanted)})")
         return {
-            "map view (256 blocks, with decomposition and λ)": self._timed("Show attention", title("map-A", f"layer {layer}, head 0")),
-            "zoomed region 256 × 256, full resolution": self._timed("Recompute the region", title("zoom-A", f"queries {rows[0]}–")),
+            "map view (256 blocks, with decomposition and λ)": self._timed("Show attention", title("map-A", f"layer {layer}, head 0"),
+                                                                           clear=f"#{p}-map-A .gtitle"),
+            "zoomed region 256 × 256, full resolution": self._timed("Recompute the region", title("zoom-A", f"queries {rows[0]}–"),
+                                                                    clear=f"#{p}-zoom-A .gtitle"),
             "overview (every layer × head)": self._timed("Draw overview", LOADED, [f"{p}-overview-A", heads]),
             "compare A vs B": self._timed("Compare A and B", """() => [...document.querySelectorAll(
                 "div[role=tabpanel] .js-plotly-plot")].some(e => e.innerText.includes("negative mass"))"""),
