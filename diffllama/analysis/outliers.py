@@ -79,7 +79,7 @@ class MagnitudeSummary:
         counts = torch.bincount(upper, minlength=COARSE_BINS)[:INFINITE].cpu()
         self.coarse[:INFINITE] += counts
         self.count += int(counts.sum())
-        self._add_top(bits, counts)
+        self._add_top(bits)
         if self.window and int(counts[self.window[0]:self.window[1]].sum()):
             lo, hi = self.window
             radius = (hi - lo) // 2
@@ -87,16 +87,16 @@ class MagnitudeSummary:
             inside = bits[torch.le(distance, radius, out=self._scratch("inside", values, torch.bool))]  # lo <= upper < hi
             self.window_counts.index_add_(0, (inside - (lo << 16)).cpu(), torch.ones(len(inside), dtype=torch.long))
 
-    def _add_top(self, bits: torch.Tensor, counts: torch.Tensor) -> None:
-        """The k largest so far, from a piece's ``bits`` and its finite values per coarse bin ``counts``:
-        those tell, without reading the values, whether any can enter (a maximum would not: masked
-        logits are −inf, so |value| = inf)."""
+    def _add_top(self, bits: torch.Tensor) -> None:
         keep = max(OUTLIER_RANKS)
         threshold = int(self.top[-1:].view(torch.int32)) if self.top.numel() == keep else -1
-        occupied = counts.nonzero()
-        if not len(occupied) or int(occupied[-1]) < threshold >> 16:  # only values above the current k-th largest
-            return  # can enter: usually none
-        bits = bits[(bits > threshold) & (bits < INFINITE << 16)]
+        largest = int(bits.max()) if bits.numel() else -1
+        if largest <= threshold:  # only values above the current k-th largest can enter: usually none
+            return
+        wanted = bits > threshold
+        if largest >= INFINITE << 16:
+            wanted &= bits < INFINITE << 16
+        bits = bits[wanted]
         if bits.numel():
             candidates = torch.cat([self.top, bits.topk(min(keep, bits.numel())).values.view(torch.float32).cpu()])
             self.top = candidates.topk(min(keep, candidates.numel())).values
@@ -196,8 +196,8 @@ def softmax_heads(trace: Trace) -> int:
 
 def layer_logits(trace: Trace, layer: int) -> Iterator[torch.Tensor]:
     """|Scaled pre-softmax q·k| of one layer's softmax heads and causal (query, key) pairs, in
-    blocks of query rows as computed: the −inf of pairs after a row's own position are no values."""
-    yield from trace.causal_logits(layer, masked=True)
+    blocks of query rows."""
+    yield from trace.causal_logits(layer)
 
 
 def layer_output(trace: Trace, layer: int) -> Iterator[torch.Tensor]:
