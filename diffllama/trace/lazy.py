@@ -186,17 +186,12 @@ class Trace:
             out[block.heads, block.span, :block.values.shape[2]] = block.values.cpu()
         return out
 
-    def causal_logits(self, layer: int, masked: bool = False) -> Iterator[torch.Tensor]:
+    def causal_logits(self, layer: int) -> Iterator[torch.Tensor]:
         """Every scaled pre-softmax logit of a layer's causal (query, key) pairs, all softmax heads
-        (both maps of a differential head), as 1-D blocks: the stream activation outliers summarise.
-        ``masked``: each block whole, as computed (no copy), with −inf at the few pairs after a row's own
-        position that it also holds (≈ 5 % more numbers), for a reader that skips infinities."""
+        (both maps of a differential head), as 1-D blocks: the stream activation outliers summarise."""
         heads = list(range(self.architecture.shape.heads))
         for block in self._logit_blocks(layer, heads, list(range(self.seq_len))):
-            if masked:
-                yield block.values.reshape(-1)
-            else:
-                yield from causal_values(block)
+            yield from causal_values(block)
 
     def value_blocks(self, layer: int, head: int, kind: str, value: str = "weight", rows=None) -> Iterator[Block]:
         """``map_blocks`` of one head whose values hold ``value`` (``VALUES``): the map's weights, or
