@@ -268,14 +268,22 @@ def causal_logits(rows) -> int:
     return sum(int(r) + 1 for r in rows)
 
 
-def arithmetic_floor(view: str, traces: dict, layer: int, rates: dict[str, float]) -> float | None:
-    """The least CPU-seconds ``view`` can take at this CPU's rates: the products of the queries and
-    keys it must project (each model's input norm aside) and of the logits it must read (2·head_dim
-    flops each), at the SGEMM rate, plus one exp per logit where the view applies softmax. The
-    products and softmax over every causal logit of the rows a view shows, since a softmax row needs
-    its whole row; none of the figure building, pooling or statistics (a floor, not an estimate)."""
+def read_traces(view: str, traces: dict, shown: str) -> dict:
+    """The traces ``view`` reads: both for compare and the outliers, else the shown models' ("A and B":
+    each of the map, zoom, contributions and overview views draws both)."""
+    both = view.startswith(("compare", "activation outliers")) or shown == "A and B"
+    return dict(traces) if both else {"A": traces["A"]}
+
+
+def arithmetic_floor(view: str, traces: dict, rates: dict[str, float]) -> float | None:
+    """The least CPU-seconds ``view`` can take at this CPU's rates over the ``traces`` it reads
+    (``read_traces``): the products of the queries and keys it must project (each model's input norm
+    aside) and of the logits it must read (2·head_dim flops each), at the SGEMM rate, plus one exp per
+    logit where the view applies softmax. The products and softmax over every causal logit of the rows
+    a view shows, since a softmax row needs its whole row; none of the figure building, pooling or
+    statistics (a floor, not an estimate)."""
     total = 0.0
-    for trace in (traces.values() if view in ("compare A vs B", "activation outliers (their own button)") else [traces["A"]]):
+    for trace in traces.values():
         config = trace._model.config
         d, hidden, n = config.head_dim, config.hidden_size, trace.seq_len
         heads, kv = config.num_attention_heads, config.num_key_value_heads
@@ -366,13 +374,19 @@ def ui_views(shown: str, trace) -> dict:
     }
 
 
-def view_rows(name: str, n: int, run, shown: str, rates: dict[str, float], trace_cpu: dict[str, float]) -> list[dict]:
+def median_run(runs: list, cpu) -> object:
+    """The run of ``runs`` whose CPU-seconds (``cpu(run)``) are the median (the lower middle of an even count)."""
+    return sorted(runs, key=cpu)[(len(runs) - 1) // 2]
+
+
+def view_rows(name: str, n: int, run, shown: str, rates: dict[str, float], trace_cpu: dict[str, float],
+              repeats: int = 1) -> list[dict]:
     """Each view of a stored run through the UI's handler, from a cold start (no queries/keys cached:
-    the first click after a run), in a worker thread as gradio runs it: wall and CPU-seconds, the
+    the first click after a run; the run with the median CPU-seconds of ``repeats``), in a worker thread as gradio runs it: wall and CPU-seconds, the
     handler's time split into figure building (``components.figures``) and the rest (analysis), then
     serialisation to what the browser receives (``payload_bytes``), the process's peak memory, and
     the view's CPU-seconds against its arithmetic floor (``arithmetic_floor``) and against the CPU of
-    the trace of the model it reads (both traces' for compare and outliers)."""
+    the traces of the models it reads (``read_traces``: both for "A and B", compare and outliers)."""
     import torch
 
     from diffllama import analysis
@@ -389,17 +403,20 @@ def view_rows(name: str, n: int, run, shown: str, rates: dict[str, float], trace
         for t in run.traces.values():
             t.cache = LayerCache(t.cache.max_bytes)
 
-    for view, handler in ui_views(shown, trace).items():
+    def measured(handler):
         cold()
         with FigureClock() as clock, torch.no_grad():
             timed = in_worker(handler)
-        serialise = in_worker(lambda: payload_bytes(timed[1]))
-        floor = arithmetic_floor(view, run.traces, trace.num_layers // 2, rates)
-        both = view.startswith(("compare", "activation outliers"))
+        return timed, in_worker(lambda: payload_bytes(timed[1])), clock.seconds
+
+    for view, handler in ui_views(shown, trace).items():
+        timed, serialise, figure_s = median_run([measured(handler) for _ in range(repeats)], lambda m: m[0].cpu + m[1].cpu)
+        read = read_traces(view, run.traces, shown)
+        floor = arithmetic_floor(view, read, rates)
         cpu = timed.cpu + serialise.cpu
-        row(view, analysis_s=timed[0] - clock.seconds, figure_s=clock.seconds, serialise_s=serialise[0],
+        row(view, analysis_s=timed[0] - figure_s, figure_s=figure_s, serialise_s=serialise[0],
             server_s=timed[0] + serialise[0], cpu_s=cpu, floor_s=floor, peak_gb=max(timed.peak, serialise.peak) / 1e9,
-            of_trace=cpu / (sum(trace_cpu.values()) if both else trace_cpu["A"]), of_floor=cpu / floor if floor else None,
+            of_trace=cpu / sum(trace_cpu[slot] for slot in read), of_floor=cpu / floor if floor else None,
             payload_bytes=serialise[1])
     cold()
     first = in_worker(lambda: next(analysis.overview_layers(trace, trace.kinds[0], size=24)))
@@ -407,12 +424,19 @@ def view_rows(name: str, n: int, run, shown: str, rates: dict[str, float], trace
     return rows
 
 
-def part_views(models: list[str], lengths: list[int]) -> list[dict]:
-    """Per-view server times and payloads at each length, for each model set (A and B traced once)."""
+def part_views(models: list[str], lengths: list[int], repeats: int = 1) -> list[dict]:
+    """Per-view server times and payloads at each length, for each model set: each trace and each view
+    ``repeats`` times, the run with the median CPU-seconds reported (on a shared machine one run can
+    take twice another's), after every view once on a 64-token run (the first call's imports and
+    set-up are not what a view costs a running server)."""
     import torch
 
     import diffllama
     from components import run_store
+
+    def store(first, second, traces, text):
+        run_store.STORE.keep("local", TAB, run_store.Run(TAB, {s: str(model_dir(m, TAB)) for s, m in (("A", first), ("B", second)) if m},
+                                                         traces, {slot: text for slot in traces}))
 
     rates = cpu_rates()
     print(json.dumps({"cpu_rates": rates}), flush=True)
@@ -420,20 +444,23 @@ def part_views(models: list[str], lengths: list[int]) -> list[dict]:
     for name in models:
         first, second, shown = VIEW_MODELS[name]
         lenses = {slot: diffllama.load(model_dir(model, "classification")) for slot, model in (("A", first), ("B", second)) if model}
+        warm = story_text(lenses["A"].tokenizer, 64)
+        store(first, second, {slot: lens.trace(warm) for slot, lens in lenses.items()}, warm)
+        for handler in ui_views(shown, run_store.current(None, TAB).traces["A"]).values():
+            in_worker(handler)
         for n in lengths:
             text = story_text(lenses["A"].tokenizer, n)
             traces, trace_cpu = {}, {}
             for slot, lens in lenses.items():
                 with torch.no_grad():
                     lens.model(torch.tensor([lens.tokenizer(text)["input_ids"][:64]], device=lens.device))  # warm-up
-                timed = in_worker(lambda: lens.trace(text))
+                timed = median_run([in_worker(lambda: lens.trace(text)) for _ in range(repeats)], lambda t: t.cpu)
                 traces[slot], trace_cpu[slot] = timed[1], timed.cpu
                 rows.append({"models": name, "n": n, "view": f"trace {slot} ({traces[slot].seq_len} tokens)", "server_s": timed[0],
                              "cpu_s": timed.cpu, "peak_gb": timed.peak / 1e9, "load": os.getloadavg()[0]})
                 print(json.dumps(rows[-1]), flush=True)
-            run_store.STORE.keep("local", TAB, run_store.Run(TAB, {s: str(model_dir(m, TAB)) for s, m in (("A", first), ("B", second)) if m},
-                                                             traces, {slot: text for slot in traces}))
-            rows += view_rows(name, n, run_store.current(None, TAB), shown, rates, trace_cpu)
+            store(first, second, traces, text)
+            rows += view_rows(name, n, run_store.current(None, TAB), shown, rates, trace_cpu, repeats)
             del traces
     print(views_table(rows))
     return rows
@@ -556,12 +583,15 @@ class BrowserTab:
             self.panel.locator(".model-info", has_text=f"{config['num_hidden_layers']} layers × {heads} "
                                f"{'differential ' if config['model_type'] == 'diffllama' else ''}heads").first.wait_for(timeout=300_000)
 
-    def _timed(self, button: str, drawn: str, argument=None) -> float:
+    def _timed(self, button: str, drawn: str, argument=None, clear: str | None = None) -> float:
         """Seconds from the click on ``button`` until the JS predicate ``drawn(argument)`` holds, both
         taken in the page (so Playwright's own waits before a click do not count); then until no event
-        runs, so that the next view starts on a settled page."""
+        runs, so that the next view starts on a settled page. ``clear``: a CSS selector of plot titles
+        emptied before the click (a plot already showing what ``drawn`` waits for must be drawn again)."""
         target = self.panel.get_by_role("button", name=button)
         target.scroll_into_view_if_needed()
+        if clear:
+            self.page.evaluate(f"() => document.querySelectorAll({json.dumps(clear)}).forEach(e => e.textContent = '')")
         target.evaluate("b => b.addEventListener('click', () => { window.lensClick = performance.now(); "
                         "window.lensDrawn = null; window.lensBusySeen = false; }, {once: true, capture: true})")
         target.click()
@@ -575,9 +605,10 @@ class BrowserTab:
         # the labels of the previous run stay until this one's arrive: done is the event seen running, then not
         seconds = self._timed("Classify with A and B", f"""() => {{ window.lensBusySeen ||= ({BUSY})();
             return window.lensBusySeen && !({BUSY})() && document.querySelectorAll("div[role=tabpanel] .output-class").length >= 2; }}""")
-        # the views of the previous run are cleared once this one succeeds: wait, or a new view could be wiped
-        self.page.wait_for_function(f"""() => !document.querySelector("#{self.PREFIX}-map-A .gtitle")
-            && !document.querySelector("#{self.PREFIX}-overview-A img")""", timeout=60_000)
+        # the views of the previous run are cleared once this one succeeds, and its maps drawn without a
+        # click: wait for both and for no event running, or a new view could be wiped or raced
+        self.page.wait_for_function(f"""() => document.querySelector("#{self.PREFIX}-map-A .gtitle")
+            && !document.querySelector("#{self.PREFIX}-overview-A img") && !({BUSY})()""", polling="raf", timeout=600_000)
         return seconds
 
     def views(self, shown: str, layer: int, rows: tuple[int, int], cols: tuple[int, int], heads: int) -> dict[str, float]:
@@ -592,8 +623,10 @@ class BrowserTab:
         title = lambda plot, wanted: (f"() => document.querySelector('#{p}-{plot} .gtitle')?.textContent"  # noqa: E731
                                       f".includes({json.dumps(wanted)})")
         return {
-            "map view (256 blocks, with decomposition and λ)": self._timed("Show attention", title("map-A", f"layer {layer}, head 0")),
-            "zoomed region 256 × 256, full resolution": self._timed("Recompute the region", title("zoom-A", f"queries {rows[0]}–")),
+            "map view (256 blocks, with decomposition and λ)": self._timed("Show attention", title("map-A", f"layer {layer}, head 0"),
+                                                                           clear=f"#{p}-map-A .gtitle"),
+            "zoomed region 256 × 256, full resolution": self._timed("Recompute the region", title("zoom-A", f"queries {rows[0]}–"),
+                                                                    clear=f"#{p}-zoom-A .gtitle"),
             "overview (every layer × head)": self._timed("Draw overview", LOADED, [f"{p}-overview-A", heads]),
             "compare A vs B": self._timed("Compare A and B", """() => [...document.querySelectorAll(
                 "div[role=tabpanel] .js-plotly-plot")].some(e => e.innerText.includes("negative mass"))"""),
@@ -823,7 +856,7 @@ def main():
     parser.add_argument("--lengths", nargs="+", type=int, default=[512, 2048, 4096, 8192])
     parser.add_argument("--view-models", nargs="+", choices=list(VIEW_MODELS), default=list(VIEW_MODELS))
     parser.add_argument("--view-lengths", nargs="+", type=int, default=[512, 2048, 4096])
-    parser.add_argument("--repeats", type=int, default=3, help="browser part: runs per model set and length (medians)")
+    parser.add_argument("--repeats", type=int, default=3, help="views: runs of each trace and view (the median's row); browser: runs per model set and length (medians)")
     parser.add_argument("--stream-models", nargs="+", default=[str(BUNDLED / "diffllama-lm"), "12x1024"],
                         help="checkpoint directories, or a shape name for a random-weight model")
     parser.add_argument("--out", default=None, help="write all results as JSON here")
@@ -839,7 +872,7 @@ def main():
     if "maps" in parts:
         results["maps"] = part_maps("12x1024", 4096)
     if "views" in parts:
-        results["views"] = part_views(args.view_models, args.view_lengths)
+        results["views"] = part_views(args.view_models, args.view_lengths, args.repeats)
     if "block" in parts:
         results["block"] = part_block()
     if "browser" in parts:

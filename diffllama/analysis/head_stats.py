@@ -42,7 +42,7 @@ def row_statistics(rows: torch.Tensor, top_k: int, signed: bool | None = None) -
     total = magnitude.sum(-1)
     tiny = torch.finfo(rows.dtype).tiny  # 0·log 0 = 0: keys after the row's own position are 0
     return {
-        "entropy": torch.log(total) - (magnitude * magnitude.clamp_min(tiny).log_()).sum(-1) / total,
+        "entropy": torch.log(total) - magnitude.clamp_min(tiny).log_().mul_(magnitude).sum(-1) / total,  # one temporary
         "top_k_mass": top_k_sum(magnitude, top_k) / total,
         "sink_mass": magnitude[..., 0] / total,
         "negative_mass": (total - rows.sum(-1)).clamp_min_(0) / (2 * total) if signed else torch.zeros_like(total),

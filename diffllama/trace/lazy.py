@@ -112,7 +112,7 @@ class Trace:
 
     def _rows(self, rows) -> list[int]:
         """Query positions as an ascending list (all of them by default)."""
-        positions = range(self.seq_len) if rows is None else sorted(int(r) for r in torch.as_tensor(rows).reshape(-1))
+        positions = range(self.seq_len) if rows is None else sorted(torch.as_tensor(rows).reshape(-1).long().tolist())
         if positions and not 0 <= positions[0] <= positions[-1] < self.seq_len:
             raise ValueError(f"token positions must lie in 0..{self.seq_len - 1}")
         return list(positions)
