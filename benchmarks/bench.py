@@ -172,7 +172,7 @@ VIEW_MODELS = {  # name -> (model A, model B or None, the views' "models" choice
     "12x1024": ("12x1024", None, "A"),
     "kajuma": ("kajuma", None, "A"),
 }
-TAB = "classification"  # the tab the views run on: it reads inputs of any length (past a model's trained length, cut)
+TAB = "classification"  # the tab the views run on (an input past a model's trained positions is refused, not cut)
 BUNDLED = ROOT / "assets" / "models"
 
 
@@ -449,6 +449,10 @@ def part_views(models: list[str], lengths: list[int], repeats: int = 1) -> list[
         for handler in ui_views(shown, run_store.current(None, TAB).traces["A"]).values():
             in_worker(handler)
         for n in lengths:
+            positions = min(lens.model.config.max_position_embeddings for lens in lenses.values())
+            if n > positions:
+                print(f"{name}: {n} tokens skipped: the app refuses an input past its models' {positions} positions", file=sys.stderr)
+                continue
             text = story_text(lenses["A"].tokenizer, n)
             traces, trace_cpu = {}, {}
             for slot, lens in lenses.items():
@@ -699,8 +703,11 @@ def browser_rows(tab: BrowserTab, url: str, name: str, lengths: list[int], repea
     heads = config["num_hidden_layers"] * config["num_attention_heads"] // (2 if config["model_type"] == "diffllama" else 1)
     rows = []
     for n in lengths:
-        text, layer, n_read = story_text(tokenizer, n), 1, min(n, trained)
-        query_rows, key_cols = (max(n_read - 256, 0), n_read), (max(n_read - 512, 0), max(n_read - 256, 1))
+        if n > trained:
+            print(f"{name}: {n} tokens skipped: the app refuses an input past its models' {trained} positions", file=sys.stderr)
+            continue
+        text, layer = story_text(tokenizer, n), 1
+        query_rows, key_cols = (max(n - 256, 0), n), (max(n - 512, 0), max(n - 256, 1))
         browser_s, api_s, payload, loads = {}, {}, {}, []
         for _ in range(repeats):
             timings = {"run (classify with A and B)": tab.run(text), **tab.views(shown, layer, query_rows, key_cols, heads)}
@@ -712,7 +719,7 @@ def browser_rows(tab: BrowserTab, url: str, name: str, lengths: list[int], repea
                 api_s.setdefault(view, []).append(through_api[view][0])
                 payload[view] = through_api[view][1]
         for view in browser_s:
-            rows.append({"models": name, "n": n, "n_read": n_read, "view": view, "server_s": statistics.median(api_s[view]),
+            rows.append({"models": name, "n": n, "view": view, "server_s": statistics.median(api_s[view]),
                          "browser_s": statistics.median(browser_s[view]), "payload_bytes": payload[view],
                          "load": statistics.median(loads)})
             print(json.dumps(rows[-1]), flush=True)
@@ -720,10 +727,9 @@ def browser_rows(tab: BrowserTab, url: str, name: str, lengths: list[int], repea
 
 
 def browser_table(rows: list[dict]) -> str:
-    lines = ["| models | N (read by A) | view | API round trip | payload | browser: click → drawn | load |", "|---|---|---|---|---|---|---|"]
+    lines = ["| models | N | view | API round trip | payload | browser: click → drawn | load |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        read = f"{r['n']}" if r["n_read"] == r["n"] else f"{r['n']} (cut to {r['n_read']})"
-        lines.append(f"| {r['models']} | {read} | {r['view']} | {r['server_s']:.2f} s | {r['payload_bytes'] / 1e6:.2f} MB | "
+        lines.append(f"| {r['models']} | {r['n']} | {r['view']} | {r['server_s']:.2f} s | {r['payload_bytes'] / 1e6:.2f} MB | "
                      f"{r['browser_s']:.2f} s | {r['load']:.1f} |")
     return "\n".join(lines)
 
