@@ -1,9 +1,10 @@
 """UI pieces against canned records and fake runners: no model, no torch in the UI."""
 
+import re
+
 import gradio as gr
 import numpy as np
 import pandas as pd
-from PIL import Image
 import pytest
 
 from components import (classification_tab, common, figures, generation_tab, links, panel, qa_tab, run_store, tagging_tab,
@@ -218,7 +219,7 @@ def test_a_and_b_side_by_side_at_the_same_layer_head_and_matched_kind(stored_run
     assert shown["map_B"] and shown["map_A"] is None
     galleries = views.views["overview"].outputs
     fitted = spec.fitted(views.specs, stored_run, "B")
-    assert not fitted[galleries["gallery_A"]]["visible"] and fitted[galleries["gallery_B"]]["columns"] == 2
+    assert not fitted[galleries["gallery_A"]]["visible"] and fitted[galleries["gallery_B"]]["visible"]
 
 
 def test_switching_models_before_any_run_changes_nothing_and_every_fitted_output_is_wired(built):
@@ -286,15 +287,28 @@ def test_editing_the_inputs_marks_the_views_as_the_last_runs():
 
 def test_overview_sorts_by_the_measure_and_a_click_opens_that_head(stored_run):
     shown = panel.overview.show_overview("test", "A and B", "diff", "entropy", "measure, low first")
-    values = [float(caption.rsplit("· ", 1)[1]) for _, caption in shown["gallery_A"]]
-    assert values == sorted(values) and len(shown["gallery_A"]) == 6 and len(shown["order_B"]) == 4
-    width, height = Image.open(shown["gallery_A"][0][0]).size
-    assert width == height >= figures.THUMBNAIL_PIXELS  # square thumbnails
+    captions = re.findall(r"<figcaption[^>]*>([^<]*)</figcaption>", shown["gallery_A"])
+    values = [float(caption.rsplit("· ", 1)[1]) for caption in captions]
+    assert values == sorted(values) and len(captions) == 6 and len(shown["order_B"]) == 4
+    # one piece of HTML per model, named by its own title (no gallery label over the first caption)
+    assert shown["gallery_A"].count('src="data:image/png;base64,') == 6 and "Model A (diffllama)" in shown["gallery_A"]
+    assert re.findall(r'data-index="(\d+)"', shown["gallery_A"]) == [str(i) for i in range(6)]  # the click order
     assert "every head" in shown["legend"]
     assert analysis.measures.MEASURES["entropy"].text in shown["overview_note"]  # the one written definition
     select = gr.SelectData(None, {"index": 1, "value": None, "selected": True})
     assert panel.overview.open_head(shown["order_A"], select) == shown["order_A"][1]
     assert shown["order_A"][0] == (0, 1)  # the fake entropy is lowest at layer 0, head 1
+
+
+def test_a_click_in_the_overview_html_selects_its_head_in_the_maps_view(built):
+    """Each model's overview HTML sends its clicks as select events, wired to the maps' layer and head."""
+    demo, views = built
+    maps = views.views["maps"].controls
+    for s in "AB":
+        html = views.views["overview"].outputs[f"gallery_{s}"]
+        assert isinstance(html, gr.HTML) and html.js_on_load == figures.OVERVIEW_SELECT_JS
+        selected = [fn for fn in demo.fns.values() if (html._id, "select") in fn.targets]
+        assert len(selected) == 1 and selected[0].outputs == [maps["layer"], maps["head"]]
 
 
 def test_another_measure_or_order_redraws_the_overview_without_computing_it_again(stored_run, monkeypatch):

@@ -19,12 +19,11 @@ from .slots import shown_slots
 
 @dataclass(frozen=True)
 class Shown:
-    """When an output is visible: while its model is shown (``slot``; None: either), only for a model
-    with λ (``differential``), and as many gallery columns as the model has heads (``columns``)."""
+    """When an output is visible: while its model is shown (``slot``; None: either), and only for a
+    model with λ (``differential``)."""
 
     slot: str | None = None
     differential: bool = False
-    columns: bool = False
 
 
 @dataclass
@@ -98,8 +97,8 @@ def named(fn: Callable, outputs: dict) -> Callable:
 
 
 def fitted(specs: list[ViewSpec], run, slot: str) -> dict:
-    """Updates of every model's outputs to the shown models: visible or not, and galleries as wide as
-    the model has heads. A tab without a run has nothing to fit: no update."""
+    """Updates of every model's outputs to the shown models: visible or not. A tab without a run has
+    nothing to fit: no update."""
     shown = shown_slots(run, slot)
     differential = [s for s in shown if run.traces[s].lambdas is not None]
     updates = {}
@@ -107,8 +106,7 @@ def fitted(specs: list[ViewSpec], run, slot: str) -> dict:
         for name, when in spec.shown.items():
             slots = [when.slot] if when.slot else shown
             visible = any(s in (differential if when.differential else shown) for s in slots)
-            columns = dict(columns=run.traces[when.slot].num_heads) if when.columns and visible else {}
-            updates[spec.outputs[name]] = gr.update(visible=visible, **columns)
+            updates[spec.outputs[name]] = gr.update(visible=visible)
     return updates
 
 
