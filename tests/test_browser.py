@@ -210,15 +210,47 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
     assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
 
 
-def test_contribution_toggle_redraws_maps_zoom_overview_and_heat(page):
-    """The cells' value (weight | contribution ‖c‖ | contribution along the output) in the map view,
-    the zoom, the overview and the token heat."""
+def classified(page):
+    """The Classification tab's first example run, its heat drawn; returns the tab's panel."""
     SHOTS.mkdir(exist_ok=True)
     page.get_by_role("tab", name="Classification").click()
     panel = page.locator("div[role='tabpanel']:visible")
     panel.locator("div.table, button").filter(has_text="Rosa said the service").first.click()
     panel.get_by_role("button", name="Classify with A and B").click()
     panel.locator(".lens-legend").first.wait_for(timeout=60_000)
+    return panel
+
+
+def click_token(page, panel, click, token: int) -> None:
+    """``click()`` picks a token: the heat's caption, its query slider and the compare view's query box
+    then name ``token``."""
+    click()
+    panel.get_by_text(f"query token {token} ").first.wait_for(timeout=60_000)
+    assert panel.get_by_label("number input for query token position").input_value() == str(token)
+    assert panel.get_by_label("query token: a position").input_value() == str(token)
+
+
+def test_clicking_a_token_in_the_heat_or_on_a_map_makes_it_the_query(page):
+    """A token of the heat, a tick label of a map's query axis, and a cell of a map (its query row)."""
+    panel = classified(page)
+    page.locator("#classify-map-A .js-plotly-plot").wait_for(timeout=60_000)
+    open_accordion(panel, "A vs B: entropy, sparsity", "Compare A and B")  # its query token box in sight
+    click_token(page, panel, lambda: panel.locator(".heat [data-index='3']").first.click(), 3)
+    tick = page.locator("#classify-map-A .yaxislayer-above .ytick text").nth(5)
+    tick.scroll_into_view_if_needed()
+    click_token(page, panel, lambda: tick.click(force=True), int(tick.text_content().split()[0]))  # under plotly's axis drag
+    page.screenshot(path=str(SHOTS / "token-click-tick.png"), full_page=True)
+    row = page.locator("#classify-map-A .yaxislayer-above .ytick text").nth(2).bounding_box()
+    area = page.locator("#classify-map-A .nsewdrag").first.bounding_box()
+    row_token = int(page.locator("#classify-map-A .yaxislayer-above .ytick text").nth(2).text_content().split()[0])
+    click_token(page, panel, lambda: page.mouse.click(area["x"] + area["width"] * 0.05, row["y"] + row["height"] / 2), row_token)
+    assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
+
+
+def test_contribution_toggle_redraws_maps_zoom_overview_and_heat(page):
+    """The cells' value (weight | contribution ‖c‖ | contribution along the output) in the map view,
+    the zoom, the overview and the token heat."""
+    panel = classified(page)
     cells = panel.locator("fieldset", has_text="cells: weight, or what each key adds")
     cells.get_by_text("contribution along the output").click()
     panel.get_by_role("button", name="Show attention").click()

@@ -176,7 +176,7 @@ def test_overview_is_one_html_of_inline_thumbnails_with_escaped_captions():
     assert page.count("<figure") == 3 and page.count('src="data:image/png;base64,') == 3
     assert [f'data-index="{i}"' in page for i in range(3)] == [True] * 3 and "L0 H2 · 0.2</figcaption>" in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>" not in page
-    assert "trigger('select'" in figures.OVERVIEW_SELECT_JS and "index" in figures.OVERVIEW_SELECT_JS
+    assert "trigger('select'" in figures.CLICK_SELECT_JS and "index" in figures.CLICK_SELECT_JS
 
 
 class LongTrace:

@@ -306,7 +306,7 @@ def test_a_click_in_the_overview_html_selects_its_head_in_the_maps_view(built):
     maps = views.views["maps"].controls
     for s in "AB":
         html = views.views["overview"].outputs[f"gallery_{s}"]
-        assert isinstance(html, gr.HTML) and html.js_on_load == figures.OVERVIEW_SELECT_JS
+        assert isinstance(html, gr.HTML) and html.js_on_load == figures.CLICK_SELECT_JS
         selected = [fn for fn in demo.fns.values() if (html._id, "select") in fn.targets]
         assert len(selected) == 1 and selected[0].outputs == [maps["layer"], maps["head"]]
 
@@ -473,3 +473,36 @@ def test_ablation_reads_as_changes_and_draws_no_bar_for_rounding():
     summary = panel.ablation.ablation_summary(ablation([0.1, 0.2], [True, True], ["start", "end"],
                                                         answers=((4, 8, 0.5), (0, 3, 0.25))), "qa", "The Lyon")
     assert summary.startswith("Answer `Lyon` (score 0.500) → `The` (score 0.250)")
+
+
+def test_each_token_of_the_heat_carries_its_position_for_a_click():
+    trace, values = FakeTrace("ab c"), np.array([0.8, 0.4, -0.2, 0.0, 0.1])
+    drawn = token_heat.heat_view(trace, {0: "ab c"}, token_heat.HeatRow("A", 4, 0, values), 0.8)
+    assert re.findall(r'data-index="(\d+)"', drawn) == ["0", "1", "2", "3", "4"] and "cursor:pointer" in drawn
+    assert "click to make it the query" in drawn
+
+
+def test_a_clicked_token_becomes_the_query_of_the_heat_and_the_comparison():
+    select = lambda index: gr.SelectData(None, {"index": index, "value": "generation-map-A", "selected": True})  # noqa: E731
+    assert panel.picking.pick(2)(select(7)) == (7, 7) and panel.picking.pick(1)(select(7.0)) == 7
+    for bad in (-1, 1.5, "3", None, True):
+        with pytest.raises(gr.Error, match="clicked token's position must be a whole number"):
+            panel.picking.pick(1)(select(bad))
+    with pytest.raises(gr.Error):  # an undrawn comparison waits for its button, quietly
+        panel.picking._drawn(None)
+    panel.picking._drawn({"plot": "{}"})
+
+
+def test_token_clicks_on_the_maps_and_the_heat_set_both_queries_and_redraw(stored_run):
+    with gr.Blocks() as demo:
+        heat = token_heat.build("the last token")
+        views = panel.build(gr.State("test"), "test", heat)
+    picker = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "test-token-pick")
+    assert '["test-map-A", "test-map-B", "test-zoom-A", "test-zoom-B"]' in picker.js_on_load
+    query = views.views["compare"].controls["query"]
+    for source in (picker, *heat.texts):
+        assert source.js_on_load in (picker.js_on_load, figures.CLICK_SELECT_JS)
+        clicked = [fn for fn in demo.fns.values() if (source._id, "select") in fn.targets]
+        assert len(clicked) == 1 and clicked[0].outputs == [query, heat.position]
+        after = [fn for fn in demo.fns.values() if fn.trigger_after == clicked[0]._id]
+        assert {fn.name for fn in after} == {"refresh", "_drawn"}  # the heat redrawn; the comparison when drawn

@@ -3,7 +3,7 @@ piece of HTML (each thumbnail an inline PNG, its caption as text under it), so t
 file per thumbnail and no label of the page covers a caption.
 
 A click on a thumbnail fires the ``gr.HTML``'s select event with the thumbnail's index, as a
-gallery's would: give the component ``js_on_load=OVERVIEW_SELECT_JS``."""
+gallery's would: give the component ``js_on_load=CLICK_SELECT_JS`` (``clicks``)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,6 @@ from .maps import future_mask
 from .scales import MASKED, ScaleLimit, colour_range, colour_table, robust_limit
 
 THUMBNAIL_PIXELS = 96  # a thumbnail's side on the page (and in pixels, when upscaled here)
-OVERVIEW_SELECT_JS = """element.addEventListener('click', (event) => {
-  const tile = event.target.closest('[data-index]');
-  if (tile) trigger('select', {index: Number(tile.dataset.index), value: tile.dataset.head, selected: true});
-});"""
 
 
 def thumbnail(values: np.ndarray, kind: str, limit: float, value: str = "weight", upscale: bool = True) -> np.ndarray:
@@ -61,7 +57,7 @@ def overview_html(tiles: list[tuple[np.ndarray, str]], title: str) -> str:
     that wraps to the page's width; each thumbnail drawn square at ``THUMBNAIL_PIXELS`` with sharp
     cells, its caption under it and in its tooltip. Text is escaped (a title may name a model source)."""
     cells = "".join(
-        f'<figure data-index="{i}" data-head="{for_html(caption)}" title="{for_html(caption)}" style="margin:0;cursor:pointer;'
+        f'<figure data-index="{i}" data-value="{for_html(caption)}" title="{for_html(caption)}" style="margin:0;cursor:pointer;'
         f'text-align:center"><img src="{png_data_url(pixels)}" alt="{for_html(caption)}" width="{THUMBNAIL_PIXELS}" '
         f'height="{THUMBNAIL_PIXELS}" style="image-rendering:pixelated;border:1px solid #ccc">'
         f'<figcaption style="font-size:0.78em;line-height:1.2">{for_html(caption)}</figcaption></figure>'
