@@ -97,7 +97,8 @@ def test_attention_views_use_the_last_run_of_the_session(client):
     assert "span tokens 8..11 (marked span)" in allocation["label"]
     assert [row[1] for row in sinks["data"]] == ["diff", "a1", "a2", "softmax"]
     assert all(0 <= row[2] <= 1 for row in sinks["data"])
-    plot, changed, summary = client.predict("A", 0.0, api_name="/classify_ablation")
+    plot, changed, summary, page = client.predict("A", 0.0, api_name="/classify_ablation")
+    assert page == 1 and "page 1 of 1" in changed["label"]
     assert "P(" in summary and "→" in summary
     gallery_a, gallery_b, legend, note, *_ = client.predict("A", "a1", "sink mass", "measure, high first",
                                                             api_name="/classify_overview")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import (classification_tab, common, figures, generation_tab, links, panel, qa_tab, run_store, tagging_tab,
+from components import (classification_tab, common, paging, figures, generation_tab, links, panel, qa_tab, run_store, tagging_tab,
                         token_heat)
 from components.panel import runner, slots, spec
 from diffllama import analysis
@@ -439,7 +439,7 @@ def test_entity_and_answer_highlighting_cover_the_text():
 def test_the_per_token_table_is_paged():
     rows = [[i, f"t{i}", "O", 0.9, "O", ""] for i in range(2000)]
     first = tagging_tab.page_of(rows, 1)
-    assert len(first["value"]) == tagging_tab.PAGE_ROWS and "page 1 of 40, 2000 tokens" in first["label"]
+    assert len(first["value"]) == paging.PAGE_ROWS and "page 1 of 40, 2000 tokens" in first["label"]
     last = tagging_tab.page_of(rows, 99)  # clamped to the last page
     assert last["value"][-1][0] == 1999 and "page 40 of 40" in last["label"]
 
@@ -473,6 +473,20 @@ def test_ablation_reads_as_changes_and_draws_no_bar_for_rounding():
     summary = panel.ablation.ablation_summary(ablation([0.1, 0.2], [True, True], ["start", "end"],
                                                         answers=((4, 8, 0.5), (0, 3, 0.25))), "qa", "The Lyon")
     assert summary.startswith("Answer `Lyon` (score 0.500) → `The` (score 0.250)")
+
+
+def test_the_ablation_table_is_paged_like_taggings(stored_run, monkeypatch):
+    """2,000 changed positions: the table shows 50 at a time, the rest a page number away (no rerun)."""
+    n = 2000
+    result = ablation([float(i) for i in range(n)], [True] * n)
+    monkeypatch.setattr(panel.ablation.CACHE, "get", lambda source, task: "model")
+    monkeypatch.setattr(panel.ablation.analysis, "lambda_ablation", lambda model, trace, value: result)
+    shown = panel.ablation.ablate("test", "A", 0.0)
+    assert len(shown["table"]["value"]) == paging.PAGE_ROWS and len(shown["rows"]) == n and shown["page"] == 1
+    assert "page 1 of 40, 2000 positions" in shown["table"]["label"] and shown["table"]["value"][0][0] == n - 1  # largest KL first
+    turned = panel.ablation.turn_page("test", shown["rows"], 40)["table"]
+    assert turned["value"][-1][0] == 0 and "page 40 of 40" in turned["label"]
+    assert "page 1 of 1, 0 positions" in panel.ablation.turn_page("test", [], None)["table"]["label"]  # after a new run
 
 
 def test_each_token_of_the_heat_carries_its_position_for_a_click():

@@ -28,15 +28,17 @@ class Shown:
 
 @dataclass
 class Action:
-    """Another button of a view: ``fn(tab, *inputs, request)`` returns results by output name; the
-    view redraws after it when ``redraw`` (it changed the view's controls)."""
+    """Another button of a view (or another component's ``event``: a page number's submit): ``fn(tab,
+    *inputs, request)`` returns results by output name; the view redraws after it when ``redraw`` (it
+    changed the view's controls)."""
 
-    button: gr.Button
+    button: gr.components.Component
     fn: Callable
     inputs: list
     outputs: dict[str, gr.components.Component]
     api: str
     redraw: bool = False
+    event: str = "click"
 
 
 @dataclass
@@ -77,7 +79,7 @@ class ViewSpec:
         self.button.click(self.handler(), [run_key, *self.controls.values()], list(self.outputs.values()),
                           js=self.js, api_name=f"{prefix}_{self.api}", **settings)
         for action in self.actions:
-            done = action.button.click(named(action.fn, action.outputs), [run_key, *action.inputs],
+            done = getattr(action.button, action.event)(named(action.fn, action.outputs), [run_key, *action.inputs],
                                        list(action.outputs.values()), api_name=f"{prefix}_{action.api}", **settings)
             if action.redraw:
                 self.run_after(done, run_key, **settings)
