@@ -167,7 +167,7 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
     page.mouse.down()
     page.mouse.move(drag["x"] + drag["width"] * 0.6, drag["y"] + drag["height"] * 0.8, steps=6)
     page.mouse.up()
-    open_accordion(panel, "Zoom: a region at full resolution", "Recompute the region")
+    open_accordion(panel, "Zoom: a region token by token", "Recompute the region")
     panel.get_by_role("button", name="Recompute the region").click()
     page.locator(f"#{name}-zoom-A .js-plotly-plot").wait_for(timeout=60_000)
     zoomed = re.search(r"queries (\d+)–(\d+) × keys (\d+)–(\d+)", plot_title(page, f"{name}-zoom-A"))
@@ -262,7 +262,7 @@ def test_contribution_toggle_redraws_maps_zoom_overview_and_heat(page):
     assert panel.get_by_text("Kobayashi").count()  # the measure's definition, under the maps
     page.screenshot(path=str(SHOTS / "contribution-maps.png"), full_page=True)
 
-    open_accordion(panel, "Zoom: a region at full resolution", "Recompute the region")
+    open_accordion(panel, "Zoom: a region token by token", "Recompute the region")
     panel.get_by_role("button", name="Recompute the region").click()
     page.wait_for_function("() => document.querySelector('#classify-zoom-A .gtitle')?.textContent"
                            ".includes('contribution along the output')", timeout=60_000)
@@ -357,7 +357,7 @@ def test_a_2k_token_input_through_every_view(browser, bundled_app_url):
     shot("run-and-maps")
 
     # a region wider than the full-resolution limit: drawn in blocks, never an error badge
-    open_accordion(panel, "Zoom: a region at full resolution", "Recompute the region")
+    open_accordion(panel, "Zoom: a region token by token", "Recompute the region")
     for label, value in (("query tokens from", "0"), ("key tokens from", "0")):
         panel.get_by_label(label).fill(value)
     for field in panel.get_by_label("to (exclusive)").all():

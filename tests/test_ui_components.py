@@ -345,16 +345,23 @@ def test_zoom_cuts_the_ranges_to_each_model(stored_run):
     assert [shown[k] for k in ("query_from", "query_to", "key_from", "key_to")] == [2, 9, 0, 9]
     assert shown["zoom_A"].layout.meta["row_edges"] == [2, 3, 4, 5]  # A has 5 tokens
     assert shown["zoom_B"].layout.meta["row_edges"] == [2, 3, 4, 5, 6, 7]  # B has 7
+    assert "full resolution" in shown["zoom_A"].layout.title.text
 
 
 def test_a_zoom_wider_than_the_limit_opens_at_the_finest_blocks_that_fit(stored_run):
     long = FakeTrace("x" * 599)  # 600 tokens
     stored_run.traces["A"] = long
     shown = panel.zoom.zoom("test", "A", 0, 0, "softmax", 0, 600, 40, 340)  # 600 × 300 tokens: over 256
-    edges = shown["zoom_A"].layout.meta["row_edges"]
+    figure = shown["zoom_A"]
+    edges = figure.layout.meta["row_edges"]
     assert edges[:3] == [0, 3, 6] and edges[-1] == 600 and len(edges) - 1 <= analysis.MAX_REGION
-    assert "blocks of 3 tokens" in shown["zoom_A"].layout.title.text and "wider than 256" in shown["zoom_note"]
-    z = np.asarray(shown["zoom_A"].data[0].z, dtype=float)
+    assert "blocks of 3 tokens" in figure.layout.title.text and "wider than 256" in shown["zoom_note"]
+    assert "full resolution" not in figure.layout.title.text  # titled by what it shows
+    with gr.Blocks():
+        views = panel.build(gr.State("test"), "test")
+    zoom = views.views["zoom"]
+    assert all("full resolution" not in zoom.outputs[f"zoom_{s}"].label for s in "AB") and "full resolution" not in zoom.box.label
+    z = np.asarray(figure.data[0].z, dtype=float)
     assert z[-1, 0] == pytest.approx(3.0)  # a block sums its 3 keys (ones), averaged over its 3 queries
 
 
