@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 
 import numpy as np
 import plotly.colors
@@ -20,20 +19,19 @@ from components.safe_text import for_html
 from .maps import future_mask
 from .scales import MASKED, ScaleLimit, colour_range, colour_table, robust_limit
 
-THUMBNAIL_PIXELS = 96  # a thumbnail's side on the page (and in pixels, when upscaled here)
+THUMBNAIL_PIXELS = 96  # a thumbnail's side on the page
 
 
-def thumbnail(values: np.ndarray, kind: str, limit: float, value: str = "weight", upscale: bool = True) -> np.ndarray:
-    """A pooled map [b, b] as a square RGB image on the shared scale (``colour_range``), future cells
-    grey, values beyond the scale at full colour; ``upscale``: repeated (nearest) to about
-    ``THUMBNAIL_PIXELS`` a side (``overview_html`` needs no upscaling: the browser does it)."""
+def thumbnail(values: np.ndarray, kind: str, limit: float, value: str = "weight") -> np.ndarray:
+    """A pooled map [b, b] as a square RGB image [b, b, 3] on the shared scale (``colour_range``),
+    future cells grey, values beyond the scale at full colour; a pixel a block (``overview_html`` has
+    the browser draw it ``THUMBNAIL_PIXELS`` wide, cells kept sharp)."""
     scale = colour_range(kind, limit, value)
     index = np.clip((values - scale["zmin"]) / (scale["zmax"] - scale["zmin"]) * 255, 0, 255).round().astype(int)
     image = colour_table(kind, value)[index]  # [b, b, 3]
     edges = list(range(values.shape[0] + 1))
     image[future_mask(edges, edges)] = plotly.colors.hex_to_rgb(MASKED)
-    factor = max(1, math.ceil(THUMBNAIL_PIXELS / values.shape[0])) if upscale else 1
-    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+    return image
 
 
 def overview_limit(maps) -> ScaleLimit:
