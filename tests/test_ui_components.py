@@ -293,6 +293,8 @@ def test_overview_sorts_by_the_measure_and_a_click_opens_that_head(stored_run):
     # one piece of HTML per model, named by its own title (no gallery label over the first caption)
     assert shown["gallery_A"].count('src="data:image/png;base64,') == 6 and "Model A (diffllama)" in shown["gallery_A"]
     assert re.findall(r'data-index="(\d+)"', shown["gallery_A"]) == [str(i) for i in range(6)]  # the click order
+    assert f"grid-template-columns:repeat(2,{figures.THUMBNAIL_PIXELS + 8}px)" in shown["gallery_A"]  # a layer a row
+    assert "repeat(auto-fill," in figures.overview_html([], "32 heads", 32)  # too wide for a row: wrapped
     assert "every head" in shown["legend"]
     assert analysis.measures.MEASURES["entropy"].text in shown["overview_note"]  # the one written definition
     select = gr.SelectData(None, {"index": 1, "value": None, "selected": True})

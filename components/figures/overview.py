@@ -20,6 +20,7 @@ from .maps import future_mask
 from .scales import MASKED, ScaleLimit, colour_range, colour_table, robust_limit
 
 THUMBNAIL_PIXELS = 96  # a thumbnail's side on the page
+ROW_PIXELS = 1200  # the widest row of thumbnails kept whole (a layer a row); wider ones wrap
 
 
 def thumbnail(values: np.ndarray, kind: str, limit: float, value: str = "weight") -> np.ndarray:
@@ -50,16 +51,18 @@ def png_data_url(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def overview_html(tiles: list[tuple[np.ndarray, str]], title: str) -> str:
-    """Thumbnails (``(pixels, caption)``, in the order clicks are numbered) under ``title``, in a grid
-    that wraps to the page's width; each thumbnail drawn square at ``THUMBNAIL_PIXELS`` with sharp
-    cells, its caption under it and in its tooltip. Text is escaped (a title may name a model source)."""
+def overview_html(tiles: list[tuple[np.ndarray, str]], title: str, per_row: int | None = None) -> str:
+    """Thumbnails (``(pixels, caption)``, in the order clicks are numbered) under ``title``, ``per_row``
+    a row (a model's heads: a layer a row) when that fits ``ROW_PIXELS``, else wrapped to the page's
+    width; each drawn square at ``THUMBNAIL_PIXELS`` with sharp cells, centred over its caption, which
+    is in its tooltip too. Text is escaped (a title may name a model source)."""
     cells = "".join(
         f'<figure data-index="{i}" data-value="{for_html(caption)}" title="{for_html(caption)}" style="margin:0;cursor:pointer;'
         f'text-align:center"><img src="{png_data_url(pixels)}" alt="{for_html(caption)}" width="{THUMBNAIL_PIXELS}" '
-        f'height="{THUMBNAIL_PIXELS}" style="image-rendering:pixelated;border:1px solid #ccc">'
+        f'height="{THUMBNAIL_PIXELS}" style="image-rendering:pixelated;border:1px solid #ccc;display:block;margin:0 auto">'
         f'<figcaption style="font-size:0.78em;line-height:1.2">{for_html(caption)}</figcaption></figure>'
         for i, (pixels, caption) in enumerate(tiles))
+    columns = per_row if per_row and per_row * (THUMBNAIL_PIXELS + 14) <= ROW_PIXELS else "auto-fill"
     return (f'<div class="lens-overview"><div style="font-weight:600;margin:4px 0">{for_html(title)}</div>'
-            f'<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax({THUMBNAIL_PIXELS + 8}px,1fr));'
+            f'<div style="display:grid;grid-template-columns:repeat({columns},{THUMBNAIL_PIXELS + 8}px);'
             f'gap:8px 6px">{cells}</div></div>')

@@ -32,7 +32,7 @@ def _gallery(slot: str, trace, view, kind: str, measure: str, order: str, value:
     tiles = [(figures.thumbnail(view.maps[l][h], kind, limit, value), f"L{l} H{h} · {values[l, h]:.3f}")
              for l, h in heads]
     what = kind if value == "weight" else f"{figures.VALUE_TITLES[value]} through {kind}"
-    return figures.overview_html(tiles, f"Model {slot} ({trace.arch}), {what}"), heads, figures.scale_legend(kind, limit, f"<b>{slot}</b> ({trace.arch}, {what}), every head:", value)
+    return figures.overview_html(tiles, f"Model {slot} ({trace.arch}), {what}", trace.num_heads), heads, figures.scale_legend(kind, limit, f"<b>{slot}</b> ({trace.arch}, {what}), every head:", value)
 
 
 @user_errors
