@@ -84,10 +84,10 @@ def build() -> Tab:
         text.render()
         button = gr.Button("Tag with A and B", variant="primary")
         with gr.Row():
-            entities_a = gr.HighlightedText(label="A: entities", color_map=COLOURS, show_legend=True)
-            entities_b = gr.HighlightedText(label="B: entities", color_map=COLOURS, show_legend=True)
+            entities_a = gr.HighlightedText(label="A: entities", color_map=COLOURS, show_legend=True, elem_classes=["long-text"])
+            entities_b = gr.HighlightedText(label="B: entities", color_map=COLOURS, show_legend=True, elem_classes=["long-text"])
         disagreement = gr.HighlightedText(label="where A and B disagree: the text, each differing token marked with "
-                                                "both models' labels")
+                                                "both models' labels", elem_classes=["long-text"])
         page = gr.Number(1, precision=0, minimum=1, label=f"page of the per-token table ({paging.PAGE_ROWS} tokens a page)")
         table = gr.Dataframe(headers=["position", "token", "A label", "A confidence", "B label", "disagree"],
                              label="per-token labels (B's tokens matched to A's by characters)")

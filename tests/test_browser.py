@@ -440,6 +440,7 @@ def test_a_2k_context_in_qa_and_a_2k_text_in_tagging(browser, bundled_app_url):
     panel.get_by_role("button", name="Answer with A and B").click()
     panel.locator(".cell-wrap", has_text="A (diffllama)").filter(visible=True).first.wait_for(timeout=240_000)
     page.locator("#qa-map-A .js-plotly-plot").wait_for(timeout=180_000)
+    assert panel.get_by_text(re.compile(r"⋯ [\d,]+ characters ⋯")).count()  # the answers in sight, the context once
     shot("qa-context")
 
     page.get_by_role("tab", name="Token tagging").click()

@@ -442,7 +442,15 @@ def test_entity_and_answer_highlighting_cover_the_text():
     both = qa_tab.highlight(text, {"A": spans[0], "B": AnswerSpan("Acme Corp", 14, 23, 0.5, 5, 6, 0)})
     assert both == [("Anna works at ", None), ("Acme", "A and B"), (" Corp", "B"), (".", None)]  # the context once
     assert qa_tab.highlight(text, {"A": None, "B": None}) == [(text, None)]
+    assert qa_tab.around_answers(both) == both  # a short context whole
     assert qa_tab.span_rows(spans) == [["Acme", 0.7, "14–18"]]
+
+
+def test_a_long_contexts_answers_are_shown_with_the_text_around_them():
+    context = "x" * 4000 + "1601" + "y" * 3000
+    pieces = qa_tab.around_answers(qa_tab.highlight(context, {"A": AnswerSpan("1601", 4000, 4004, 0.9, 9, 9, 0), "B": None}))
+    assert pieces == [(" ⋯ 3,700 characters ⋯ " + "x" * 300, None), ("1601", "A"), ("y" * 300 + " ⋯ 2,700 characters ⋯ ", None)]
+    assert qa_tab.around_answers([(context, None)]) == [(context, None)]  # nothing marked: nothing cut
 
 
 def test_the_per_token_table_is_paged():

@@ -76,8 +76,8 @@ def build(name: str, maps: ViewSpec) -> ViewSpec:
         button = gr.Button("Draw overview")
         note, legend = gr.Markdown(), gr.HTML()
         # no label over the thumbnails: each model's HTML names it in its own title
-        galleries = {f"gallery_{s}": gr.HTML(js_on_load=figures.CLICK_SELECT_JS, elem_id=f"{name}-overview-{s}",
-                                             elem_classes=["overview"]) for s in "AB"}
+        galleries = {f"gallery_{s}": gr.HTML(js_on_load=figures.CLICK_SELECT_JS, elem_id=f"{name}-overview-{s}")
+                     for s in "AB"}
         orders = {f"order_{s}": gr.State([]) for s in "AB"}  # (layer, head) of each thumbnail, in click order
     controls = dict(slot=maps.controls["slot"], kind=maps.controls["kind"], measure=measure, order=order,
                     value=maps.controls["value"])
