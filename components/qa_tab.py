@@ -176,7 +176,7 @@ def answer_column(slot: str):
     with gr.Column(min_width=0):
         table = gr.Dataframe(headers=["answer", "score", "characters"], label=f"{slot}: top spans", wrap=True,
                              column_widths=["62%", "18%", "20%"], elem_classes=["span-table"])
-        return table, gr.Plot()
+        return table, gr.Plot(show_label=False)  # the chart titles itself
 
 
 def build() -> Tab:
