@@ -13,7 +13,6 @@ A click on a token makes it the query (``panel.picking``): each token's span car
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import gradio as gr
@@ -24,6 +23,7 @@ from diffllama.tokens import display_token
 
 from . import figures, run_store
 from .common import markdown_code, user_errors
+from .safe_text import for_html
 
 NEGATIVE, POSITIVE = "rgb(128, 90, 213)", "rgb(239, 68, 60)"  # colours of scores < 0 and > 0 (as gradio's HighlightedText)
 LAST = -1  # query position meaning "the last real (non-special) token of each model's input"
@@ -75,13 +75,13 @@ def _span(text: str, score: float | None, mark: bool = False, position: int | No
     escaped (it is the visitor's input); ``mark``: outlined (the query token); ``position``: the
     token's, which a click on it selects (``figures.CLICK_SELECT_JS``)."""
     if score is None:
-        return html.escape(text)
+        return for_html(text)
     colour = (POSITIVE if score >= 0 else NEGATIVE).replace("rgb(", "rgba(").replace(")", f", {abs(score):.3f})")
     outline = ";outline:2px solid #212529" if mark else ""
     if position is None:
-        return f'<span style="background:{colour}{outline}" title="{score:+.4f}">{html.escape(text)}</span>'
+        return f'<span style="background:{colour}{outline}" title="{score:+.4f}">{for_html(text)}</span>'
     return (f'<span data-index="{position}" style="background:{colour}{outline};cursor:pointer" '
-            f'title="token {position}: {score:+.4f} — click to make it the query">{html.escape(text)}</span>')
+            f'title="token {position}: {score:+.4f} — click to make it the query">{for_html(text)}</span>')
 
 
 def heat_html(pieces: list) -> str:

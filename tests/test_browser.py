@@ -401,6 +401,10 @@ def test_a_2k_token_input_through_every_view(browser, bundled_app_url):
     panel.get_by_role("button", name="Run ablation").click()
     panel.get_by_text("The model itself is unchanged").wait_for(timeout=180_000)
     panel.get_by_text(re.compile(r"top prediction before → after ablation: page 1 of \d+")).first.wait_for()
+    pager = panel.get_by_label(re.compile("page of the table"))
+    pager.fill("2")
+    pager.press("Enter")  # the next page, read from the session: no rerun
+    panel.get_by_text(re.compile(r"top prediction before → after ablation: page 2 of \d+")).first.wait_for(timeout=60_000)
     shot("ablation")
 
     panel.get_by_label("prompt", exact=True).fill(LONG_PROMPT.replace("1601", "1602"))  # edited, not run again
