@@ -340,7 +340,10 @@ def long_page(browser, url: str, tab: str):
     """A page of the bundled app at ``tab``, its models loaded; returns (page, panel, shot)."""
     LONG_SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    shot = lambda step: page.screenshot(path=str(LONG_SHOTS / f"2k-{step}.png"), full_page=True)  # noqa: E731
+
+    def shot(step: str) -> None:  # once no view is still drawing (gradio fades a pending output)
+        page.wait_for_function("() => !document.querySelector(\"div[role='tabpanel'] .pending\")", timeout=120_000)
+        page.screenshot(path=str(LONG_SHOTS / f"2k-{step}.png"), full_page=True)
     page.goto(url)
     page.get_by_role("tab", name=tab).click()
     panel = page.locator("div[role='tabpanel']:visible")
