@@ -1,5 +1,5 @@
 """What leaves the app as data: records as JSON for API clients, and the files a visitor asks for
-(exports with their provenance, the overview's images).
+(exports with their provenance).
 
     DIFFLLAMA_LENS_EXPORT_DIR   where on-request exports are written (default: a folder in the temp dir)
 """
@@ -18,7 +18,6 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from diffllama.provenance import Provenance
 
@@ -36,10 +35,9 @@ def plain(record) -> dict:
     return convert({k: v for k, v in asdict(record).items() if k != "trace"} if is_dataclass(record) else record)
 
 
-# Exports are written only when a visitor asks (an export button); they and the overview's images go
-# to one folder the app owns. Gradio copies a returned file into its own cache (cleaned by the
-# Blocks' delete_cache, and at shutdown), so the folder's files are needed only for moments: older
-# ones go at each write, all of them at exit.
+# Exports are written only when a visitor asks (an export button), to one folder the app owns. Gradio
+# copies a returned file into its own cache (cleaned by the Blocks' delete_cache, and at shutdown), so
+# the folder's files are needed only for moments: older ones go at each write, all of them at exit.
 EXPORTS = Path(os.environ.get("DIFFLLAMA_LENS_EXPORT_DIR", Path(tempfile.gettempdir()) / "diffllama-lens-exports"))
 EXPORT_KEEP_SECONDS = 60
 
@@ -68,15 +66,6 @@ def export_json(name: str, data: dict, provenance: Provenance) -> str:
     """``data`` as JSON, with what it was computed from as its first key, "provenance"."""
     path = _export_path(name, ".json")
     path.write_text(json.dumps({"provenance": asdict(provenance), **data}, indent=1))
-    return str(path)
-
-
-def image_file(pixels: np.ndarray, name: str) -> str:
-    """An RGB image [h, w, 3] as a file of its own for a gallery: gradio rewrites the cached file of an
-    image array in place, so two visitors shown the same picture at once could download a half-written
-    one; a file is copied into its cache atomically instead."""
-    path = _export_path(name, ".png")
-    Image.fromarray(pixels.astype(np.uint8)).save(path, compress_level=1)  # a thumbnail: speed over bytes
     return str(path)
 
 

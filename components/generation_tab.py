@@ -56,11 +56,8 @@ def length_notice(prompt: str, max_new_tokens: int, source_a: str, source_b: str
         for slot, source in (("A", source_a), ("B", source_b)):
             model = CACHE.get(source, TASK)
             trained = model.config.max_position_embeddings
-            tokens = len(model.tokenizer(prompt)["input_ids"])
-            if tokens >= trained:
-                notes.append(f"⚠ **{slot}** was trained on {trained} positions and the prompt is {tokens} tokens: "
-                             "generation will refuse it — shorten the prompt.")
-            elif tokens + int(max_new_tokens) > trained:
+            tokens = model.check_input("prompt", prompt, new_tokens=1)  # the run's own rule: refused past it
+            if tokens + int(max_new_tokens) > trained:
                 notes.append(f"⚠ **{slot}** was trained on {trained} positions: after this {tokens}-token prompt it "
                              f"will generate at most {trained - tokens} new tokens, not {int(max_new_tokens)}.")
     except ValueError as error:  # an overlong prompt or a slot that did not load: the run itself will say so

@@ -24,6 +24,8 @@ from .panel.tab import Tab, run_models, wire
 TASK = "qa"
 LONG_CONTEXT = " ".join(f"The magic number of City{i} is {1000 + 37 * i}. A bus passed by slowly." for i in range(60)) + \
     " The magic number of Lyon is 6087. Children played near the fountain."
+KEEP_AROUND = 300  # characters of context kept either side of a marked answer ...
+GAP_AT_LEAST = 200  # ... when that cuts out at least this many
 EXAMPLES = [["What is the magic number of Lyon?",
              "The magic number of Paris is 4341. A light wind came from the sea. The magic number of Lyon is 6087. "
              "Children played near the fountain. The magic number of Oslo is 5912. A bus passed by slowly.", "6087"],
@@ -52,6 +54,23 @@ def highlight(context: str, best: dict) -> list:
         else:
             pieces.append([char, label])
     return [tuple(piece) for piece in pieces] or [(context, None)]
+
+
+def around_answers(pieces: list, keep: int = KEEP_AROUND) -> list:
+    """``highlight``'s pieces with each unmarked stretch longer than 2 × ``keep`` + ``GAP_AT_LEAST``
+    characters cut to the ``keep`` characters next to an answer, the cut named by its length: a long
+    context's answers stay in sight (the whole context is in its box above)."""
+    if all(label is None for _, label in pieces):  # no answer to keep in sight
+        return pieces
+    shown = []
+    for i, (text, label) in enumerate(pieces):
+        before, after = (keep if i > 0 else 0), (keep if i < len(pieces) - 1 else 0)  # the ends that touch an answer
+        if label is not None or len(text) <= before + after + GAP_AT_LEAST:
+            shown.append((text, label))
+            continue
+        cut = f" ⋯ {len(text) - before - after:,} characters ⋯ "
+        shown.append((text[:before] + cut + (text[-after:] if after else ""), None))
+    return shown
 
 
 def span_rows(spans) -> list[list]:
@@ -111,7 +130,7 @@ def answer(question: str, context: str, top_k: int, source_a: str, source_b: str
     results = run_models(request, TASK, models, lambda model: model.answer(question, context, top_k=int(top_k)), record)
     record_of = view_provenance(request, found["run"], "maps")
     plots = {slot: stamp(logit_plot(slot, result), record_of) for slot, result in results.items()}
-    return (highlight(context, {slot: r.spans[0] if r.spans else None for slot, r in results.items()}),
+    return (around_answers(highlight(context, {slot: r.spans[0] if r.spans else None for slot, r in results.items()})),
             span_rows(results["A"].spans), span_rows(results["B"].spans), plots["A"], plots["B"],
             panel.allocation_shown(found["measured"], {slot: r.trace for slot, r in results.items()}, found["problem"]),
             {slot: plain(result) for slot, result in results.items()})
@@ -160,7 +179,7 @@ def answer_column(slot: str):
     with gr.Column(min_width=0):
         table = gr.Dataframe(headers=["answer", "score", "characters"], label=f"{slot}: top spans", wrap=True,
                              column_widths=["62%", "18%", "20%"], elem_classes=["span-table"])
-        return table, gr.Plot()
+        return table, gr.Plot(show_label=False)  # the chart titles itself
 
 
 def build() -> Tab:
@@ -180,8 +199,8 @@ def build() -> Tab:
             measure_on = gr.Radio(REFERENCES, value=REFERENCES[0], label="measure attention to answer on")
         top_k = gr.Slider(1, 10, value=5, step=1, label="top-k spans")
         button = gr.Button("Answer with A and B", variant="primary")
-        marked = gr.HighlightedText(label="best answers in the context (A, B, or both)", color_map=ANSWER_COLOURS,
-                                    show_legend=True)
+        marked = gr.HighlightedText(label="best answers in the context (A, B, or both; a long context around them)",
+                                    color_map=ANSWER_COLOURS, show_legend=True)
         with gr.Row():
             table_a, plot_a = answer_column("A")
             table_b, plot_b = answer_column("B")

@@ -8,7 +8,7 @@ import gradio as gr
 from diffllama import analysis
 from diffllama.tokens import display_token
 
-from . import panel, run_store
+from . import paging, panel, run_store
 from .errors import user_errors
 from .exports import plain
 from .model_queue import gpu
@@ -18,7 +18,6 @@ from .panel.tab import Tab, run_models, wire
 TASK = "tagging"
 COLOURS = {"PER": "#ffa8a8", "LOC": "#a5d8ff", "ORG": "#b2f2bb", "NUM": "#ffec99", "DATE": "#d0bfff"}
 DISAGREE = "#ff6b6b"
-PAGE_ROWS = 50  # per-token rows shown at once: a long input's table stays light for the page
 EXAMPLES = ["Anna works at Acme Corp in Lyon.", "On 12 May 2021 Bob met Clara at Helix Labs.",
             "Søren Müller left Kraków for São Paulo on 3 May 2024.", "李娜 works at Café Müller in Zürich. 🎉"]
 
@@ -52,12 +51,8 @@ def token_rows(text: str, results: dict, traces: dict) -> tuple[list[list], list
 
 
 def page_of(rows: list[list], page: int) -> dict:
-    """Rows of page ``page`` (1-based, clamped), labelled with where they are in the table."""
-    pages = max(1, -(-len(rows) // PAGE_ROWS))
-    page = min(max(int(page), 1), pages)
-    shown = rows[(page - 1) * PAGE_ROWS: page * PAGE_ROWS]
-    label = f"per-token labels (B's tokens matched to A's by characters): page {page} of {pages}, {len(rows)} tokens"
-    return gr.update(value=shown, label=label)
+    """Rows of page ``page`` of the per-token table (``paging.page_of``)."""
+    return paging.page_of(rows, page, "per-token labels (B's tokens matched to A's by characters)", "tokens")
 
 
 @user_errors
@@ -92,11 +87,11 @@ def build() -> Tab:
         text.render()
         button = gr.Button("Tag with A and B", variant="primary")
         with gr.Row():
-            entities_a = gr.HighlightedText(label="A: entities", color_map=COLOURS, show_legend=True)
-            entities_b = gr.HighlightedText(label="B: entities", color_map=COLOURS, show_legend=True)
+            entities_a = gr.HighlightedText(label="A: entities", color_map=COLOURS, show_legend=True, elem_classes=["long-text"])
+            entities_b = gr.HighlightedText(label="B: entities", color_map=COLOURS, show_legend=True, elem_classes=["long-text"])
         disagreement = gr.HighlightedText(label="where A and B disagree: the text, each differing token marked with "
-                                                "both models' labels")
-        page = gr.Number(1, precision=0, minimum=1, label=f"page of the per-token table ({PAGE_ROWS} tokens a page)")
+                                                "both models' labels", elem_classes=["long-text"])
+        page = gr.Number(1, precision=0, minimum=1, label=f"page of the per-token table ({paging.PAGE_ROWS} tokens a page)")
         table = gr.Dataframe(headers=["position", "token", "A label", "A confidence", "B label", "disagree"],
                              label="per-token labels (B's tokens matched to A's by characters)")
         raw = gr.JSON(visible=False)

@@ -7,11 +7,12 @@ names: each model's own largest |value|, or one scale for both.
 
 The heat is one HTML string, not a ``gr.HighlightedText`` list of pieces: after every event the page
 copies every output's value, and a list of thousands of tokens per model made that copying most of the
-time of each view clicked afterwards."""
+time of each view clicked afterwards.
+
+A click on a token makes it the query (``panel.picking``): each token's span carries its position."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import gradio as gr
@@ -22,7 +23,7 @@ from diffllama.tokens import display_token
 
 from . import figures, run_store
 from .errors import user_errors
-from .safe_text import markdown_code
+from .safe_text import for_html, markdown_code
 
 NEGATIVE, POSITIVE = "rgb(128, 90, 213)", "rgb(239, 68, 60)"  # colours of scores < 0 and > 0 (as gradio's HighlightedText)
 LAST = -1  # query position meaning "the last real (non-special) token of each model's input"
@@ -69,14 +70,18 @@ def heat_pieces(trace, texts: dict[int, str], values: np.ndarray, upto: int, sca
     return [(text, score) for _, text, score in positioned_pieces(trace, texts, values, upto, scale)]
 
 
-def _span(text: str, score: float | None, mark: bool = False) -> str:
+def _span(text: str, score: float | None, mark: bool = False, position: int | None = None) -> str:
     """One piece on red (score > 0) or purple (< 0) at opacity |score|, its score on hover; the text
-    escaped (it is the visitor's input); ``mark``: outlined (the query token)."""
+    escaped (it is the visitor's input); ``mark``: outlined (the query token); ``position``: the
+    token's, which a click on it selects (``figures.CLICK_SELECT_JS``)."""
     if score is None:
-        return html.escape(text)
+        return for_html(text)
     colour = (POSITIVE if score >= 0 else NEGATIVE).replace("rgb(", "rgba(").replace(")", f", {abs(score):.3f})")
     outline = ";outline:2px solid #212529" if mark else ""
-    return f'<span style="background:{colour}{outline}" title="{score:+.4f}">{html.escape(text)}</span>'
+    if position is None:
+        return f'<span style="background:{colour}{outline}" title="{score:+.4f}">{for_html(text)}</span>'
+    return (f'<span data-index="{position}" style="background:{colour}{outline};cursor:pointer" '
+            f'title="token {position}: {score:+.4f} — click to make it the query">{for_html(text)}</span>')
 
 
 def heat_html(pieces: list) -> str:
@@ -107,7 +112,7 @@ def focused_html(pieces: list, query: int, strongest: list[int], ranges: list) -
     parts, shown = [], 0
     for start, end in ranges:
         parts.append(gap(start - shown) if start > shown else "")
-        parts += [_span(text, score, position == query) for position, text, score in pieces if start <= position < end]
+        parts += [_span(text, score, position == query, position) for position, text, score in pieces if start <= position < end]
         shown = end
     parts.append(gap(query + 1 - shown) if shown < query + 1 else "")
     keys = ", ".join(map(str, strongest))
@@ -121,7 +126,7 @@ def heat_view(trace, texts: dict[int, str], row: HeatRow, scale: float) -> str:
     """A row's heat: the whole input when short; a long one (over ``WHOLE_UP_TO`` tokens) opens
     around the query and its strongest keys (``focus``), the whole input behind an expander."""
     pieces = positioned_pieces(trace, texts, row.values, row.query, scale)
-    whole = f'<div class="heat">{"".join(_span(text, score, i == row.query) for i, text, score in pieces)}</div>'
+    whole = f'<div class="heat">{"".join(_span(text, score, i == row.query, i) for i, text, score in pieces)}</div>'
     if row.query + 1 <= WHOLE_UP_TO:
         return whole
     strongest, ranges = focus(row.values, row.query)
@@ -206,10 +211,20 @@ class HeatView:
     value: gr.Radio
     outputs: list
 
+    @property
+    def texts(self) -> list[gr.HTML]:
+        """A's and B's heat, where a click on a token selects it."""
+        return self.outputs[:2]
+
+    def redraw_after(self, tab: gr.State, event):
+        """Redraw after ``event`` succeeds (a run, a click on a token)."""
+        return event.success(refresh, [tab, self.layer, self.position, self.shared, self.value], self.outputs,
+                             api_visibility="private")
+
     def wire(self, tab: gr.State, run_event) -> None:
         """Redraw after the tab's run succeeds and whenever a control changes."""
         inputs, private = [tab, self.layer, self.position, self.shared, self.value], dict(api_visibility="private")
-        run_event.success(refresh, inputs, self.outputs, **private)
+        self.redraw_after(tab, run_event)
         for control in (self.layer, self.position):
             control.release(refresh, inputs, self.outputs, **private)
         for control in (self.shared, self.value):
@@ -231,7 +246,7 @@ def build(what: str) -> HeatView:
     with gr.Row():
         layer = gr.Slider(0, 127, value=0, step=1, label="layer (the middle one at first)")
         position = gr.Slider(LAST, 8192, value=LAST, step=1,
-                             label=f"query token position (−1: the last real token — {what})")
+                             label=f"query token position (−1: the last real token — {what}); or click a token")
         shared = gr.Checkbox(value=True, label="one colour scale for A and B")
         value = gr.Radio(figures.VALUE_CHOICES, value="weight",
                          label="heat: weight, or what each key adds (contribution)")
@@ -239,8 +254,8 @@ def build(what: str) -> HeatView:
     with gr.Row():
         with gr.Column():
             caption_a = gr.Markdown()
-            heat_a = gr.HTML(label="A: attention row as token heat")
+            heat_a = gr.HTML(label="A: attention row as token heat", js_on_load=figures.CLICK_SELECT_JS)
         with gr.Column():
             caption_b = gr.Markdown()
-            heat_b = gr.HTML(label="B: attention row as token heat")
+            heat_b = gr.HTML(label="B: attention row as token heat", js_on_load=figures.CLICK_SELECT_JS)
     return HeatView(layer, position, shared, value, [heat_a, heat_b, legend_html, caption_a, caption_b, position])

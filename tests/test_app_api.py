@@ -97,11 +97,12 @@ def test_attention_views_use_the_last_run_of_the_session(client):
     assert "span tokens 8..11 (marked span)" in allocation["label"]
     assert [row[1] for row in sinks["data"]] == ["diff", "a1", "a2", "softmax"]
     assert all(0 <= row[2] <= 1 for row in sinks["data"])
-    plot, changed, summary = client.predict("A", 0.0, api_name="/classify_ablation")
+    plot, changed, summary, page = client.predict("A", 0.0, api_name="/classify_ablation")
+    assert page == 1 and "page 1 of 1" in changed["label"]
     assert "P(" in summary and "→" in summary
     gallery_a, gallery_b, legend, note, *_ = client.predict("A", "a1", "sink mass", "measure, high first",
                                                             api_name="/classify_overview")
-    assert len(gallery_a) == 3 * 4 and not gallery_b  # 3 layers × 4 differential heads of the tiny DiffLlama
+    assert gallery_a.count("<figure") == 3 * 4 and not gallery_b  # 3 layers × 4 differential heads of the tiny DiffLlama
     zoom_a, zoom_b, note, *ranges = client.predict("A and B", 1, 0, "diff", 2, 6, 0, 6, api_name="/classify_zoom")
     assert zoom_a and zoom_b and ranges == [2, 6, 0, 6]
 
@@ -138,7 +139,7 @@ def test_contribution_cells_through_the_app_equal_the_backend(client, backend, v
     zoom_a, *_ = client.predict("A", 1, 1, "diff", 0, 4, 0, 4, value, api_name="/classify_zoom")
     assert "through" in json.loads(zoom_a["plot"])["layout"]["title"]["text"]
     gallery_a, _, legend, note, *_ = client.predict("A", "diff", "entropy", "layer × head", value, api_name="/classify_overview")
-    assert len(gallery_a) == 3 * 4 and "contribution" in legend and "contribution" in note
+    assert gallery_a.count("<figure") == 3 * 4 and "contribution" in legend and "contribution" in note
 
 
 def decode(array: dict) -> np.ndarray:

@@ -167,7 +167,7 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
     page.mouse.down()
     page.mouse.move(drag["x"] + drag["width"] * 0.6, drag["y"] + drag["height"] * 0.8, steps=6)
     page.mouse.up()
-    open_accordion(panel, "Zoom: a region at full resolution", "Recompute the region")
+    open_accordion(panel, "Zoom: a region token by token", "Recompute the region")
     panel.get_by_role("button", name="Recompute the region").click()
     page.locator(f"#{name}-zoom-A .js-plotly-plot").wait_for(timeout=60_000)
     zoomed = re.search(r"queries (\d+)–(\d+) × keys (\d+)–(\d+)", plot_title(page, f"{name}-zoom-A"))
@@ -177,11 +177,16 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
     # overview: thumbnails on one scale with a number under each; a click opens that head above
     open_accordion(panel, "Overview: every layer × head", "Draw overview")
     panel.get_by_role("button", name="Draw overview").click()
-    thumbnails = page.locator(f"#{name}-overview-A .thumbnail-item")
+    thumbnails = page.locator(f"#{name}-overview-A figure[data-index]")
     thumbnails.nth(5).wait_for(timeout=60_000)
     assert panel.locator(".lens-legend", has_text="every head").count()
-    caption = page.locator(f"#{name}-overview-A .caption-label").nth(5).text_content()
+    caption = thumbnails.nth(5).locator("figcaption").text_content()
     layer, head = re.match(r"L(\d+) H(\d+)", caption).groups()
+    # the first caption is not covered (the gallery's "model A" label used to lie on it)
+    first = thumbnails.nth(0).locator("figcaption")
+    first.scroll_into_view_if_needed()
+    box = first.bounding_box()
+    assert page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.tagName", [box["x"] + 4, box["y"] + box["height"] / 2]) == "FIGCAPTION"
     thumbnails.nth(5).click()
     page.wait_for_function(f"() => document.querySelector('#{name}-map-A .gtitle')?.textContent"
                            f".includes('layer {layer}, head {head}')", timeout=60_000)
@@ -205,15 +210,47 @@ def test_each_tab_runs_an_example_and_opens_every_view(page, tab, example, butto
     assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
 
 
-def test_contribution_toggle_redraws_maps_zoom_overview_and_heat(page):
-    """The cells' value (weight | contribution ‖c‖ | contribution along the output) in the map view,
-    the zoom, the overview and the token heat."""
+def classified(page):
+    """The Classification tab's first example run, its heat drawn; returns the tab's panel."""
     SHOTS.mkdir(exist_ok=True)
     page.get_by_role("tab", name="Classification").click()
     panel = page.locator("div[role='tabpanel']:visible")
     panel.locator("div.table, button").filter(has_text="Rosa said the service").first.click()
     panel.get_by_role("button", name="Classify with A and B").click()
     panel.locator(".lens-legend").first.wait_for(timeout=60_000)
+    return panel
+
+
+def click_token(page, panel, click, token: int) -> None:
+    """``click()`` picks a token: the heat's caption, its query slider and the compare view's query box
+    then name ``token``."""
+    click()
+    panel.get_by_text(f"query token {token} ").first.wait_for(timeout=60_000)
+    assert panel.get_by_label("number input for query token position").input_value() == str(token)
+    assert panel.get_by_label("query token: a position").input_value() == str(token)
+
+
+def test_clicking_a_token_in_the_heat_or_on_a_map_makes_it_the_query(page):
+    """A token of the heat, a tick label of a map's query axis, and a cell of a map (its query row)."""
+    panel = classified(page)
+    page.locator("#classify-map-A .js-plotly-plot").wait_for(timeout=60_000)
+    open_accordion(panel, "A vs B: entropy, sparsity", "Compare A and B")  # its query token box in sight
+    click_token(page, panel, lambda: panel.locator(".heat [data-index='3']").first.click(), 3)
+    tick = page.locator("#classify-map-A .yaxislayer-above .ytick text").nth(5)
+    tick.scroll_into_view_if_needed()
+    click_token(page, panel, lambda: tick.click(force=True), int(tick.text_content().split()[0]))  # under plotly's axis drag
+    page.screenshot(path=str(SHOTS / "token-click-tick.png"), full_page=True)
+    row = page.locator("#classify-map-A .yaxislayer-above .ytick text").nth(2).bounding_box()
+    area = page.locator("#classify-map-A .nsewdrag").first.bounding_box()
+    row_token = int(page.locator("#classify-map-A .yaxislayer-above .ytick text").nth(2).text_content().split()[0])
+    click_token(page, panel, lambda: page.mouse.click(area["x"] + area["width"] * 0.05, row["y"] + row["height"] / 2), row_token)
+    assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
+
+
+def test_contribution_toggle_redraws_maps_zoom_overview_and_heat(page):
+    """The cells' value (weight | contribution ‖c‖ | contribution along the output) in the map view,
+    the zoom, the overview and the token heat."""
+    panel = classified(page)
     cells = panel.locator("fieldset", has_text="cells: weight, or what each key adds")
     cells.get_by_text("contribution along the output").click()
     panel.get_by_role("button", name="Show attention").click()
@@ -225,7 +262,7 @@ def test_contribution_toggle_redraws_maps_zoom_overview_and_heat(page):
     assert panel.get_by_text("Kobayashi").count()  # the measure's definition, under the maps
     page.screenshot(path=str(SHOTS / "contribution-maps.png"), full_page=True)
 
-    open_accordion(panel, "Zoom: a region at full resolution", "Recompute the region")
+    open_accordion(panel, "Zoom: a region token by token", "Recompute the region")
     panel.get_by_role("button", name="Recompute the region").click()
     page.wait_for_function("() => document.querySelector('#classify-zoom-A .gtitle')?.textContent"
                            ".includes('contribution along the output')", timeout=60_000)
@@ -299,15 +336,31 @@ def bundled_app_url(app_demo, monkeypatch):
     demo.close()
 
 
+def long_page(browser, url: str, tab: str):
+    """A page of the bundled app at ``tab``, its models loaded; returns (page, panel, shot)."""
+    LONG_SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+    def shot(step: str) -> None:  # once no view is still drawing (gradio fades a pending output)
+        page.wait_for_function("() => !document.querySelector(\"div[role='tabpanel'] .pending\")", timeout=120_000)
+        page.screenshot(path=str(LONG_SHOTS / f"2k-{step}.png"), full_page=True)
+    page.goto(url)
+    page.get_by_role("tab", name=tab).click()
+    panel = page.locator("div[role='tabpanel']:visible")
+    panel.locator(".model-info", has_text="parameters").first.wait_for(timeout=60_000)
+    return page, panel, shot
+
+
+def done(page) -> None:
+    assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
+    print("screenshots:", *sorted(str(p) for p in LONG_SHOTS.glob("2k-*.png")))
+    page.close()
+
+
 def test_a_2k_token_input_through_every_view(browser, bundled_app_url):
     """≈ 1,900 tokens with a needle in the middle, through every view of the Generation tab, a screenshot
     of each step in ``LONG_SHOTS`` (look at them)."""
-    LONG_SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    shot = lambda step: page.screenshot(path=str(LONG_SHOTS / f"2k-{step}.png"), full_page=True)  # noqa: E731
-    page.goto(bundled_app_url)
-    panel = page.locator("div[role='tabpanel']:visible")
-    panel.locator(".model-info", has_text="parameters").first.wait_for(timeout=60_000)
+    page, panel, shot = long_page(browser, bundled_app_url, "Generation")
     panel.get_by_label("prompt", exact=True).fill(LONG_PROMPT)
     tokens = panel.get_by_role("spinbutton", name="number input for max new tokens")
     tokens.fill("3")
@@ -318,9 +371,55 @@ def test_a_2k_token_input_through_every_view(browser, bundled_app_url):
                                ".includes('pooled')", timeout=180_000)
     panel.locator(".lens-legend").first.wait_for(timeout=60_000)
     shot("run-and-maps")
+    long_zoom(page, panel, shot)
 
-    # a region wider than the full-resolution limit: drawn in blocks, never an error badge
-    open_accordion(panel, "Zoom: a region at full resolution", "Recompute the region")
+    open_accordion(panel, "Overview: every layer × head", "Draw overview")
+    panel.get_by_role("button", name="Draw overview").click()
+    page.locator("#generation-overview-A figure[data-index]").nth(5).wait_for(timeout=180_000)
+    shot("overview")
+
+    # the comparison from the query token the box names, a row per layer; then a clicked token is its query
+    open_accordion(panel, "A vs B: entropy, sparsity", "Compare A and B")
+    panel.get_by_label("span to measure").fill("1601")
+    panel.get_by_role("button", name="Compare A and B").click()
+    panel.locator(".js-plotly-plot", has_text="negative mass").first.wait_for(timeout=180_000)
+    panel.get_by_text("query token", exact=False).first.wait_for()
+    shot("compare")
+    tokens = panel.locator(".heat").first.locator("[data-index]")  # A's heat, opened around its query
+    token = tokens.nth(tokens.count() - 4)  # after the needle: the span is before the query
+    position = token.get_attribute("data-index")
+    token.click()
+    panel.get_by_text(f"query token {position} ").first.wait_for(timeout=180_000)
+    assert panel.get_by_label("query token: a position").input_value() == position
+    panel.get_by_text(re.compile(rf"A \(diffllama\): query token {position} ")).first.wait_for(timeout=180_000)  # redrawn
+    shot("token-click-heat")
+    tick = page.locator("#generation-map-A .yaxislayer-above .ytick text").last
+    tick.scroll_into_view_if_needed()
+    tick.click(force=True)  # under plotly's axis drag
+    position = re.match(r"\d+", tick.text_content())[0]  # a block's label "1866–1872 …": its first token
+    panel.get_by_text(f"query token {position} ").first.wait_for(timeout=180_000)
+    shot("token-click-map-axis")
+
+    open_accordion(panel, "λ ablation (a DiffLlama)", "Run ablation")
+    panel.get_by_role("button", name="Run ablation").click()
+    panel.get_by_text("The model itself is unchanged").wait_for(timeout=180_000)
+    panel.get_by_text(re.compile(r"top prediction before → after ablation: page 1 of \d+")).first.wait_for()
+    pager = panel.get_by_label(re.compile("page of the table"))
+    pager.fill("2")
+    pager.press("Enter")  # the next page, read from the session: no rerun
+    panel.get_by_text(re.compile(r"top prediction before → after ablation: page 2 of \d+")).first.wait_for(timeout=60_000)
+    shot("ablation")
+
+    panel.get_by_label("prompt", exact=True).fill(LONG_PROMPT.replace("1601", "1602"))  # edited, not run again
+    panel.get_by_text("belong to the last run").first.wait_for(timeout=30_000)
+    shot("edited-input")
+    done(page)
+
+
+def long_zoom(page, panel, shot) -> None:
+    """A region wider than the full-resolution limit (drawn in blocks, never an error badge), then the
+    needle found: the zoom's keys around it, read by the last tokens."""
+    open_accordion(panel, "Zoom: a region token by token", "Recompute the region")
     for label, value in (("query tokens from", "0"), ("key tokens from", "0")):
         panel.get_by_label(label).fill(value)
     for field in panel.get_by_label("to (exclusive)").all():
@@ -328,10 +427,8 @@ def test_a_2k_token_input_through_every_view(browser, bundled_app_url):
     panel.get_by_role("button", name="Recompute the region").click()
     page.wait_for_function("() => document.querySelector('#generation-zoom-A .gtitle')?.textContent.includes('blocks of')",
                            timeout=120_000)
-    assert panel.get_by_text("wider than 256 tokens").count()
+    assert panel.get_by_text("wider than 256 tokens").count() and "full resolution" not in plot_title(page, "generation-zoom-A")
     shot("zoom-wider-than-the-limit")
-
-    # find the needle: the zoom's keys around it, read by the last tokens
     panel.get_by_label("find text in the input").fill("magic number of Łódź is 1601")
     panel.get_by_role("button", name="Find and zoom").click()
     page.wait_for_function("() => /full resolution: queries \\d+–\\d+ × keys (8|9)\\d\\d–/.test("
@@ -339,25 +436,29 @@ def test_a_2k_token_input_through_every_view(browser, bundled_app_url):
     assert panel.get_by_text("found magic number").count()
     shot("find-the-needle")
 
-    open_accordion(panel, "Overview: every layer × head", "Draw overview")
-    panel.get_by_role("button", name="Draw overview").click()
-    page.locator("#generation-overview-A .thumbnail-item").nth(5).wait_for(timeout=180_000)
-    shot("overview")
 
-    open_accordion(panel, "A vs B: entropy, sparsity", "Compare A and B")
-    panel.get_by_label("span to measure").fill("1601")
-    panel.get_by_role("button", name="Compare A and B").click()
-    panel.locator(".js-plotly-plot", has_text="negative mass").first.wait_for(timeout=180_000)
-    shot("compare")
+def test_a_2k_context_in_qa_and_a_2k_text_in_tagging(browser, bundled_app_url):
+    """QA over a ≈ 1,900-token context (shown once), and tagging's per-token table a page at a time."""
+    page, panel, shot = long_page(browser, bundled_app_url, "QA spans")
+    context = LONG_PROMPT.rsplit("What is", 1)[0]
+    panel.get_by_label("question", exact=True).fill("What is the magic number of Łódź?")
+    panel.get_by_label("context", exact=True).fill(context)
+    panel.get_by_role("textbox", name=re.compile("^gold answer")).fill("1601")
+    panel.get_by_role("button", name="Answer with A and B").click()
+    panel.locator(".cell-wrap", has_text="A (diffllama)").filter(visible=True).first.wait_for(timeout=240_000)
+    page.locator("#qa-map-A .js-plotly-plot").wait_for(timeout=180_000)
+    assert panel.get_by_text(re.compile(r"⋯ [\d,]+ characters ⋯")).count()  # the answers in sight, the context once
+    shot("qa-context")
 
-    open_accordion(panel, "λ ablation (a DiffLlama)", "Run ablation")
-    panel.get_by_role("button", name="Run ablation").click()
-    panel.get_by_text("The model itself is unchanged").wait_for(timeout=180_000)
-    shot("ablation")
-
-    panel.get_by_label("prompt", exact=True).fill(LONG_PROMPT.replace("1601", "1602"))  # edited, not run again
-    panel.get_by_text("belong to the last run").first.wait_for(timeout=30_000)
-    shot("edited-input")
-    assert not page.get_by_text("Traceback").count() and not page.locator(".toast-body.error").count()
-    print("screenshots:", *sorted(str(p) for p in LONG_SHOTS.glob("2k-*.png")))
-    page.close()
+    page.get_by_role("tab", name="Token tagging").click()
+    panel = page.locator("div[role='tabpanel']:visible")
+    panel.get_by_label("text", exact=True).fill(context)
+    panel.get_by_role("button", name="Tag with A and B").click()
+    panel.get_by_text(re.compile(r"page 1 of \d+, \d+ tokens")).first.wait_for(timeout=240_000)
+    pager = panel.get_by_label(re.compile("page of the per-token table"))
+    pager.fill("2")
+    pager.press("Enter")
+    panel.get_by_text(re.compile(r"page 2 of \d+, \d+ tokens")).first.wait_for(timeout=60_000)
+    page.locator("#tag-map-A .js-plotly-plot").wait_for(timeout=180_000)
+    shot("tagging-page-2")
+    done(page)

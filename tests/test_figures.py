@@ -84,8 +84,8 @@ def test_overview_scale_survives_one_extreme_cell_and_its_legend_says_how():
     quiet = [pooled_map("diff", 24, seed=s).values * 0.5 for s in (3, 4, 5)]
     limit = figures.overview_limit([layer0, quiet])
     assert limit < 0.2 and limit.peak == pytest.approx(2.37) and limit.beyond >= 1
-    dim = figures.thumbnail(quiet[0], "diff", limit, upscale=False)
-    white = figures.thumbnail(np.zeros((24, 24)), "diff", limit, upscale=False)
+    dim = figures.thumbnail(quiet[0], "diff", limit)
+    white = figures.thumbnail(np.zeros((24, 24)), "diff", limit)
     assert (np.abs(dim.astype(int) - white.astype(int)).sum(axis=2)[np.tril_indices(24)] > 30).mean() > 0.3  # visibly coloured
     legend = figures.scale_legend("diff", limit, "A, every head:")
     assert "99th percentile" in legend and "up to 2.37" in legend
@@ -170,13 +170,13 @@ def test_plain_figures_send_the_json_plotly_would_validate_to():
 
 # --- overview, heat, labels ---------------------------------------------------------------------------
 def test_overview_is_one_html_of_inline_thumbnails_with_escaped_captions():
-    tiles = [(figures.thumbnail(pooled_map("softmax", 8, seed=i).values, "softmax", 0.1, upscale=False), f"L0 H{i} · 0.{i}")
+    tiles = [(figures.thumbnail(pooled_map("softmax", 8, seed=i).values, "softmax", 0.1), f"L0 H{i} · 0.{i}")
              for i in range(3)]
     page = figures.overview_html(tiles, "model A (<b>x</b>)")
     assert page.count("<figure") == 3 and page.count('src="data:image/png;base64,') == 3
     assert [f'data-index="{i}"' in page for i in range(3)] == [True] * 3 and "L0 H2 · 0.2</figcaption>" in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>" not in page
-    assert "trigger('select'" in figures.OVERVIEW_SELECT_JS and "index" in figures.OVERVIEW_SELECT_JS
+    assert "trigger('select'" in figures.CLICK_SELECT_JS and "index" in figures.CLICK_SELECT_JS
 
 
 class LongTrace:

@@ -1,15 +1,16 @@
 """UI pieces against canned records and fake runners: no model, no torch in the UI."""
 
+import re
+
 import gradio as gr
 import numpy as np
 import pandas as pd
-from PIL import Image
 import pytest
 
-from components import (classification_tab, exports, figures, generation_tab, links, model_slots, panel, qa_tab, run_store,
-                        safe_text, tagging_tab, token_heat)
+from components import (classification_tab, exports, figures, generation_tab, links, model_slots, paging, panel, qa_tab,
+                        run_store, safe_text, tagging_tab, token_heat)
 from components.panel import runner, slots, spec
-from diffllama import analysis
+from diffllama import analysis, tasks
 from diffllama.analysis import derived
 from diffllama.records import (AblationResult, AnswerSpan, AttentionMap, AttentionRegion, ClassificationResult, Entity,
                                HeadStats, LabelScore, ModelInfo, Overview, TaggingResult, TokenAlignment, TokenTag)
@@ -105,7 +106,7 @@ def test_region_is_drawn_at_full_resolution_with_its_own_positions():
 class FakeTrace:
     """A character-level trace: ⟨s⟩, then one token per character."""
 
-    kinds, lambdas, nbytes, arch, truncated_from = ("softmax",), None, 0, "llama", None
+    kinds, lambdas, nbytes, arch = ("softmax",), None, 0, "llama"
 
     def __init__(self, text, layers=2, heads=2, end_token=False):
         self.num_layers, self.num_heads = layers, heads
@@ -218,7 +219,7 @@ def test_a_and_b_side_by_side_at_the_same_layer_head_and_matched_kind(stored_run
     assert shown["map_B"] and shown["map_A"] is None
     galleries = views.views["overview"].outputs
     fitted = spec.fitted(views.specs, stored_run, "B")
-    assert not fitted[galleries["gallery_A"]]["visible"] and fitted[galleries["gallery_B"]]["columns"] == 2
+    assert not fitted[galleries["gallery_A"]]["visible"] and fitted[galleries["gallery_B"]]["visible"]
 
 
 def test_switching_models_before_any_run_changes_nothing_and_every_fitted_output_is_wired(built):
@@ -286,15 +287,30 @@ def test_editing_the_inputs_marks_the_views_as_the_last_runs():
 
 def test_overview_sorts_by_the_measure_and_a_click_opens_that_head(stored_run):
     shown = panel.overview.show_overview("test", "A and B", "diff", "entropy", "measure, low first")
-    values = [float(caption.rsplit("· ", 1)[1]) for _, caption in shown["gallery_A"]]
-    assert values == sorted(values) and len(shown["gallery_A"]) == 6 and len(shown["order_B"]) == 4
-    width, height = Image.open(shown["gallery_A"][0][0]).size
-    assert width == height >= figures.THUMBNAIL_PIXELS  # square thumbnails
+    captions = re.findall(r"<figcaption[^>]*>([^<]*)</figcaption>", shown["gallery_A"])
+    values = [float(caption.rsplit("· ", 1)[1]) for caption in captions]
+    assert values == sorted(values) and len(captions) == 6 and len(shown["order_B"]) == 4
+    # one piece of HTML per model, named by its own title (no gallery label over the first caption)
+    assert shown["gallery_A"].count('src="data:image/png;base64,') == 6 and "Model A (diffllama)" in shown["gallery_A"]
+    assert re.findall(r'data-index="(\d+)"', shown["gallery_A"]) == [str(i) for i in range(6)]  # the click order
+    assert f"grid-template-columns:repeat(2,{figures.THUMBNAIL_PIXELS + 8}px)" in shown["gallery_A"]  # a layer a row
+    assert "repeat(auto-fill," in figures.overview_html([], "32 heads", 32)  # too wide for a row: wrapped
     assert "every head" in shown["legend"]
     assert analysis.measures.MEASURES["entropy"].text in shown["overview_note"]  # the one written definition
     select = gr.SelectData(None, {"index": 1, "value": None, "selected": True})
     assert panel.overview.open_head(shown["order_A"], select) == shown["order_A"][1]
     assert shown["order_A"][0] == (0, 1)  # the fake entropy is lowest at layer 0, head 1
+
+
+def test_a_click_in_the_overview_html_selects_its_head_in_the_maps_view(built):
+    """Each model's overview HTML sends its clicks as select events, wired to the maps' layer and head."""
+    demo, views = built
+    maps = views.views["maps"].controls
+    for s in "AB":
+        html = views.views["overview"].outputs[f"gallery_{s}"]
+        assert isinstance(html, gr.HTML) and html.js_on_load == figures.CLICK_SELECT_JS
+        selected = [fn for fn in demo.fns.values() if (html._id, "select") in fn.targets]
+        assert len(selected) == 1 and selected[0].outputs == [maps["layer"], maps["head"]]
 
 
 def test_another_measure_or_order_redraws_the_overview_without_computing_it_again(stored_run, monkeypatch):
@@ -331,16 +347,23 @@ def test_zoom_cuts_the_ranges_to_each_model(stored_run):
     assert [shown[k] for k in ("query_from", "query_to", "key_from", "key_to")] == [2, 9, 0, 9]
     assert shown["zoom_A"].layout.meta["row_edges"] == [2, 3, 4, 5]  # A has 5 tokens
     assert shown["zoom_B"].layout.meta["row_edges"] == [2, 3, 4, 5, 6, 7]  # B has 7
+    assert "full resolution" in shown["zoom_A"].layout.title.text
 
 
 def test_a_zoom_wider_than_the_limit_opens_at_the_finest_blocks_that_fit(stored_run):
     long = FakeTrace("x" * 599)  # 600 tokens
     stored_run.traces["A"] = long
     shown = panel.zoom.zoom("test", "A", 0, 0, "softmax", 0, 600, 40, 340)  # 600 × 300 tokens: over 256
-    edges = shown["zoom_A"].layout.meta["row_edges"]
+    figure = shown["zoom_A"]
+    edges = figure.layout.meta["row_edges"]
     assert edges[:3] == [0, 3, 6] and edges[-1] == 600 and len(edges) - 1 <= analysis.MAX_REGION
-    assert "blocks of 3 tokens" in shown["zoom_A"].layout.title.text and "wider than 256" in shown["zoom_note"]
-    z = np.asarray(shown["zoom_A"].data[0].z, dtype=float)
+    assert "blocks of 3 tokens" in figure.layout.title.text and "wider than 256" in shown["zoom_note"]
+    assert "full resolution" not in figure.layout.title.text  # titled by what it shows
+    with gr.Blocks():
+        views = panel.build(gr.State("test"), "test")
+    zoom = views.views["zoom"]
+    assert all("full resolution" not in zoom.outputs[f"zoom_{s}"].label for s in "AB") and "full resolution" not in zoom.box.label
+    z = np.asarray(figure.data[0].z, dtype=float)
     assert z[-1, 0] == pytest.approx(3.0)  # a block sums its 3 keys (ones), averaged over its 3 queries
 
 
@@ -419,27 +442,37 @@ def test_entity_and_answer_highlighting_cover_the_text():
     both = qa_tab.highlight(text, {"A": spans[0], "B": AnswerSpan("Acme Corp", 14, 23, 0.5, 5, 6, 0)})
     assert both == [("Anna works at ", None), ("Acme", "A and B"), (" Corp", "B"), (".", None)]  # the context once
     assert qa_tab.highlight(text, {"A": None, "B": None}) == [(text, None)]
+    assert qa_tab.around_answers(both) == both  # a short context whole
     assert qa_tab.span_rows(spans) == [["Acme", 0.7, "14–18"]]
+
+
+def test_a_long_contexts_answers_are_shown_with_the_text_around_them():
+    context = "x" * 4000 + "1601" + "y" * 3000
+    pieces = qa_tab.around_answers(qa_tab.highlight(context, {"A": AnswerSpan("1601", 4000, 4004, 0.9, 9, 9, 0), "B": None}))
+    assert pieces == [(" ⋯ 3,700 characters ⋯ " + "x" * 300, None), ("1601", "A"), ("y" * 300 + " ⋯ 2,700 characters ⋯ ", None)]
+    assert qa_tab.around_answers([(context, None)]) == [(context, None)]  # nothing marked: nothing cut
 
 
 def test_the_per_token_table_is_paged():
     rows = [[i, f"t{i}", "O", 0.9, "O", ""] for i in range(2000)]
     first = tagging_tab.page_of(rows, 1)
-    assert len(first["value"]) == tagging_tab.PAGE_ROWS and "page 1 of 40, 2000 tokens" in first["label"]
+    assert len(first["value"]) == paging.PAGE_ROWS and "page 1 of 40, 2000 tokens" in first["label"]
     last = tagging_tab.page_of(rows, 99)  # clamped to the last page
     assert last["value"][-1][0] == 1999 and "page 40 of 40" in last["label"]
 
 
 def test_generation_warns_before_running_past_the_trained_length(monkeypatch):
     class Model:
-        config = type("Config", (), {"max_position_embeddings": 10})
-        tokenizer = staticmethod(lambda text: {"input_ids": text.split()})
+        source, config = "tiny-lm", type("Config", (), {"max_position_embeddings": 10})
+        tokenizer = staticmethod(lambda text, pair=None: {"input_ids": text.split()})
+        check_input = tasks.check_input  # the run's own rule
 
     monkeypatch.setattr(model_slots.CACHE, "get", lambda source, task: Model())
     assert generation_tab.length_notice("a b c", 7, "a", "b") == ""
     notice = generation_tab.length_notice("a b c", 8, "a", "b")
     assert "**A** was trained on 10 positions" in notice and "at most 7 new tokens, not 8" in notice
-    assert "will refuse it" in generation_tab.length_notice("a " * 10, 1, "a", "b")
+    refused = generation_tab.length_notice("a " * 10, 1, "a", "b")
+    assert "the prompt is 10 tokens" in refused and "reads at most 9 tokens (1 kept for a new token)" in refused
 
 
 # --- ablation ---------------------------------------------------------------------------------------------------
@@ -459,3 +492,50 @@ def test_ablation_reads_as_changes_and_draws_no_bar_for_rounding():
     summary = panel.ablation.ablation_summary(ablation([0.1, 0.2], [True, True], ["start", "end"],
                                                         answers=((4, 8, 0.5), (0, 3, 0.25))), "qa", "The Lyon")
     assert summary.startswith("Answer `Lyon` (score 0.500) → `The` (score 0.250)")
+
+
+def test_the_ablation_table_is_paged_like_taggings(stored_run, monkeypatch):
+    """2,000 changed positions: the table shows 50 at a time, the rest a page number away (no rerun)."""
+    n = 2000
+    result = ablation([float(i) for i in range(n)], [True] * n)
+    monkeypatch.setattr(panel.ablation.CACHE, "get", lambda source, task: "model")
+    monkeypatch.setattr(panel.ablation.analysis, "lambda_ablation", lambda model, trace, value: result)
+    shown = panel.ablation.ablate("test", "A", 0.0)
+    assert len(shown["table"]["value"]) == paging.PAGE_ROWS and len(shown["rows"]) == n and shown["page"] == 1
+    assert "page 1 of 40, 2000 positions" in shown["table"]["label"] and shown["table"]["value"][0][0] == n - 1  # largest KL first
+    turned = panel.ablation.turn_page("test", shown["rows"], 40)["table"]
+    assert turned["value"][-1][0] == 0 and "page 40 of 40" in turned["label"]
+    assert "page 1 of 1, 0 positions" in panel.ablation.turn_page("test", [], None)["table"]["label"]  # after a new run
+
+
+def test_each_token_of_the_heat_carries_its_position_for_a_click():
+    trace, values = FakeTrace("ab c"), np.array([0.8, 0.4, -0.2, 0.0, 0.1])
+    drawn = token_heat.heat_view(trace, {0: "ab c"}, token_heat.HeatRow("A", 4, 0, values), 0.8)
+    assert re.findall(r'data-index="(\d+)"', drawn) == ["0", "1", "2", "3", "4"] and "cursor:pointer" in drawn
+    assert "click to make it the query" in drawn
+
+
+def test_a_clicked_token_becomes_the_query_of_the_heat_and_the_comparison():
+    select = lambda index: gr.SelectData(None, {"index": index, "value": "generation-map-A", "selected": True})  # noqa: E731
+    assert panel.picking.pick(2)(select(7)) == (7, 7) and panel.picking.pick(1)(select(7.0)) == 7
+    for bad in (-1, 1.5, "3", None, True):
+        with pytest.raises(gr.Error, match="clicked token's position must be a whole number"):
+            panel.picking.pick(1)(select(bad))
+    with pytest.raises(gr.Error):  # an undrawn comparison waits for its button, quietly
+        panel.picking._drawn(None)
+    panel.picking._drawn({"plot": "{}"})
+
+
+def test_token_clicks_on_the_maps_and_the_heat_set_both_queries_and_redraw(stored_run):
+    with gr.Blocks() as demo:
+        heat = token_heat.build("the last token")
+        views = panel.build(gr.State("test"), "test", heat)
+    picker = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "test-token-pick")
+    assert '["test-map-A", "test-map-B", "test-zoom-A", "test-zoom-B"]' in picker.js_on_load
+    query = views.views["compare"].controls["query"]
+    for source in (picker, *heat.texts):
+        assert source.js_on_load in (picker.js_on_load, figures.CLICK_SELECT_JS)
+        clicked = [fn for fn in demo.fns.values() if (source._id, "select") in fn.targets]
+        assert len(clicked) == 1 and clicked[0].outputs == [query, heat.position]
+        after = [fn for fn in demo.fns.values() if fn.trigger_after == clicked[0]._id]
+        assert {fn.name for fn in after} == {"refresh", "_drawn"}  # the heat redrawn; the comparison when drawn

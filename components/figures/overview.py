@@ -3,13 +3,12 @@ piece of HTML (each thumbnail an inline PNG, its caption as text under it), so t
 file per thumbnail and no label of the page covers a caption.
 
 A click on a thumbnail fires the ``gr.HTML``'s select event with the thumbnail's index, as a
-gallery's would: give the component ``js_on_load=OVERVIEW_SELECT_JS``."""
+gallery's would: give the component ``js_on_load=CLICK_SELECT_JS`` (``clicks``)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import math
 
 import numpy as np
 import plotly.colors
@@ -20,24 +19,20 @@ from components.safe_text import for_html
 from .maps import future_mask
 from .scales import MASKED, ScaleLimit, colour_range, colour_table, robust_limit
 
-THUMBNAIL_PIXELS = 96  # a thumbnail's side on the page (and in pixels, when upscaled here)
-OVERVIEW_SELECT_JS = """element.addEventListener('click', (event) => {
-  const tile = event.target.closest('[data-index]');
-  if (tile) trigger('select', {index: Number(tile.dataset.index), value: tile.dataset.head, selected: true});
-});"""
+THUMBNAIL_PIXELS = 96  # a thumbnail's side on the page
+ROW_PIXELS = 1200  # the widest row of thumbnails kept whole (a layer a row); wider ones wrap
 
 
-def thumbnail(values: np.ndarray, kind: str, limit: float, value: str = "weight", upscale: bool = True) -> np.ndarray:
-    """A pooled map [b, b] as a square RGB image on the shared scale (``colour_range``), future cells
-    grey, values beyond the scale at full colour; ``upscale``: repeated (nearest) to about
-    ``THUMBNAIL_PIXELS`` a side (``overview_html`` needs no upscaling: the browser does it)."""
+def thumbnail(values: np.ndarray, kind: str, limit: float, value: str = "weight") -> np.ndarray:
+    """A pooled map [b, b] as a square RGB image [b, b, 3] on the shared scale (``colour_range``),
+    future cells grey, values beyond the scale at full colour; a pixel a block (``overview_html`` has
+    the browser draw it ``THUMBNAIL_PIXELS`` wide, cells kept sharp)."""
     scale = colour_range(kind, limit, value)
     index = np.clip((values - scale["zmin"]) / (scale["zmax"] - scale["zmin"]) * 255, 0, 255).round().astype(int)
     image = colour_table(kind, value)[index]  # [b, b, 3]
     edges = list(range(values.shape[0] + 1))
     image[future_mask(edges, edges)] = plotly.colors.hex_to_rgb(MASKED)
-    factor = max(1, math.ceil(THUMBNAIL_PIXELS / values.shape[0])) if upscale else 1
-    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+    return image
 
 
 def overview_limit(maps) -> ScaleLimit:
@@ -56,16 +51,18 @@ def png_data_url(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def overview_html(tiles: list[tuple[np.ndarray, str]], title: str) -> str:
-    """Thumbnails (``(pixels, caption)``, in the order clicks are numbered) under ``title``, in a grid
-    that wraps to the page's width; each thumbnail drawn square at ``THUMBNAIL_PIXELS`` with sharp
-    cells, its caption under it and in its tooltip. Text is escaped (a title may name a model source)."""
+def overview_html(tiles: list[tuple[np.ndarray, str]], title: str, per_row: int | None = None) -> str:
+    """Thumbnails (``(pixels, caption)``, in the order clicks are numbered) under ``title``, ``per_row``
+    a row (a model's heads: a layer a row) when that fits ``ROW_PIXELS``, else wrapped to the page's
+    width; each drawn square at ``THUMBNAIL_PIXELS`` with sharp cells, centred over its caption, which
+    is in its tooltip too. Text is escaped (a title may name a model source)."""
     cells = "".join(
-        f'<figure data-index="{i}" data-head="{for_html(caption)}" title="{for_html(caption)}" style="margin:0;cursor:pointer;'
+        f'<figure data-index="{i}" data-value="{for_html(caption)}" title="{for_html(caption)}" style="margin:0;cursor:pointer;'
         f'text-align:center"><img src="{png_data_url(pixels)}" alt="{for_html(caption)}" width="{THUMBNAIL_PIXELS}" '
-        f'height="{THUMBNAIL_PIXELS}" style="image-rendering:pixelated;border:1px solid #ccc">'
+        f'height="{THUMBNAIL_PIXELS}" style="image-rendering:pixelated;border:1px solid #ccc;display:block;margin:0 auto">'
         f'<figcaption style="font-size:0.78em;line-height:1.2">{for_html(caption)}</figcaption></figure>'
         for i, (pixels, caption) in enumerate(tiles))
+    columns = per_row if per_row and per_row * (THUMBNAIL_PIXELS + 14) <= ROW_PIXELS else "auto-fill"
     return (f'<div class="lens-overview"><div style="font-weight:600;margin:4px 0">{for_html(title)}</div>'
-            f'<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax({THUMBNAIL_PIXELS + 8}px,1fr));'
+            f'<div style="display:grid;grid-template-columns:repeat({columns},{THUMBNAIL_PIXELS + 8}px);'
             f'gap:8px 6px">{cells}</div></div>')

@@ -6,6 +6,7 @@
 - ``compare``: A vs B statistics, span allocation, sinks, activation outliers
 - ``ablation``: λ switched off or changed
 - ``sharing`` and ``provenance``: links that reopen a view, and what a figure was computed from
+- ``picking``: a click on a token (a map's axis or cell, the heat) makes it the query
 - ``runner``: a tab's run and its views wired together (one runner for every tab)
 
 Views read the tab's last run (a ``run_store.Run``, looked up by the tab's key, a ``gr.State``)."""
@@ -16,7 +17,7 @@ import gradio as gr
 
 from .. import links
 from ..model_queue import model_queue
-from . import ablation, compare, maps, overview, zoom
+from . import ablation, compare, maps, overview, picking, zoom
 from .compare import ALLOCATION_NOTE, allocation_label, allocation_shown
 from .runner import Panel, Runs
 from .spec import fit, shown_outputs
@@ -31,6 +32,7 @@ def build(run: gr.State, name: str, heat=None) -> Panel:
     run store); ``name`` prefixes their endpoints; a tab's token ``heat`` view joins what links carry."""
     with gr.Accordion("Attention maps: A and B at the same layer / head", open=True, elem_id=f"{name}-maps"):
         edited = gr.Markdown(elem_classes=["edited-note"])
+        picker = picking.build(name, [f"{name}-{view}-{s}" for view in ("map", "zoom") for s in "AB"])
         main = maps.build(name)
         with gr.Row():  # a link recomputes the view from the inputs: nothing is stored
             show = gr.Radio(list(links.VIEWS), value=links.VIEWS[0], label="the link opens (after running the tab)", scale=2)
@@ -48,6 +50,7 @@ def build(run: gr.State, name: str, heat=None) -> Panel:
     main.controls["slot"].change(fit(specs), [run, main.controls["slot"]], shown_outputs(specs), queue=False,
                                  api_visibility="private")
     opened_head(name, run, main, specs[2])
+    picking.wire(picker, run, specs[3], heat)
     # the run key is the tab's task, which is also its tab's id
     return Panel(specs, run, run.value, name, controls, (share, show, box), edited)
 

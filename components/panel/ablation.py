@@ -1,4 +1,5 @@
-"""λ ablation of a DiffLlama: the model rerun with λ replaced in every layer, and what changes."""
+"""λ ablation of a DiffLlama: the model rerun with λ replaced in every layer, and what changes (its
+table a page at a time, like tagging's: a 2K-token input can change thousands of predictions)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import numpy as np
 
 from diffllama import analysis
 
-from .. import figures
+from .. import figures, paging
 from ..errors import user_errors
 from ..model_queue import gpu
 from ..model_slots import CACHE
 from ..safe_text import markdown_code
 from ..run_store import current
-from .spec import ViewSpec
+from .spec import Action, ViewSpec
+
+TABLE = "top prediction before → after ablation"
 
 
 def ablation_summary(result, task: str, context: str) -> str:
@@ -50,7 +53,13 @@ def ablate(tab: str, ablated: str, lambda_value: float, request: gr.Request = No
     summary = (ablation_summary(result, run.task, run.texts[ablated]) + " The model itself is unchanged: the override "
                "applies to this forward pass only. Table: the positions whose top prediction changes (else the 10 "
                "largest KL).")
-    return {"plot": figures.ablation_kl(result, f"Model {ablated}, {title}"), "table": table, "summary": summary}
+    return {"plot": figures.ablation_kl(result, f"Model {ablated}, {title}"), "table": paging.page_of(table, 1, TABLE, "positions"),
+            "rows": table, "page": 1, "summary": summary}
+
+
+def turn_page(tab: str, rows: list, page: int | None, request: gr.Request = None) -> dict:
+    """Another page of the last ablation's table (its rows kept in the visitor's session)."""
+    return {"table": paging.page_of(rows or [], page, TABLE, "positions")}
 
 
 def build() -> ViewSpec:
@@ -61,7 +70,10 @@ def build() -> ViewSpec:
                                      label="λ in every layer (0 = subtraction off: only A1 drives the output)")
         button = gr.Button("Run ablation")
         summary, plot = gr.Markdown(), gr.Plot()
+        page = gr.Number(1, precision=0, minimum=1, label=f"page of the table ({paging.PAGE_ROWS} positions a page)")
         table = gr.Dataframe(headers=["position", "token", "before (P)", "after (P)", "P(before) after", "KL"],
-                             label="top prediction before → after ablation", wrap=True)
+                             label=TABLE, wrap=True)
+        rows = gr.State([])  # the last ablation's rows, for its other pages
     return ViewSpec("ablation", ablate, dict(ablated=ablated, lambda_value=lambda_value),
-                    dict(plot=plot, table=table, summary=summary), button, "ablation", box, linked=False)
+                    dict(plot=plot, table=table, summary=summary, rows=rows, page=page), button, "ablation", box, linked=False,
+                    actions=[Action(page, turn_page, [rows, page], {"table": table}, "ablation_page", event="submit")])

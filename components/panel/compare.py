@@ -131,7 +131,7 @@ def build() -> ViewSpec:
         with gr.Row():
             button = gr.Button("Compare A and B")
             export_button = gr.Button("Export the comparison's numbers (JSON)", size="sm")
-        outputs = dict(stats=gr.Plot(), allocation=gr.Dataframe(
+        outputs = dict(stats=gr.Plot(show_label=False), allocation=gr.Dataframe(
             label="attention from the query token to the span vs the rest of the context, every reading", wrap=True),
             sinks=gr.Dataframe(headers=["model", "map", f"share of heads with sink score > {analysis.SINK_THRESHOLD}",
                                         "mean sink score", "largest sink score"], label="attention sinks on the first token"))

@@ -1,6 +1,7 @@
 """The overview: every layer × head of each shown model as square thumbnails on one colour scale per
 model, with a per-head measure of its weights under each (its definition is ``analysis.measures``'),
-in the chosen order; a click opens that head in the maps view."""
+in the chosen order; a click opens that head in the maps view. Each model's thumbnails are one piece of
+HTML (``figures.overview_html``), a click on one firing the HTML's select event with its index."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from diffllama.analysis import derived, measures
 
 from .. import figures
 from ..errors import user_errors
-from ..exports import image_file
 from ..model_queue import gpu
 from ..run_store import current
 from .slots import kind_for, shown_slots
@@ -23,17 +23,17 @@ MEASURES = {  # the choice under each thumbnail -> (its name in ``analysis.measu
 ORDERS = ("layer × head", "measure, low first", "measure, high first")
 
 
-def _gallery(slot: str, trace, view, kind: str, measure: str, order: str, value: str) -> tuple[list, list, str]:
-    """One model's thumbnails with their captions, their (layer, head) in gallery order, and the legend."""
+def _gallery(slot: str, trace, view, kind: str, measure: str, order: str, value: str) -> tuple[str, list, str]:
+    """One model's thumbnails with their captions (HTML), their (layer, head) in click order, and the legend."""
     values = getattr(view.stats, MEASURES[measure][1])  # [L, H], over the rows the thumbnails average
     heads = [(l, h) for l in range(trace.num_layers) for h in range(trace.num_heads)]
     if order != ORDERS[0]:
         heads.sort(key=lambda lh: values[lh], reverse=order == ORDERS[2])
     limit = figures.overview_limit(view.maps)
-    gallery = [(image_file(figures.thumbnail(view.maps[l][h], kind, limit, value), f"{slot}-L{l}-H{h}"),
-                f"L{l} H{h} · {values[l, h]:.3f}") for l, h in heads]
+    tiles = [(figures.thumbnail(view.maps[l][h], kind, limit, value), f"L{l} H{h} · {values[l, h]:.3f}")
+             for l, h in heads]
     what = kind if value == "weight" else f"{figures.VALUE_TITLES[value]} through {kind}"
-    return gallery, heads, figures.scale_legend(kind, limit, f"<b>{slot}</b> ({trace.arch}, {what}), every head:", value)
+    return figures.overview_html(tiles, f"Model {slot} ({trace.arch}), {what}", trace.num_heads), heads, figures.scale_legend(kind, limit, f"<b>{slot}</b> ({trace.arch}, {what}), every head:", value)
 
 
 @user_errors
@@ -76,11 +76,11 @@ def build(name: str, maps: ViewSpec) -> ViewSpec:
             order = gr.Radio(list(ORDERS), value=ORDERS[0], label="order")
         button = gr.Button("Draw overview")
         note, legend = gr.Markdown(), gr.HTML()
-        galleries = {f"gallery_{s}": gr.Gallery(label=f"model {s}", columns=4, allow_preview=False, object_fit="contain",
-                                                height="auto", elem_id=f"{name}-overview-{s}", elem_classes=["overview"])
+        # no label over the thumbnails: each model's HTML names it in its own title
+        galleries = {f"gallery_{s}": gr.HTML(js_on_load=figures.CLICK_SELECT_JS, elem_id=f"{name}-overview-{s}")
                      for s in "AB"}
-        orders = {f"order_{s}": gr.State([]) for s in "AB"}  # (layer, head) of each thumbnail, in gallery order
+        orders = {f"order_{s}": gr.State([]) for s in "AB"}  # (layer, head) of each thumbnail, in click order
     controls = dict(slot=maps.controls["slot"], kind=maps.controls["kind"], measure=measure, order=order,
                     value=maps.controls["value"])
     return ViewSpec("overview", show_overview, controls, galleries | {"legend": legend, "overview_note": note} | orders,
-                    button, "overview", box, shown={k: Shown(k[-1], columns=True) for k in galleries})
+                    button, "overview", box, shown={k: Shown(k[-1]) for k in galleries})

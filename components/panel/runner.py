@@ -23,7 +23,7 @@ PRIVATE = dict(api_visibility="private")
 QUICK = dict(queue=False, **PRIVATE)  # checks and layout: outside the queue, never a model-queue job
 
 
-def _hidden_stop(why: str) -> gr.Error:
+def hidden_stop(why: str) -> gr.Error:
     """Ends a chain of events quietly: the ``.success`` steps after it do not run, and nothing is shown."""
     return gr.Error(why, visible=False, print_exception=False)
 
@@ -31,7 +31,7 @@ def _hidden_stop(why: str) -> gr.Error:
 def _has_link(link) -> None:
     """Goes on only when the page was opened with a link to this tab."""
     if link is None:
-        raise _hidden_stop("the page was opened without a link to this tab")
+        raise hidden_stop("the page was opened without a link to this tab")
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def _opens(view: str):
     """Goes on only when the run just made opens ``view`` for the page's link."""
     def check(opening):
         if opening != view:
-            raise _hidden_stop(f"this run opens {opening}, not {view}")
+            raise hidden_stop(f"this run opens {opening}, not {view}")
     return check
 
 

@@ -27,16 +27,12 @@ def shown_slots(run, slot: str) -> list[str]:
 
 
 def window_note(run, slot: str, trace) -> str:
-    """Which part of a long input the trace holds (QA window, or the first tokens of a cut input)."""
-    notes = []
-    if run.windows.get(slot, (0, 1))[1] > 1:
-        shown, total = run.windows[slot]
-        chars = [o for o, s in zip(trace.offsets, trace.sequence_ids) if s == 1]
-        notes.append(f"QA window {shown + 1} of {total} (context characters {chars[0][0]}–{chars[-1][1]})")
-    if trace.truncated_from:
-        notes.append(f"the input had {trace.truncated_from} tokens; the model read its first {trace.seq_len} "
-                     "(its trained length)")
-    return "; ".join(notes)
+    """Which part of a long input the trace holds (a QA window)."""
+    if run.windows.get(slot, (0, 1))[1] <= 1:
+        return ""
+    shown, total = run.windows[slot]
+    chars = [o for o, s in zip(trace.offsets, trace.sequence_ids) if s == 1]
+    return f"QA window {shown + 1} of {total} (context characters {chars[0][0]}–{chars[-1][1]})"
 
 
 def slot_notes(run, slot: str, trace, kind: str, asked: str) -> list[str]:

@@ -19,25 +19,26 @@ from .slots import shown_slots
 
 @dataclass(frozen=True)
 class Shown:
-    """When an output is visible: while its model is shown (``slot``; None: either), only for a model
-    with λ (``differential``), and as many gallery columns as the model has heads (``columns``)."""
+    """When an output is visible: while its model is shown (``slot``; None: either), and only for a
+    model with λ (``differential``)."""
 
     slot: str | None = None
     differential: bool = False
-    columns: bool = False
 
 
 @dataclass
 class Action:
-    """Another button of a view: ``fn(tab, *inputs, request)`` returns results by output name; the
-    view redraws after it when ``redraw`` (it changed the view's controls)."""
+    """Another button of a view (or another component's ``event``: a page number's submit): ``fn(tab,
+    *inputs, request)`` returns results by output name; the view redraws after it when ``redraw`` (it
+    changed the view's controls)."""
 
-    button: gr.Button
+    button: gr.components.Component
     fn: Callable
     inputs: list
     outputs: dict[str, gr.components.Component]
     api: str
     redraw: bool = False
+    event: str = "click"
 
 
 @dataclass
@@ -78,7 +79,7 @@ class ViewSpec:
         self.button.click(self.handler(), [run_key, *self.controls.values()], list(self.outputs.values()),
                           js=self.js, api_name=f"{prefix}_{self.api}", **settings)
         for action in self.actions:
-            done = action.button.click(named(action.fn, action.outputs), [run_key, *action.inputs],
+            done = getattr(action.button, action.event)(named(action.fn, action.outputs), [run_key, *action.inputs],
                                        list(action.outputs.values()), api_name=f"{prefix}_{action.api}", **settings)
             if action.redraw:
                 self.run_after(done, run_key, **settings)
@@ -98,8 +99,8 @@ def named(fn: Callable, outputs: dict) -> Callable:
 
 
 def fitted(specs: list[ViewSpec], run, slot: str) -> dict:
-    """Updates of every model's outputs to the shown models: visible or not, and galleries as wide as
-    the model has heads. A tab without a run has nothing to fit: no update."""
+    """Updates of every model's outputs to the shown models: visible or not. A tab without a run has
+    nothing to fit: no update."""
     shown = shown_slots(run, slot)
     differential = [s for s in shown if run.traces[s].lambdas is not None]
     updates = {}
@@ -107,8 +108,7 @@ def fitted(specs: list[ViewSpec], run, slot: str) -> dict:
         for name, when in spec.shown.items():
             slots = [when.slot] if when.slot else shown
             visible = any(s in (differential if when.differential else shown) for s in slots)
-            columns = dict(columns=run.traces[when.slot].num_heads) if when.columns and visible else {}
-            updates[spec.outputs[name]] = gr.update(visible=visible, **columns)
+            updates[spec.outputs[name]] = gr.update(visible=visible)
     return updates
 
 

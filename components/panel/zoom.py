@@ -42,10 +42,15 @@ def _edges(start: int, end: int, step: int) -> list[int]:
     return list(range(start, end, step)) + [end]
 
 
+def block_step(rows: tuple[int, int], cols: tuple[int, int]) -> int:
+    """Tokens per block of a region: 1 up to ``analysis.MAX_REGION`` a side, the finest that fits beyond."""
+    return math.ceil(max(rows[1] - rows[0], cols[1] - cols[0]) / analysis.MAX_REGION)
+
+
 def pooled_region(trace, layer: int, head: int, kind: str, rows, cols, value: str, title: str, segments):
     """A region wider than ``MAX_REGION``: the full-resolution cells pooled to blocks of ``step``
     tokens, as the pooled map is (mean over a block's queries, sum over its keys)."""
-    step = math.ceil(max(rows[1] - rows[0], cols[1] - cols[0]) / analysis.MAX_REGION)
+    step = block_step(rows, cols)
     row_edges, col_edges = _edges(*rows, step), _edges(*cols, step)
     values = full_region(trace, layer, head, kind, rows, cols, value)
     summed = np.add.reduceat(np.add.reduceat(values, np.subtract(row_edges[:-1], rows[0]), axis=0),
@@ -79,13 +84,15 @@ def zoom(tab: str, slot: str, layer: int, head: int, kind: str, query_from: int,
     for s, trace, matched in shown:
         rows, cols = _cut(trace, (query_from, query_to)), _cut(trace, (key_from, key_to))
         prefix, segments = f"Model {s} ({trace.arch}) · ", run.segments.get(s, ())
-        if max(rows[1] - rows[0], cols[1] - cols[0]) > analysis.MAX_REGION:
-            results[f"zoom_{s}"] = pooled_region(trace, layer, head, matched, rows, cols, value, prefix, segments)
+        step = block_step(rows, cols)
+        if step > 1:
+            figure = pooled_region(trace, layer, head, matched, rows, cols, value, prefix, segments)
             notes.append(f"**{s}**: the region is wider than {analysis.MAX_REGION} tokens, so it is shown in blocks "
                          "(the finest that fit); narrow it for single tokens, or export it at full resolution")
         else:
             region = analysis.attention_region(trace, layer, head, matched, rows, cols, value)
-            results[f"zoom_{s}"] = figures.region_heatmap(region, prefix, segments)
+            figure = figures.region_heatmap(region, prefix, segments)
+        results[f"zoom_{s}"] = figure  # its title says what it shows: single tokens, or blocks of them
     ranges = dict(query_from=int(query_from), query_to=int(query_to), key_from=int(key_from), key_to=int(key_to))
     return results | {"zoom_note": "  \n".join(notes)} | ranges
 
@@ -158,7 +165,7 @@ ZOOM_SCRIPT = """(...args) => {
 
 def build(name: str, maps: ViewSpec) -> ViewSpec:
     """The zoom's ranges, buttons and plots, on the maps' controls, with "find" and the export."""
-    with gr.Accordion("Zoom: a region at full resolution", open=False) as box:
+    with gr.Accordion("Zoom: a region token by token (in blocks when wider than the limit)", open=False) as box:
         gr.Markdown("Drag a box on a map above (plotly's zoom), then press **Recompute the region** — or type token "
                     "ranges, or find text. The region is recomputed from the trace token by token, however long the input.")
         with gr.Row():
@@ -174,7 +181,8 @@ def build(name: str, maps: ViewSpec) -> ViewSpec:
             export_button = gr.Button("Export the region at full resolution (CSV)", size="sm")
         found, note = gr.Markdown(), gr.Markdown()
         with gr.Row(equal_height=True):
-            plots = {f"zoom_{s}": gr.Plot(label=f"model {s}, full resolution", elem_id=f"{name}-zoom-{s}") for s in "AB"}
+            # labelled by model only: each figure's title says whether it is token by token or in blocks
+            plots = {f"zoom_{s}": gr.Plot(label=f"model {s}", elem_id=f"{name}-zoom-{s}") for s in "AB"}
         csv = gr.File(label="the region's numbers at full resolution (CSV)", height=90)
     shared = {k: maps.controls[k] for k in ("slot", "layer", "head", "kind")}
     controls = shared | ranges | {"value": maps.controls["value"]}

@@ -50,7 +50,6 @@ class Trace:
     logits: torch.Tensor  # float32, CPU
     hidden_states: tuple[torch.Tensor, ...] = field(repr=False)  # L+1 × [N, D]: inputs of each layer, then the last one's output (before the final norm)
     _model: torch.nn.Module = field(repr=False, default=None)
-    truncated_from: int | None = None  # the input's token count when it was cut to the model's maximum
     cache: LayerCache = field(repr=False, default=None)
     keys: tuple[torch.Tensor, ...] = field(repr=False, default=())  # L × [KV, N, d] float32: post-RoPE keys of the pass
     architecture: Architecture = field(repr=False, default=None)  # what differs between architectures, and the shape
