@@ -31,18 +31,27 @@ def top_k_sum(rows: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([searched, rows[..., groups * TOP_K_GROUP:]], -1).topk(k, dim=-1).values.sum(-1)
 
 
-def row_statistics(rows: torch.Tensor, top_k: int, signed: bool | None = None) -> dict[str, torch.Tensor]:
+def row_statistics(rows: torch.Tensor, top_k: int, signed: bool | None = None,
+                   logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-row entropy, top-k mass, first-token mass and negative share of attention rows [..., N].
     A row is read as p = |row| / Σ|row|, so its entropy −Σ p·log p is log Σ|row| − Σ |row|·log|row| / Σ|row|
     and its negative share (Σ|row| − Σ row) / (2·Σ|row|): passes over the row, no p formed. ``signed``:
     whether rows may hold negative entries (differential rows); found from the rows when not given. A
-    softmax row, never negative, is its own magnitude."""
+    softmax row, never negative, is its own magnitude; given the ``logits`` z it is the softmax of
+    (−inf at masked keys), its log is z − logsumexp z, so its entropy needs no log per entry:
+    with m = max z, logsumexp z = m − log max row and Σ row·log row = Σ row·(z − m) − Σ row·(logsumexp z − m)."""
     signed = bool(rows.min() < 0) if signed is None else signed
     magnitude = rows.abs() if signed else rows
     total = magnitude.sum(-1)
-    tiny = torch.finfo(rows.dtype).tiny  # 0·log 0 = 0: keys after the row's own position are 0
+    if logits is not None:
+        peak = logits.amax(-1, keepdim=True)  # logsumexp z = max z − log max row; z − max z, not z: Σ row·(z − max z)
+        shifted = torch.sub(logits, peak).mul_(rows)  # stays ≈ the entropy, not ≈ max z (no cancellation)
+        entropy = torch.log(total) - rows.amax(-1).log_() - torch.nansum(shifted, -1) / total  # 0·(−inf) = nan: masked keys
+    else:
+        tiny = torch.finfo(rows.dtype).tiny  # 0·log 0 = 0: keys after the row's own position are 0
+        entropy = torch.log(total) - magnitude.clamp_min(tiny).log_().mul_(magnitude).sum(-1) / total  # one temporary
     return {
-        "entropy": torch.log(total) - magnitude.clamp_min(tiny).log_().mul_(magnitude).sum(-1) / total,  # one temporary
+        "entropy": entropy,
         "top_k_mass": top_k_sum(magnitude, top_k) / total,
         "sink_mass": magnitude[..., 0] / total,
         "negative_mass": (total - rows.sum(-1)).clamp_min_(0) / (2 * total) if signed else torch.zeros_like(total),
@@ -62,8 +71,10 @@ class HeadStatTotals:
 
     def __call__(self, layer: int, block: Block) -> None:
         # row 0 comes along (the sink scores need it) but is no row of the means
-        values = block.values[:, 1:] if int(block.rows[0]) == 0 and self.trace.seq_len > 1 else block.values  # [h, r, e]
-        for name, value in row_statistics(values, self.top_k, signed=self.kind == "diff").items():
+        skip = 1 if int(block.rows[0]) == 0 and self.trace.seq_len > 1 else 0
+        logits = None if block.logits is None else block.logits[:, skip:]  # a softmax map's: its entropy without a log per entry
+        for name, value in row_statistics(block.values[:, skip:], self.top_k, signed=self.kind == "diff",  # [h, r, e]
+                                          logits=logits).items():
             self.totals[name][layer, block.heads] += value.sum(-1).double().cpu().numpy()
 
     def result(self) -> HeadStats:

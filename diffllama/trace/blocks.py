@@ -21,6 +21,7 @@ class Block:
     span: slice
     rows: torch.Tensor  # [r] query positions
     values: torch.Tensor  # [h, r, e]
+    logits: torch.Tensor | None = None  # [h, r, e]: the logits whose softmax ``values`` is (softmax maps only)
 
 
 def block_values(device: torch.device) -> int:

@@ -164,14 +164,17 @@ class Trace:
         keys are zero in every row). The building block of every view: no caller holds a whole map.
         So that a caller reading the softmax maps too needs no second pass, ``softmax``, if given, is
         handed each block of them before the map is formed (``Architecture.softmax_maps`` of each
-        head in turn along the heads, ``heads`` counting them all: for ``diff``, A1 and A2 alternating)."""
+        head in turn along the heads, ``heads`` counting them all: for ``diff``, A1 and A2 alternating).
+        A block of a softmax map (``a1``, ``a2``, ``softmax``) also holds the logits it is the softmax of."""
         heads = self._check_heads(layer, kind, heads)
         unit = len(self.architecture.softmax_maps(kind))
+        own_logits = self.architecture.softmax_maps(kind) == (kind,)
         lambda_ = self.lambdas[layer] if self.lambdas else None
         for block in self._logit_blocks(layer, self.architecture.softmax_heads(heads, kind), self._rows(rows), unit):
             probs = torch.softmax(block.values, dim=-1)  # [h·unit, r, e]
             if softmax is not None:
                 softmax(Block(block.heads, block.span, block.rows, probs))
+            block.logits = block.values if own_logits else None
             block.values = self.architecture.combine(probs, kind, lambda_)
             block.heads = slice(block.heads.start // unit, block.heads.stop // unit)
             yield block
