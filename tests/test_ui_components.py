@@ -539,3 +539,12 @@ def test_token_clicks_on_the_maps_and_the_heat_set_both_queries_and_redraw(store
         assert len(clicked) == 1 and clicked[0].outputs == [query, heat.position]
         after = [fn for fn in demo.fns.values() if fn.trigger_after == clicked[0]._id]
         assert {fn.name for fn in after} == {"refresh", "_drawn"}  # the heat redrawn; the comparison when drawn
+
+
+def test_a_pages_link_runs_its_tab_once():
+    """The check before a link's run: no link stops it, the first check claims the link, a second stops."""
+    with pytest.raises(gr.Error, match="without a link"):
+        runner.claim_link(None, False)
+    assert runner.claim_link(object(), False) is True
+    with pytest.raises(gr.Error, match="run its tab already"):
+        runner.claim_link(object(), True)

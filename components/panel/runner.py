@@ -28,10 +28,15 @@ def hidden_stop(why: str) -> gr.Error:
     return gr.Error(why, visible=False, print_exception=False)
 
 
-def _has_link(link) -> None:
-    """Goes on only when the page was opened with a link to this tab."""
+def claim_link(link, claimed: bool) -> bool:
+    """Goes on only when the page was opened with a link to this tab, and only once a page: the link's
+    state may be reported changed twice on a busy machine (seen as two runs of the linked tab), so the
+    first check claims the link (its output) and any later one stops."""
     if link is None:
         raise hidden_stop("the page was opened without a link to this tab")
+    if claimed:
+        raise hidden_stop("this page's link has run its tab already")
+    return True
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Panel:
     link: gr.State = field(default_factory=lambda: gr.State(None))  # the page's link, when it is this tab's
     opening: gr.State = field(default_factory=lambda: gr.State(None))  # the view a run opens for the link, or None
     opened: gr.State = field(default_factory=lambda: gr.State(False))  # the link's run is done: later runs are the user's
+    claimed: gr.State = field(default_factory=lambda: gr.State(False))  # the link's run has started (``claim_link``)
     inputs: dict = field(default_factory=dict)  # the main action's inputs by parameter name (``run_on``)
     spec: links.LinkSpec | None = None
 
@@ -88,7 +94,8 @@ class Panel:
         clicked = button.click(fn, inputs, outputs, api_name=api_name, **model_queue())
         # a page load sets every tab's link state (gradio may report it changed with no link): the check
         # runs outside the queue, so a page opened without a link to this tab sends no model-queue job
-        linked = self.link.change(_has_link, self.link, None, **QUICK).success(fn, inputs, outputs, **PRIVATE, **model_queue())
+        linked = self.link.change(claim_link, [self.link, self.claimed], self.claimed, **QUICK) \
+            .success(fn, inputs, outputs, **PRIVATE, **model_queue())
         self.inputs = dict(zip(inspect.signature(fn).parameters, inputs))
         ready = self.refresh_on(Runs((clicked, linked)))
         self.share_links(inputs)
