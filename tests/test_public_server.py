@@ -195,9 +195,11 @@ def test_api_calls_without_a_session_are_capped_per_address(app_url, app_demo):
 
 def test_many_sessions_from_one_address_are_capped_and_another_address_goes_first(app_url, app_demo, monkeypatch):
     held = threading.Event()  # the flood's runs wait here, so what is queued stays queued while the test counts
+    running = threading.Semaphore(0)  # one release per flood run that has started
     original = loading.LensModel.generate
 
     def held_generate(self, *args, **kwargs):
+        running.release()
         held.wait(120)  # only a hang's bound: the test releases them
         return original(self, *args, **kwargs)
 
@@ -216,6 +218,8 @@ def test_many_sessions_from_one_address_are_capped_and_another_address_goes_firs
         assert len(accepted) == model_queue.MAX_QUEUED_PER_ADDRESS and len(refused) == len(flood) - len(accepted)
         assert all("your address already has" in r.text for r in refused)
         assert [r.status_code for r in flood[:model_queue.MAX_QUEUED_PER_ADDRESS]] == [200] * model_queue.MAX_QUEUED_PER_ADDRESS
+        for _ in range(model_queue.MODEL_CONCURRENCY):  # the flood's first runs hold the model slots (on a busy
+            assert running.acquire(timeout=120)  # machine they start late: until then they are waiting too)
         status, text = post(app_url, "classify", ["Bob met Clara.", *CLASSIFY], session=None, address="198.51.100.9")
         assert status == 200, text  # another address joins while the flooding one is at its cap, ...
         waiting = [model_queue.event_address(e) for e in app_demo._queue.event_queue_per_concurrency_id[model_queue.MODEL_QUEUE].queue]
