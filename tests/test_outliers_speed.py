@@ -29,10 +29,13 @@ def test_per_layer_threads_keep_to_one_core_and_leave_other_threads_alone(checkp
 def test_a_missed_window_falls_back_to_an_exact_second_pass(checkpoint):
     trace = diffllama.load(checkpoint("diffllama-gqa")).trace(TEXT)
     far_off = lambda trace, layer: [torch.full((1000,), 1e6)]  # noqa: E731 - a sample whose window misses
+    window = outliers.window_around(outliers.sample_patterns(trace, far_off))
+    assert not outliers.layer_pass(trace, outliers.layer_logits, window).complete
     summary = outliers.exact_summary(trace, outliers.layer_logits, far_off)
-    assert summary.window is not None and not summary.window[0] <= summary._median_position()[0] < summary.window[1]
-    logits = torch.cat([chunk for layer in range(trace.num_layers) for chunk in trace.causal_logits(layer)])
-    assert summary.as_row() == brute_force_row(logits)
+    heads = list(range(trace._model.config.num_attention_heads))
+    logits = torch.cat([trace.logit_rows(layer, torch.arange(trace.seq_len), heads).flatten()
+                        for layer in range(trace.num_layers)])
+    assert summary.as_row() == brute_force_row(logits[torch.isfinite(logits)])
 
 
 def test_summaries_with_different_windows_do_not_merge():

@@ -63,11 +63,14 @@ def test_map_blocks_cover_every_head_and_row_once(traces, monkeypatch, limit):
 def test_causal_logits_are_every_finite_logit(traces):
     trace = traces["diffllama-gqa"]
     heads = trace._model.config.num_attention_heads
-    streamed = torch.cat(list(trace.causal_logits(1)))
     full = trace.logit_rows(1, torch.arange(trace.seq_len), list(range(heads)))
-    finite = full[torch.isfinite(full)]
-    assert streamed.numel() == heads * trace.seq_len * (trace.seq_len + 1) // 2 == finite.numel()
-    torch.testing.assert_close(streamed.sort().values, finite.sort().values, atol=1e-6, rtol=0)
+    streamed = torch.full_like(full, float("-inf"))
+    for block in trace.causal_logits(1):  # row rows[i] reads keys 0..rows[i]: each key's logit once
+        for i, row in enumerate(block.rows.tolist()):
+            assert torch.all(streamed[block.heads, row, :row + 1] == float("-inf"))
+            streamed[block.heads, row, :row + 1] = block.values[:, i, :row + 1]
+    assert torch.isfinite(streamed).sum() == heads * trace.seq_len * (trace.seq_len + 1) // 2
+    torch.testing.assert_close(streamed, full, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["diffllama-gqa", "llama-gqa"])

@@ -69,12 +69,3 @@ def logit_blocks(queries: torch.Tensor, keys: torch.Tensor, scaling: float, head
             logits[:, :, first + 1:].masked_fill_(future, float("-inf"))
         yield Block(head_slice, span, block, logits)
 
-
-def causal_values(block: Block) -> Iterator[torch.Tensor]:
-    """The values of a block of logits at causal (query, key) pairs only, as 1-D pieces."""
-    logits, first, count = block.values, int(block.rows[0]), len(block.rows)
-    yield logits[:, :, :first + 1].reshape(-1)  # keys up to the block's first row: seen by every row
-    if count > 1:  # later keys: row first + i sees first + 1 .. first + i, a strictly lower triangle
-        row, col = torch.tril_indices(count, count - 1, offset=-1, device=logits.device)
-        later = logits[:, :, first + 1:].reshape(len(logits), -1)  # [h, r·(r − 1)]
-        yield later.index_select(1, row * (count - 1) + col).reshape(-1)

@@ -19,7 +19,7 @@ from .. import budget
 from ..records import VALUES, ContributionMap
 from . import projections
 from .architectures import Architecture, architecture_of
-from .blocks import Block, causal_values, logit_blocks
+from .blocks import Block, logit_blocks
 from .cache import LayerCache, tensor_bytes
 from .contributions import contribution_blocks, contribution_values, head_projection
 from .pooling import OVERVIEW_LOGITS, PooledMap, block_edges, overview_rows, pool
@@ -188,12 +188,11 @@ class Trace:
             out[block.heads, block.span, :block.values.shape[2]] = block.values.cpu()
         return out
 
-    def causal_logits(self, layer: int) -> Iterator[torch.Tensor]:
+    def causal_logits(self, layer: int) -> Iterator[Block]:
         """Every scaled pre-softmax logit of a layer's causal (query, key) pairs, all softmax heads
-        (both maps of a differential head), as 1-D blocks: the stream activation outliers summarise."""
-        heads = list(range(self.architecture.shape.heads))
-        for block in self._logit_blocks(layer, heads, list(range(self.seq_len))):
-            yield from causal_values(block)
+        (both maps of a differential head), in ``Block`` s (row ``rows[i]`` reads keys 0..rows[i]): the
+        stream activation outliers summarise."""
+        return self._logit_blocks(layer, list(range(self.architecture.shape.heads)), list(range(self.seq_len)))
 
     def value_blocks(self, layer: int, head: int, kind: str, value: str = "weight", rows=None) -> Iterator[Block]:
         """``map_blocks`` of one head whose values hold ``value`` (``VALUES``): the map's weights, or
