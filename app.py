@@ -11,7 +11,7 @@ import gradio as gr
 from components import api, classification_tab, generation_tab, interventions_tab, panel, qa_tab, server, study_tab, tagging_tab
 from components.model_queue import MODEL_CONCURRENCY
 from components.run_store import forget_session
-from diffllama.analysis import compile_passes
+from diffllama.analysis import compile_loops
 
 ASSETS = Path(__file__).parent / "assets"
 INTRO = """# DiffLlama Lens
@@ -53,7 +53,7 @@ if __name__ == "__main__":
     # docker stop and Space restarts send SIGTERM: close like Ctrl-C, so gradio deletes its cache (delete_cache)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     demo = build()
-    threading.Thread(target=compile_passes, daemon=True).start()  # the outliers' counting passes (seconds), before a visitor asks
+    threading.Thread(target=compile_loops, daemon=True).start()  # numba's loops (seconds), before a visitor asks
     try:
         demo.launch(**launch_settings())  # blocks until Ctrl-C or SIGTERM
     finally:

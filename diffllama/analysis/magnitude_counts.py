@@ -177,10 +177,3 @@ def finite_patterns(values: torch.Tensor) -> np.ndarray:
     bits = values.detach().float().contiguous().view(torch.int32) & MAGNITUDE
     return bits[bits < INFINITE_BITS].cpu().numpy()
 
-
-def compile_passes() -> None:
-    """Compile both passes now (about two seconds each, once per process) rather than in a visitor's first request."""
-    counts = Counts(1)
-    block, ends = torch.ones(1, 1, 1), torch.ones(1, dtype=torch.int64)
-    counts.window_pass(block, ends, 0, 1, np.zeros(1, dtype=np.int64))
-    counts.coarse_pass(block, ends, np.zeros(1 << 15, dtype=np.int64))

@@ -1,0 +1,17 @@
+"""The loops numba compiles (``magnitude_counts``' passes, ``head_stats.top_k_sum``), compiled at once:
+a few seconds once per process, which ``compile_loops`` spends when the app starts rather than in a
+visitor's first request."""
+
+import numpy as np
+import torch
+
+from .head_stats import top_k_sum
+from .magnitude_counts import Counts
+
+
+def compile_loops() -> None:
+    block, ends = torch.ones(1, 1, 1), torch.ones(1, dtype=torch.int64)
+    Counts(1).window_pass(block, ends, 0, 1, np.zeros(1, dtype=np.int64))
+    Counts(1).coarse_pass(block, ends, np.zeros(1 << 15, dtype=np.int64))
+    top_k_sum(block, 1)
+    top_k_sum(torch.ones(2, 3, 2)[:, 1:], 1)  # a strided view of a block's rows: another compiled variant
