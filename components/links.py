@@ -14,11 +14,18 @@ Parameters are named as the endpoints name them: a tab's main action's parameter
 every value against what the tab's control accepts (type, range, choices); an unknown, repeated or
 malformed parameter, or a link longer than ``MAX_LINK_CHARS``, is refused with a message naming it.
 
+A text that would make the link too long travels packed: ``NAME.z`` carries NAME's text deflated
+(zlib) and base64url-encoded, which fits a view of a 2K-token input (English text packs to about a
+third). Such a link is used only when the plain one is too long.
+
 No gradio and no torch here: the UI (``components.panel``) describes its controls as ``Field``s."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
@@ -31,6 +38,9 @@ TAB, SHOW = "tab", "show"
 # gradio reads these from the page's URL itself (?view=api opens its API page), as it does "__theme"
 # and other names starting with "__"; a link leaves them alone
 GRADIO_PARAMETERS = ("view", "deep_link", "ui")
+PACKED = ".z"  # NAME.z: NAME's text, packed
+PACK_FROM = 200  # characters: shorter texts stay plain in a packed link
+MAX_UNPACKED_CHARS = 1_000_000  # a packed text unpacks to at most this (the tab's own limit refuses what it cannot run)
 
 Value = str | int | float | bool
 
@@ -105,16 +115,45 @@ class ViewLink:
     controls: dict[str, Value] = field(default_factory=dict)
     show: str = VIEWS[0]
 
-    def query(self) -> str:
-        """The URL query (without "?"): tab, inputs, view, controls, in that order."""
-        pairs = [(TAB, self.tab), *self.inputs.items(), (SHOW, self.show), *self.controls.items()]
+    def query(self, packed: bool = False) -> str:
+        """The URL query (without "?"): tab, inputs, view, controls, in that order; ``packed``: inputs
+        of ``PACK_FROM`` characters or more as ``NAME.z`` (``pack``)."""
+        inputs = [(name + PACKED, pack(value)) if packed and isinstance(value, str) and len(value) >= PACK_FROM
+                  else (name, value) for name, value in self.inputs.items()]
+        pairs = [(TAB, self.tab), *inputs, (SHOW, self.show), *self.controls.items()]
         return urlencode([(name, _write(value)) for name, value in pairs])
+
+
+def pack(text: str) -> str:
+    """``text`` deflated and base64url-encoded (no padding): what a ``NAME.z`` parameter carries."""
+    return base64.urlsafe_b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii").rstrip("=")
+
+
+def unpack(name: str, packed: str) -> str:
+    """The text a ``NAME.z`` parameter carries (``pack``), or a ValueError naming the parameter."""
+    try:
+        data = base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(data, 4 * MAX_UNPACKED_CHARS + 1)  # UTF-8: at most 4 bytes a character
+        if len(raw) > 4 * MAX_UNPACKED_CHARS:
+            raise ValueError(f"link parameter {name!r} unpacks to more than {MAX_UNPACKED_CHARS:,} characters")
+        if not inflate.eof:
+            raise zlib.error("the packed text ends early")  # a link cut short
+        text = raw.decode("utf-8")
+    except (binascii.Error, zlib.error, UnicodeDecodeError):
+        raise ValueError(f"link parameter {name!r} is not a text this app packed (deflated, base64url); "
+                         "copy the link again") from None
+    if len(text) > MAX_UNPACKED_CHARS:
+        raise ValueError(f"link parameter {name!r} unpacks to more than {MAX_UNPACKED_CHARS:,} characters")
+    return text
 
 
 def url(root: str, link: ViewLink) -> str:
     """The link to ``link`` on the app served at ``root`` (its address, without a trailing slash),
     or a ValueError when it would be too long for a URL."""
     address = f"{root}/?{link.query()}"
+    if len(address) > MAX_LINK_CHARS:  # its long texts packed
+        address = f"{root}/?{link.query(packed=True)}"
     if len(address) > MAX_LINK_CHARS:
         raise ValueError(f"a link to this view would be {len(address):,} characters long; links are limited to "
                          f"{MAX_LINK_CHARS:,} (longer URLs are refused on the way to the server). Shorten the input, "
@@ -133,6 +172,8 @@ def read(pairs: Iterable[tuple[str, str]], specs: dict[str, LinkSpec]) -> ViewLi
                          "reproduce the view through the API (README: Use it from Python)")
     given: dict[str, str] = {}
     for name, value in pairs:
+        if name.endswith(PACKED) and len(name) > len(PACKED):
+            name, value = name[:-len(PACKED)], unpack(name, value)
         if name in given:
             raise ValueError(f"link parameter {name!r} is given twice; keep one")
         given[name] = value

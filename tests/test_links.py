@@ -1,8 +1,10 @@
 """Links to a view (``components.links``) and the provenance every export carries, without a model."""
 
+import base64
 import csv
 import hashlib
 import json
+import zlib
 from urllib.parse import parse_qsl, urlsplit
 
 import gradio as gr
@@ -60,9 +62,34 @@ def test_a_bad_link_is_refused_with_a_message_naming_the_parameter(query, messag
         links.read(parse_qsl(query, keep_blank_values=True), {"qa": SPEC})
 
 
+def test_a_long_text_travels_packed_and_reads_back():
+    context = " ".join(f"Filler sentence {i} about the weather in Lyon, and the number {i * 7919 % 10007}." for i in range(250))
+    link = links.ViewLink("qa", {"question": "What is the number?", "context": context, "top_k": 3}, {"layer": 2})
+    assert len(links.ViewLink("qa", {"context": context}).query()) > links.MAX_LINK_CHARS  # too long as plain text
+    address = links.url("http://lens.example", link)
+    assert len(address) <= links.MAX_LINK_CHARS and "context.z=" in address and "question=What" in address
+    assert links.read(pairs(address), {"qa": SPEC}) == link
+    short = links.url("http://lens.example", links.ViewLink("qa", {"context": "short " * 100}))
+    assert "context=short" in short  # a link that fits stays plain
+
+
+@pytest.mark.parametrize("packed, message", [
+    ("not*base64", "'context.z' is not a text this app packed"),
+    (links.pack("cut short " * 500)[:-20], "'context.z' is not a text this app packed"),
+    (base64.urlsafe_b64encode(zlib.compress(b"\xff\xfe")).decode(), "'context.z' is not a text this app packed"),
+    (links.pack("a" * (links.MAX_UNPACKED_CHARS + 1)), "unpacks to more than 1,000,000 characters"),
+])
+def test_a_bad_packed_text_is_refused_with_a_message(packed, message):
+    with pytest.raises(ValueError, match=message):
+        links.read([("tab", "qa"), ("context.z", packed)], {"qa": SPEC})
+    with pytest.raises(ValueError, match="'context' is given twice"):
+        links.read([("tab", "qa"), ("context", "x"), ("context.z", links.pack("y"))], {"qa": SPEC})
+
+
 def test_a_link_too_long_for_a_url_is_refused_and_the_api_suggested():
+    noise = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(3000))  # packs to no less than it is
     with pytest.raises(ValueError, match="limited to 8,000.*through the API"):
-        links.url("http://h", links.ViewLink("qa", {"context": "word " * 2000}))
+        links.url("http://h", links.ViewLink("qa", {"context": noise}))
 
 
 def test_link_fields_are_read_from_the_controls():
