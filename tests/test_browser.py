@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
-from components import model_queue
+from components import links, model_queue
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).parent / "screenshots"
@@ -109,11 +109,11 @@ def test_a_plain_page_load_runs_no_model(browser, app_demo, app_url):
 
 def test_a_linked_page_load_runs_the_linked_tab_once(browser, app_demo, app_url):
     """Opened with a link, the page runs the linked tab's main action once (then the view the link
-    names); no other tab runs."""
+    names); no other tab runs. The link's text travels packed, as a long text does."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     joins = queue_joins(page, app_demo)
-    view = {"tab": "classification", "text": "Bob met Clara near the old bridge.", "source_a": "diffllama-cls",
-            "source_b": "llama-cls", "show": "maps", "layer": "1"}
+    view = {"tab": "classification", "text.z": links.pack("Bob met Clara near the old bridge."),  # packed, as long texts are
+            "source_a": "diffllama-cls", "source_b": "llama-cls", "show": "maps", "layer": "1"}
     page.goto(f"{app_url}?{urlencode(view)}")
     page.wait_for_function("() => document.querySelector('#classify-map-A .gtitle')?.textContent.includes('layer 1')",
                            timeout=90_000)
