@@ -1,9 +1,10 @@
 """Links carrying markup, opened in a real browser (Debian's headless Chromium driven by Playwright):
 every link parameter of every tab — and a parameter named in markup — holds a form, an image from
-another host, a Markdown link and a Markdown image. Whether the link is refused (a warning), refused
-on the way to the queue (a message on the input) or run (the text is the input), the page shows the
-characters and nothing else: no element appears that the app did not make, and no request leaves
-the page's own server. Screenshots go to tests/screenshots/links-markup-*.png."""
+another host, a Markdown link and a Markdown image; so do a packed text (NAME.z), a packed parameter
+named in markup, and a packed parameter holding markup instead of a packed text. Whether the link is
+refused (a warning), refused on the way to the queue (a message on the input) or run (the text is the
+input), the page shows the characters and nothing else: no element appears that the app did not make,
+and no request leaves the page's own server. Screenshots go to tests/screenshots/links-markup-*.png."""
 
 import importlib
 import inspect
@@ -13,6 +14,8 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+
+from components import links
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).parent / "screenshots"
@@ -60,8 +63,13 @@ def cases(specs) -> list[tuple[str, str, dict, str]]:
                 seen.add((name, field))
                 found.append((tab, name, {"tab": tab, name: PAYLOAD}, "refused"))
     tab = next(iter(specs))
+    texts = [n for n, f in specs[tab].inputs.items() if f.type is str and not f.choices and not n.startswith("source")]
     found += [(tab, "tab", {"tab": PAYLOAD}, "refused"), (tab, "show", {"tab": tab, "show": PAYLOAD}, "refused"),
-              (tab, "a parameter named in markup", {"tab": tab, PAYLOAD: "1"}, "refused")]
+              (tab, "a parameter named in markup", {"tab": tab, PAYLOAD: "1"}, "refused"),
+              # packed texts (NAME.z) unpack into the same checks
+              (tab, "packed " + " ".join(texts), {"tab": tab, **{n + links.PACKED: links.pack(PAYLOAD) for n in texts}}, "runs"),
+              (tab, "a packed parameter named in markup", {"tab": tab, PAYLOAD + links.PACKED: links.pack("Bob")}, "refused"),
+              (tab, "a packed text that is not one", {"tab": tab, texts[0] + links.PACKED: PAYLOAD}, "refused")]
     return found
 
 
@@ -107,7 +115,8 @@ def test_links_carrying_markup_inject_nothing_and_fetch_nothing_elsewhere(browse
         assert not injected, (tab, name, injected)
         assert not page.requests_elsewhere, (tab, name, page.requests_elsewhere)
         if outcome == "runs" or name == "tab":  # look at them: the payload shown as text
-            page.screenshot(path=str(SHOTS / f"links-markup-{tab}-{outcome}.png"), timeout=120_000)
+            packed = "-packed" if name.startswith("packed") else ""
+            page.screenshot(path=str(SHOTS / f"links-markup-{tab}-{outcome}{packed}.png"), timeout=120_000)
         checked.append((tab, name, outcome))
     outcomes = {outcome for *_, outcome in checked}
     assert outcomes == {"refused", "source", "runs"}  # each way a page treats a link was taken
