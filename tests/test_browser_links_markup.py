@@ -45,6 +45,11 @@ def link_specs(app_demo) -> dict:
     return {panel.tab: panel.spec for panel in panels}
 
 
+def free_texts(fields: dict) -> list[str]:
+    """The parameters of ``fields`` that take any text (not a choice, not a model source)."""
+    return [n for n, f in fields.items() if f.type is str and not f.choices and not n.startswith("source")]
+
+
 def cases(specs) -> list[tuple[str, str, dict, str]]:
     """(tab, parameters, link query, what the page does with it). Each parameter holds the payload in
     a link of its own — each is read, and refused, by itself — once per distinct parameter (tabs
@@ -54,7 +59,7 @@ def cases(specs) -> list[tuple[str, str, dict, str]]:
     found, seen = [], set()
     for tab, spec in specs.items():
         fields = {**spec.inputs, **spec.controls}
-        texts = [n for n, f in fields.items() if f.type is str and not f.choices and not n.startswith("source")]
+        texts = free_texts(fields)
         sources = [n for n in spec.inputs if n.startswith("source")]
         found.append((tab, " ".join(texts), {"tab": tab, **dict.fromkeys(texts, PAYLOAD)}, "runs"))
         found.append((tab, " ".join(sources), {"tab": tab, **dict.fromkeys(sources, PAYLOAD)}, "source"))
@@ -63,7 +68,7 @@ def cases(specs) -> list[tuple[str, str, dict, str]]:
                 seen.add((name, field))
                 found.append((tab, name, {"tab": tab, name: PAYLOAD}, "refused"))
     tab = next(iter(specs))
-    texts = [n for n, f in specs[tab].inputs.items() if f.type is str and not f.choices and not n.startswith("source")]
+    texts = free_texts(specs[tab].inputs)
     found += [(tab, "tab", {"tab": PAYLOAD}, "refused"), (tab, "show", {"tab": tab, "show": PAYLOAD}, "refused"),
               (tab, "a parameter named in markup", {"tab": tab, PAYLOAD: "1"}, "refused"),
               # packed texts (NAME.z) unpack into the same checks
