@@ -11,6 +11,7 @@ from pathlib import Path
 
 from starlette.middleware import Middleware
 from starlette.responses import HTMLResponse, JSONResponse
+from uvicorn.protocols.http import h11_impl
 
 from diffllama import limits
 
@@ -19,6 +20,13 @@ from .admission import QueueJoins
 
 QUEUE_SIZE = int(os.environ.get("DIFFLLAMA_LENS_QUEUE_SIZE", 128))
 MCP_ENV = "DIFFLLAMA_LENS_MCP"
+# The most a request's head (address and headers) may hold while it is still arriving. uvicorn's HTTP parser (h11)
+# keeps at most 16 KiB of an unfinished head: a longer address that TCP happens to deliver in two reads is then
+# answered "400 Invalid HTTP request" before ``AddressLimit`` sees it, one that arrives in one read gets its page.
+# Gradio builds uvicorn's settings without a way to pass ``h11_max_incomplete_event_size``, so ``launch_settings``
+# sets the default uvicorn falls back to: addresses up to 256 KiB always get ``AddressLimit``'s page; a larger
+# one may get uvicorn's 400. It bounds what one connection buffers (256 KiB).
+MAX_REQUEST_HEAD_BYTES = 256 * 1024
 
 
 class BodyLimit:
@@ -99,5 +107,6 @@ def launch_settings() -> dict:
     No run history: gradio would keep every call's inputs and outputs in the visitor's localStorage (up to 100
     runs; a map view's output is ≈ 2 MB), re-serialising that list after each event, which took most of a view's
     time in the browser; a link (``components.links``) reopens a view instead, recomputed."""
+    h11_impl.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE = MAX_REQUEST_HEAD_BYTES
     return dict(max_file_size=0, mcp_server=mcp_enabled(), run_history=False,
                 app_kwargs={"middleware": [Middleware(AddressLimit), Middleware(BodyLimit), Middleware(QueueJoins)]})
