@@ -28,3 +28,21 @@ def test_softmax_head_stats_match_brute_force(checkpoint, name, kind):
         expected = analysis.row_statistics(trace.attention(layer, head, kind)[1:], 5)
         for statistic in ("entropy", "top_k_mass", "sink_mass", "negative_mass"):
             assert getattr(stats, statistic)[layer, head] == pytest.approx(expected[statistic].mean().item(), abs=1e-6)
+
+
+def test_signed_rows_compiled_equal_the_float64_reference():
+    """Differential rows on the CPU (float32) go through compiled loops (``_signed_statistics``); the
+    same rows in float64 take torch's element-wise route: they agree within float32 rounding."""
+    generator = torch.Generator().manual_seed(1)
+    first = torch.softmax(3 * torch.randn(4, 6, 300, generator=generator), -1)
+    second = torch.softmax(3 * torch.randn(4, 6, 300, generator=generator), -1)
+    rows = first - 0.8 * second
+    rows[:, :, 250:] = 0  # keys in the future of every row of a block
+    rows[1, 2, :4] = torch.tensor([0.5, -0.5, 0.5, -0.5])  # ties among the largest |x|, of both signs
+    rows[2, 3, 1:] = 0  # a row with fewer nonzero keys than k
+    for view in (rows, rows[:, 1:], rows[0]):  # a block, a strided view of its rows (row 0 left out), 2-D
+        compiled = analysis.row_statistics(view, 5, signed=True)
+        reference = analysis.row_statistics(view.double(), 5, signed=True)
+        for name, value in reference.items():
+            assert compiled[name].dtype == torch.float32 and compiled[name].shape == value.shape
+            torch.testing.assert_close(compiled[name].double(), value, rtol=0, atol=1e-6)

@@ -1,11 +1,11 @@
-"""The loops numba compiles (``magnitude_counts``' passes, ``head_stats.top_k_sum``), compiled at once:
-a few seconds once per process, which ``compile_loops`` spends when the app starts rather than in a
+"""The loops numba compiles (``magnitude_counts``' passes, ``head_stats``' top-k sums and signed rows' sums),
+compiled at once: a few seconds once per process, which ``compile_loops`` spends when the app starts rather than in a
 visitor's first request."""
 
 import numpy as np
 import torch
 
-from .head_stats import top_k_sum
+from .head_stats import row_statistics, top_k_sum
 from .magnitude_counts import Counts
 
 
@@ -15,3 +15,4 @@ def compile_loops() -> None:
     Counts(1).coarse_pass(block, ends, np.zeros(1 << 15, dtype=np.int64))
     top_k_sum(block, 1)
     top_k_sum(torch.ones(2, 3, 2)[:, 1:], 1)  # a strided view of a block's rows: another compiled variant
+    row_statistics(torch.ones(1, 2), 1, signed=True)  # a differential map's rows
