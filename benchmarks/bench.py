@@ -830,17 +830,17 @@ def part_block(repeats: int = 50) -> dict:
     generator = torch.Generator().manual_seed(0)
     heads, rows, keys, dim = 4, 64, 2048, 64
     query, keys_t = torch.randn(heads, rows, dim, generator=generator), torch.randn(heads, dim, keys, generator=generator)
+    query.mul_(dim ** -0.5)  # the trace keeps its queries scaled by head_dim^-0.5 (unscaled, the softmax would meet denormals)
     logits = torch.empty(heads, rows, keys)
 
-    def products():  # and the scaling by head_dim^-0.5, as the trace does (unscaled, the softmax would meet denormals)
+    def products():
         for head in range(heads):
             torch.mm(query[head], keys_t[head], out=logits[head])
-        logits.mul_(dim ** -0.5)
 
     products()
     probs = torch.softmax(logits, -1)
     diff = torch.sub(probs[0::2], probs[1::2], alpha=0.5)
-    steps = {"logits (a product per head, then the scaling)": products, "softmax": lambda: torch.softmax(logits, -1),
+    steps = {"logits (a product per head)": products, "softmax": lambda: torch.softmax(logits, -1),
              "A1 − λ·A2": lambda: torch.sub(probs[0::2], probs[1::2], alpha=0.5),
              "row statistics of D (entropy, top-5, first token, negative)": lambda: row_statistics(diff, 5, signed=True)}
     result = {}

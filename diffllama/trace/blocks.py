@@ -49,10 +49,11 @@ def schedule(rows: list[int], heads: int, unit: int, limit: int) -> Iterator[tup
             start += count
 
 
-def logit_blocks(queries: torch.Tensor, keys: torch.Tensor, scaling: float, heads: list[int], rows: list[int],
+def logit_blocks(queries: torch.Tensor, keys: torch.Tensor, heads: list[int], rows: list[int],
                  unit: int = 1) -> Iterator[Block]:
     """Scaled, causally masked pre-softmax logits of query heads ``heads`` for the query positions
-    ``rows`` (ascending), from ``queries`` [H, len(rows), d] (row j at position rows[j]) and ``keys``
+    ``rows`` (ascending), from ``queries`` [H, len(rows), d] (row j at position rows[j], already
+    multiplied by the layer's scaling) and ``keys``
     [KV, N, d] (GQA: query head h reads KV head h // (H / KV)), in the blocks of ``schedule``: keys
     0..e-1, e the block's last position + 1, every later key being in the future of every row."""
     groups = queries.shape[0] // keys.shape[0]
@@ -63,7 +64,6 @@ def logit_blocks(queries: torch.Tensor, keys: torch.Tensor, scaling: float, head
         logits = torch.empty(len(group), len(block), end, device=queries.device)
         for i, head in enumerate(group):
             torch.mm(queries[head, span], keys[head // groups, :end].T, out=logits[i])  # [r, e]
-        logits.mul_(scaling)
         if end - first > 1:  # keys after a row's own position: only among the block's later columns
             future = torch.arange(first + 1, end, device=logits.device)[None, :] > block[:, None]  # [r, e - first - 1]
             logits[:, :, first + 1:].masked_fill_(future, float("-inf"))

@@ -123,19 +123,22 @@ class Trace:
 
     def _queries(self, layer: int, rows: list[int]) -> torch.Tensor:
         """Post-RoPE queries ``[H, len(rows), d]`` (float32) of a layer at the positions ``rows``
-        (ascending): from the layer's queries of every row when the cache holds them or the view reads
-        more than ``QUERY_ROWS_SHARE`` of the rows (then computed once and kept), else those rows' only.
-        Either is computed once while the cache holds it."""
+        (ascending), times the layer's scaling (d^-0.5), so that their products with the keys are the
+        scaled logits (one multiplication per query, not one per logit): from the layer's queries of
+        every row when the cache holds them or the view reads more than ``QUERY_ROWS_SHARE`` of the rows
+        (then computed once and kept), else those rows' only. Either is computed once while the cache holds it."""
         self._check_layer(layer)
+        scaling = self._model.base_model.layers[layer].self_attn.scaling
         every = rows == list(range(self.seq_len))
         full = self.cache.lookup(("q", layer))
         if full is None and (every or len(rows) > QUERY_ROWS_SHARE * self.seq_len):
-            full = self.cache.get(("q", layer), lambda: projections.queries(self._model, self.hidden_states[layer], layer),
-                                  tensor_bytes)
+            full = self.cache.get(("q", layer), lambda: projections.queries(self._model, self.hidden_states[layer], layer)
+                                  .mul_(scaling), tensor_bytes)
         if full is not None:
             return full if every else full[:, torch.tensor(rows, device=full.device)]
         return self.cache.get(("q", layer, tuple(rows)),
-                              lambda: projections.queries(self._model, self.hidden_states[layer], layer, rows), tensor_bytes)
+                              lambda: projections.queries(self._model, self.hidden_states[layer], layer, rows).mul_(scaling),
+                              tensor_bytes)
 
     def _values(self, layer: int) -> torch.Tensor:
         """Value vectors ``[KV, N, w]`` (float32) of a layer, as the layer hands them to its attention
@@ -152,8 +155,7 @@ class Trace:
         self._check_layer(layer)
         if not rows:
             return iter(())
-        scaling = self._model.base_model.layers[layer].self_attn.scaling
-        return logit_blocks(self._queries(layer, rows), self.keys[layer], scaling, heads, rows, unit)
+        return logit_blocks(self._queries(layer, rows), self.keys[layer], heads, rows, unit)
 
     # --- maps and logits ------------------------------------------------------------------------
     @torch.no_grad()
