@@ -114,7 +114,8 @@ class QueueJoins:
 
     async def _queue(self, scope, replay, send, session: str | None) -> dict[int, str]:
         """Passes an admitted join to the model queue unless its session or address is at its cap (the
-        refusal, as problems), then lets addresses take turns."""
+        refusal, as problems); addresses take turns once gradio has queued it, before the join is
+        answered (so whoever reads the answer finds the queue in its order)."""
         headers = dict(scope["headers"])
         address = client_address((scope.get("client") or ("", 0))[0], headers.get(b"x-forwarded-for", b"").decode("latin-1"))
         queue = scope["app"].get_blocks()._queue
@@ -122,8 +123,12 @@ class QueueJoins:
             crowd = crowded(queue, session, address)
             if crowd is not None:
                 return {0: message(ValueError(crowd), "admission")}
-            await self.app(scope, replay, send)
-            take_turns(queue)
+            async def answer(message):
+                if message["type"] == "http.response.start":
+                    take_turns(queue)
+                await send(message)
+
+            await self.app(scope, replay, answer)
             return {}
 
 
