@@ -205,7 +205,8 @@ def build() -> Tab:
             table_a, plot_a = answer_column("A")
             table_b, plot_b = answer_column("B")
         allocation = gr.Dataframe(label="attention from the query token to the gold answer vs the rest of the context "
-                                        "(the Differential Transformer paper's Table 3 measure), every reading", wrap=True)
+                                        "(the Differential Transformer paper's Table 3 measure), every reading", wrap=True,
+                                  elem_classes=["allocation-table"])
         gr.Markdown(panel.ALLOCATION_NOTE)
         with gr.Row():
             window = gr.Dropdown([BEST], value=BEST, label="context window the views read (a long context is read in windows)")

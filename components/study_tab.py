@@ -101,6 +101,6 @@ def build():
         button = gr.Button("Run study", variant="primary")
         figure = gr.Plot()
         tables = gr.Markdown()
-        numbers = gr.File(label="the study's numbers (JSON)")
+        numbers = gr.File(label="the study's numbers (JSON)", elem_classes=["export-file"])
         button.click(study, [models, examples, needles, fillers, seed], [tables, figure, numbers], api_name="study",
                      concurrency_id=STUDY_QUEUE, concurrency_limit=1)

@@ -30,10 +30,10 @@ def allocation_shown(allocations: dict, traces: dict, problem: str | None = None
     """The backend's one allocation table (``analysis.allocation_table``: per model the mean over layers
     and a row per layer, with λ, 1 − λ and the regime beside each DiffLlama layer, in every reading, the
     default — net — first) as the Dataframe's update, labelled by what was measured (``allocation_label``)."""
-    if not allocations:
-        return gr.update(value=None, label=problem or NO_SPAN)
     table = analysis.allocation_table({f"{slot} ({traces[slot].arch})": found for slot, found in allocations.items()})
-    return gr.update(value={"headers": table.headers, "data": table.rows}, label=allocation_label(table))
+    # with nothing measured, the table's own headers over no rows (gradio would number the columns 1, 2, 3)
+    return gr.update(value={"headers": table.headers, "data": table.rows},
+                     label=allocation_label(table) if allocations else problem or NO_SPAN)
 
 
 def allocation_label(table) -> str:
@@ -132,14 +132,15 @@ def build() -> ViewSpec:
             button = gr.Button("Compare A and B")
             export_button = gr.Button("Export the comparison's numbers (JSON)", size="sm")
         outputs = dict(stats=gr.Plot(show_label=False), allocation=gr.Dataframe(
-            label="attention from the query token to the span vs the rest of the context, every reading", wrap=True),
+            label="attention from the query token to the span vs the rest of the context, every reading", wrap=True,
+            elem_classes=["allocation-table"]),
             sinks=gr.Dataframe(headers=["model", "map", f"share of heads with sink score > {analysis.SINK_THRESHOLD}",
                                         "mean sink score", "largest sink score"], label="attention sinks on the first token"))
         # exact top-k and median of every logit: a pass of its own, so only when asked for
         outliers_button = gr.Button("Activation outliers (exact, one more pass over every logit)", size="sm")
         table = gr.Dataframe(headers=["model", "values", *OUTLIER_COLUMNS],
                              label="activation outliers: |pre-softmax attention logits| and |decoder-layer outputs|")
-        comparison_file = gr.File(label="numbers behind the comparison (JSON)")
+        comparison_file = gr.File(label="numbers behind the comparison (JSON)", elem_classes=["export-file"])
         with gr.Accordion("definitions of these measures", open=False):
             gr.Markdown(COMPARISON_NOTE)
     actions = [Action(outliers_button, outliers, [], {"outliers": table}, "outliers"),

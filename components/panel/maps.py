@@ -89,7 +89,8 @@ def build(name: str) -> ViewSpec:
             with gr.Row():
                 outputs |= {f"{k}_{s}": gr.Plot(label=f"{s}: {figures.KIND_TITLES[k]}", visible=False) for k in PARTS}
     outputs["profile"] = gr.Plot(label="λ per layer", visible=False)
-    csv = gr.File(label="numbers behind the shown maps (CSV; the zoom exports a region at full resolution)", height=90)
+    csv = gr.File(label="numbers behind the shown maps (CSV; the zoom exports a region at full resolution)", height=90,
+                  elem_classes=["export-file"])
     shown = {f"map_{s}": Shown(s) for s in "AB"} | {f"{k}_{s}": Shown(s, differential=True) for s in "AB" for k in PARTS}
     controls = dict(slot=slot, layer=layer, head=head, kind=kind, size=size, value=value)
     return ViewSpec("maps", show_map, controls, outputs, button, "attention", shown=shown | {"profile": Shown(differential=True)},

@@ -183,7 +183,7 @@ def build(name: str, maps: ViewSpec) -> ViewSpec:
         with gr.Row(equal_height=True):
             # labelled by model only: each figure's title says whether it is token by token or in blocks
             plots = {f"zoom_{s}": gr.Plot(label=f"model {s}", elem_id=f"{name}-zoom-{s}") for s in "AB"}
-        csv = gr.File(label="the region's numbers at full resolution (CSV)", height=90)
+        csv = gr.File(label="the region's numbers at full resolution (CSV)", height=90, elem_classes=["export-file"])
     shared = {k: maps.controls[k] for k in ("slot", "layer", "head", "kind")}
     controls = shared | ranges | {"value": maps.controls["value"]}
     ids = [f"{name}-map-A", f"{name}-map-B", f"{name}-zoom-A", f"{name}-zoom-B"]
