@@ -20,13 +20,7 @@ from .admission import QueueJoins
 
 QUEUE_SIZE = int(os.environ.get("DIFFLLAMA_LENS_QUEUE_SIZE", 128))
 MCP_ENV = "DIFFLLAMA_LENS_MCP"
-# The most a request's head (address and headers) may hold while it is still arriving. uvicorn's HTTP parser (h11)
-# keeps at most 16 KiB of an unfinished head: a longer address that TCP happens to deliver in two reads is then
-# answered "400 Invalid HTTP request" before ``AddressLimit`` sees it, one that arrives in one read gets its page.
-# Gradio builds uvicorn's settings without a way to pass ``h11_max_incomplete_event_size``, so ``launch_settings``
-# sets the default uvicorn falls back to: addresses up to 256 KiB always get ``AddressLimit``'s page; a larger
-# one may get uvicorn's 400. It bounds what one connection buffers (256 KiB).
-MAX_REQUEST_HEAD_BYTES = 256 * 1024
+MAX_REQUEST_HEAD_BYTES = 256 * 1024  # the most a request's head may hold while it arrives (``accept_long_heads``)
 
 
 class BodyLimit:
@@ -69,6 +63,17 @@ class AddressLimit:
         await self.app(scope, receive, send)
 
 
+def accept_long_heads() -> None:
+    """Let a request's head (address and headers) grow to ``MAX_REQUEST_HEAD_BYTES`` while it arrives.
+    uvicorn's HTTP parser (h11) keeps at most 16 KiB of an unfinished head: a longer address that TCP
+    happens to deliver in two reads is answered "400 Invalid HTTP request" before ``AddressLimit`` sees
+    it, one that arrives in one read gets its page. Gradio builds uvicorn's settings without a way to pass
+    ``h11_max_incomplete_event_size``, so this sets the default uvicorn falls back to: addresses up to
+    256 KiB always get ``AddressLimit``'s page, a larger one may get uvicorn's 400. It also bounds what one
+    connection buffers."""
+    h11_impl.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE = MAX_REQUEST_HEAD_BYTES
+
+
 def remove_files(demo) -> None:
     """At shutdown: delete every file gradio copied into its cache for this app (exports, overview
     thumbnails). Gradio's own shutdown clean-up (``delete_cache``) runs only if the server stops within
@@ -106,7 +111,8 @@ def launch_settings() -> dict:
     The app takes no files: gradio's upload route then accepts none (anything uploaded would be served back).
     No run history: gradio would keep every call's inputs and outputs in the visitor's localStorage (up to 100
     runs; a map view's output is ≈ 2 MB), re-serialising that list after each event, which took most of a view's
-    time in the browser; a link (``components.links``) reopens a view instead, recomputed."""
-    h11_impl.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE = MAX_REQUEST_HEAD_BYTES
+    time in the browser; a link (``components.links``) reopens a view instead, recomputed. Long request
+    heads reach ``AddressLimit`` (``accept_long_heads``)."""
+    accept_long_heads()
     return dict(max_file_size=0, mcp_server=mcp_enabled(), run_history=False,
                 app_kwargs={"middleware": [Middleware(AddressLimit), Middleware(BodyLimit), Middleware(QueueJoins)]})

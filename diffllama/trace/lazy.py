@@ -128,17 +128,18 @@ class Trace:
         every row when the cache holds them or the view reads more than ``QUERY_ROWS_SHARE`` of the rows
         (then computed once and kept), else those rows' only. Either is computed once while the cache holds it."""
         self._check_layer(layer)
-        scaling = self._model.base_model.layers[layer].self_attn.scaling
+
+        def scaled(only: list[int] | None = None) -> torch.Tensor:
+            queries = projections.queries(self._model, self.hidden_states[layer], layer, only)
+            return queries.mul_(self._model.base_model.layers[layer].self_attn.scaling)
+
         every = rows == list(range(self.seq_len))
         full = self.cache.lookup(("q", layer))
         if full is None and (every or len(rows) > QUERY_ROWS_SHARE * self.seq_len):
-            full = self.cache.get(("q", layer), lambda: projections.queries(self._model, self.hidden_states[layer], layer)
-                                  .mul_(scaling), tensor_bytes)
+            full = self.cache.get(("q", layer), scaled, tensor_bytes)
         if full is not None:
             return full if every else full[:, torch.tensor(rows, device=full.device)]
-        return self.cache.get(("q", layer, tuple(rows)),
-                              lambda: projections.queries(self._model, self.hidden_states[layer], layer, rows).mul_(scaling),
-                              tensor_bytes)
+        return self.cache.get(("q", layer, tuple(rows)), lambda: scaled(rows), tensor_bytes)
 
     def _values(self, layer: int) -> torch.Tensor:
         """Value vectors ``[KV, N, w]`` (float32) of a layer, as the layer hands them to its attention
