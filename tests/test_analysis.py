@@ -223,6 +223,8 @@ def test_top_k_sum_of_long_rows_equals_topk():
     rows[0, 0, 100:110] = 2.0  # ties among the largest, all in one group
     rows[1, 1, ::128] = 3.0  # one per group, ties across groups
     rows[2, 2, -5:] = 4.0  # in the keys after the last whole group
+    rows[2, 3] = torch.linspace(0, 1, 1000)  # rising: every group's largest above the one before
+    rows[2, 4] = 0.5  # flat: one value throughout
     for k in (1, 5, 7):
         expected = rows.topk(k, dim=-1).values.sum(-1)  # summed in another order: within a float32 rounding
         torch.testing.assert_close(analysis.top_k_sum(rows, k), expected, rtol=2e-7, atol=0)

@@ -11,13 +11,20 @@ TEXT = "The magic number of Lyon is 4821. The magic number of Paris is 1234. Wha
 
 
 def test_entropy_from_logits_equals_entropy_of_the_rows():
+    """Softmax rows given their logits (on the CPU in float32: compiled loops, ``_softmax_statistics``) against
+    the same rows in float64 without logits (torch's element-wise route, a log per entry)."""
     generator = torch.Generator().manual_seed(0)
     logits = 4 * torch.randn(3, 5, 40, generator=generator)
     logits[:, :, 30:] = float("-inf")  # masked keys: rows of 0 after the softmax
+    logits[0, 1] = torch.arange(40.0) / 4  # rising towards the diagonal: every chunk peaks above the last
+    logits[1, 2, :30] = 0.0  # flat: ties everywhere
+    logits[2, 3, 1:] = float("-inf")  # one key: fewer than k
     rows = torch.softmax(logits, -1)
-    from_logits = analysis.row_statistics(rows, 5, signed=False, logits=logits)
-    for name, value in analysis.row_statistics(rows, 5, signed=False).items():
-        torch.testing.assert_close(from_logits[name], value)
+    for view, view_logits in ((rows, logits), (rows[:, 1:], logits[:, 1:]), (rows[0], logits[0])):  # a strided view, 2-D
+        from_logits = analysis.row_statistics(view, 5, signed=False, logits=view_logits)
+        for name, value in analysis.row_statistics(view.double(), 5, signed=False).items():
+            assert from_logits[name].dtype == torch.float32 and from_logits[name].shape == value.shape
+            torch.testing.assert_close(from_logits[name].double(), value, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name, kind", [("llama-gqa", "softmax"), ("diffllama-gqa", "a2")])

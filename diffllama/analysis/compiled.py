@@ -1,4 +1,4 @@
-"""The loops numba compiles (``magnitude_counts``' passes, ``head_stats``' top-k sums and signed rows' sums),
+"""The loops numba compiles (``magnitude_counts``' passes, ``row_loops``' top-k sums and the statistics of signed and softmax rows),
 compiled at once: a few seconds once per process, which ``compile_loops`` spends when the app starts rather than in a
 visitor's first request."""
 
@@ -15,4 +15,6 @@ def compile_loops() -> None:
     Counts(1).coarse_pass(block, ends, np.zeros(1 << 15, dtype=np.int64))
     top_k_sum(block, 1)
     top_k_sum(torch.ones(2, 3, 2)[:, 1:], 1)  # a strided view of a block's rows: another compiled variant
-    row_statistics(torch.ones(1, 2), 1, signed=True)  # a differential map's rows
+    for rows in (block, torch.ones(2, 3, 2)[:, 1:]):  # a block's rows, whole and strided (row 0 left out)
+        row_statistics(rows, 1, signed=True)  # a differential map's
+        row_statistics(rows, 1, signed=False, logits=rows)  # a softmax map's given its logits

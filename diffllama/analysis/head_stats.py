@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 
 from ..records import HeadStats
 from ..trace import Block, Trace
+from . import row_loops
 from .passes import scan
 from .sinks import SinkTotals
 
@@ -16,106 +16,69 @@ from .sinks import SinkTotals
 STATISTICS = ("entropy", "top_k_mass", "sink_mass", "negative_mass")
 
 
-@numba.njit(nogil=True, boundscheck=False)
-def _top_k_sums(rows: np.ndarray, k: int, out: np.ndarray) -> None:
-    """``out[i, j]`` = the sum of the k largest entries of ``rows[i, j]`` (float32, largest first): one
-    read of each row, an entry compared with the k-th largest so far (inserted, rarely, when above it)."""
-    top = np.empty(k, dtype=np.float32)
-    for i in range(rows.shape[0]):
-        for j in range(rows.shape[1]):
-            row, kept = rows[i, j], 0
-            for key in range(row.size):
-                value = row[key]
-                if kept < k or value > top[k - 1]:
-                    position = min(kept, k - 1)
-                    while position > 0 and top[position - 1] < value:
-                        top[position] = top[position - 1]
-                        position -= 1
-                    top[position] = value
-                    kept = min(kept + 1, k)
-            total = np.float32(0)
-            for t in range(kept):
-                total += top[t]
-            out[i, j] = total
+def _as_blocks(rows: torch.Tensor) -> torch.Tensor:
+    """Rows ``[..., N]`` as a view ``[A, B, N]`` (no copy), the shape the compiled loops read."""
+    return rows.detach().reshape(-1, *rows.shape[-2:]) if rows.dim() >= 2 else rows.detach()[None, None]
 
 
 def top_k_sum(rows: torch.Tensor, k: int) -> torch.Tensor:
-    """Sum of the k largest entries of each row ``[..., N]``: on the CPU one compiled loop over each
-    row (half the time of torch's ``topk`` over groups of keys), elsewhere torch's ``topk``."""
+    """Sum of the k largest entries of each row ``[..., N]`` of non-negative values (a map's magnitudes):
+    on the CPU a compiled loop that compares a row's chunk peaks and the keys of k chunks only
+    (``row_loops.top_k_sums``), elsewhere torch's ``topk``."""
     if rows.device.type != "cpu" or rows.dtype != torch.float32 or rows.dim() < 1:
         return rows.topk(min(k, rows.shape[-1]), dim=-1).values.sum(-1)
-    shaped = rows.detach().reshape(-1, *rows.shape[-2:]) if rows.dim() >= 2 else rows.detach()[None, None]
-    out = np.empty(shaped.shape[:2], dtype=np.float32)
-    _top_k_sums(shaped.numpy(), k, out)
+    array = _as_blocks(rows).numpy()
+    out = np.empty(array.shape[:2], dtype=np.float32)
+    row_loops.top_k_sums(array, array.view(np.int32), k, out)
     return torch.from_numpy(out).reshape(rows.shape[:-1])
 
 
-# reassociation lets LLVM vectorise the sums (in float64: no worse than a pairwise float32 sum); no
-# assumption that values are finite (a NaN row stays NaN)
-SUMS = {"reassoc", "contract", "nsz"}
+def _compiled_statistics(rows: torch.Tensor, top_k: int, signed: bool, logits: torch.Tensor) -> np.ndarray:
+    """``statistics`` of float32 rows on the CPU through compiled loops (``row_loops``): a differential map's
+    rows in two reads and one vectorised log, a softmax map's in one read of the rows and one of their logits."""
+    array = _as_blocks(rows).numpy()
+    out = np.empty((len(STATISTICS), *array.shape[:2]))
+    if signed:
+        magnitude, sums = np.empty(array.shape, dtype=np.float32), np.empty((4, *array.shape[:2]))
+        row_loops.signed_sums(array, array.view(np.int32), top_k, magnitude, sums)
+        row_loops.signed_rows(array, torch.from_numpy(magnitude).log_().numpy(), sums, out)
+    else:
+        row_loops.softmax_rows(array, array.view(np.int32), _as_blocks(logits).numpy(), top_k, out)
+    return out.reshape(len(STATISTICS), *rows.shape[:-1])
 
 
-@numba.njit(nogil=True, boundscheck=False, fastmath=SUMS)
-def _signed_sums(rows: np.ndarray, magnitude: np.ndarray, out: np.ndarray) -> None:
-    """Per row ``i`` of ``rows`` [R, N] (float32): ``out[0, i]`` = Σ|x|, ``out[1, i]`` = Σx (float64),
-    and ``magnitude[i]`` = max(|x|, tiny) (float32), ready for one log pass (0 · log tiny = 0 after)."""
-    tiny = np.float32(np.finfo(np.float32).tiny)
-    for i in range(rows.shape[0]):
-        row, kept = rows[i], magnitude[i]
-        absolute, signed = 0.0, 0.0
-        for key in range(row.size):
-            value = row[key]
-            size = abs(value)
-            absolute += size
-            signed += value
-            kept[key] = max(size, tiny)
-        out[0, i], out[1, i] = absolute, signed
-
-
-@numba.njit(nogil=True, boundscheck=False, fastmath=SUMS)
-def _weighted_logs(rows: np.ndarray, logs: np.ndarray, out: np.ndarray) -> None:
-    """``out[i]`` = Σ |rows[i, k]| · logs[i, k] (float64)."""
-    for i in range(rows.shape[0]):
-        row, log = rows[i], logs[i]
-        total = 0.0
-        for key in range(row.size):
-            total += abs(row[key]) * log[key]
-        out[i] = total
-
-
-def _signed_statistics(rows: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
-    """``row_statistics`` of signed float32 rows on the CPU in three reads of each row, not eight: one
-    compiled loop for Σ|x|, Σx and |x| (clamped for its log), one log pass (torch's, vectorised), one
-    compiled loop for Σ|x|·log|x|; the top-k of |x| as ``top_k_sum``. Sums in float64."""
-    shape = rows.shape[:-1]
-    flat = rows.detach().contiguous().reshape(-1, rows.shape[-1])
-    sums = np.empty((3, flat.shape[0]))
-    magnitude = torch.empty_like(flat)
-    _signed_sums(flat.numpy(), magnitude.numpy(), sums)
-    top = top_k_sum(magnitude, top_k).double()
-    _weighted_logs(flat.numpy(), magnitude.log_().numpy(), sums[2])
-    total, signed, weighted = torch.from_numpy(sums)
-    return {name: value.float().reshape(shape) for name, value in {
-        "entropy": torch.log(total) - weighted / total,
-        "top_k_mass": top / total,
-        "sink_mass": flat[:, 0].abs().double() / total,
-        "negative_mass": (total - signed).clamp_min_(0) / (2 * total),
-    }.items()}
+def statistics(rows: torch.Tensor, top_k: int, signed: bool | None = None,
+               logits: torch.Tensor | None = None) -> np.ndarray:
+    """Per-row entropy, top-k mass, first-token mass and negative share of attention rows [..., N], as one
+    float64 array ``[4, ...]`` in the order of ``STATISTICS``. A row is read as p = |row| / Σ|row|, so its
+    entropy −Σ p·log p is log Σ|row| − Σ |row|·log|row| / Σ|row| and its negative share
+    (Σ|row| − Σ row) / (2·Σ|row|): sums over the row, no p formed. ``signed``: whether rows may hold
+    negative entries (differential rows); found from the rows when not given. A softmax row, never
+    negative, is its own magnitude; given the ``logits`` z it is the softmax of (−inf at masked keys),
+    its log is z − logsumexp z, so its entropy needs no log per entry. Float32 rows on the CPU go through
+    compiled loops (``row_loops``: a differential map's rows, or a softmax map's given its logits); other
+    rows through torch's element-wise operations (``_torch_statistics``)."""
+    if top_k < 1:
+        raise ValueError(f"top-k mass needs k ≥ 1; got {top_k}")
+    signed = bool(rows.min() < 0) if signed is None else signed
+    if rows.device.type == "cpu" and rows.dtype == torch.float32 and rows.dim() >= 1 and (signed or logits is not None):
+        return _compiled_statistics(rows, top_k, signed, logits)
+    found = _torch_statistics(rows, top_k, signed, logits)
+    return torch.stack([found[name] for name in STATISTICS]).double().cpu().numpy()
 
 
 def row_statistics(rows: torch.Tensor, top_k: int, signed: bool | None = None,
                    logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-row entropy, top-k mass, first-token mass and negative share of attention rows [..., N].
-    A row is read as p = |row| / Σ|row|, so its entropy −Σ p·log p is log Σ|row| − Σ |row|·log|row| / Σ|row|
-    and its negative share (Σ|row| − Σ row) / (2·Σ|row|): passes over the row, no p formed (signed float32
-    rows on the CPU: ``_signed_statistics``). ``signed``: whether rows may hold negative entries
-    (differential rows); found from the rows when not given. A
-    softmax row, never negative, is its own magnitude; given the ``logits`` z it is the softmax of
-    (−inf at masked keys), its log is z − logsumexp z, so its entropy needs no log per entry:
-    with m = max z, logsumexp z = m − log max row and Σ row·log row = Σ row·(z − m) − Σ row·(logsumexp z − m)."""
-    signed = bool(rows.min() < 0) if signed is None else signed
-    if signed and rows.device.type == "cpu" and rows.dtype == torch.float32 and rows.dim() >= 1:
-        return _signed_statistics(rows, top_k)
+    """``statistics`` by name, each a tensor ``[...]`` (on the CPU) of the rows' dtype."""
+    found = statistics(rows, top_k, signed, logits)
+    return {name: torch.from_numpy(found[i]).to(rows.dtype) for i, name in enumerate(STATISTICS)}
+
+
+def _torch_statistics(rows: torch.Tensor, top_k: int, signed: bool,
+                      logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``statistics`` through torch's element-wise operations (a GPU's rows, float64 rows, a softmax map's rows
+    without logits). Given logits, with m = max z: logsumexp z = m − log max row and Σ row·log row =
+    Σ row·(z − m) − Σ row·(logsumexp z − m)."""
     magnitude = rows.abs() if signed else rows
     total = magnitude.sum(-1)
     if logits is not None:
@@ -142,19 +105,18 @@ class HeadStatTotals:
         self.trace, self.kind, self.top_k = trace, kind, top_k
         positions = range(trace.seq_len) if rows is None else rows
         self.counted = sum(1 for r in positions if r > 0 or trace.seq_len == 1)
-        self.totals = {name: np.zeros((trace.num_layers, trace.num_heads)) for name in STATISTICS}
+        self.totals = np.zeros((len(STATISTICS), trace.num_layers, trace.num_heads))
 
     def __call__(self, layer: int, block: Block) -> None:
         # row 0 comes along (the sink scores need it) but is no row of the means
         skip = 1 if int(block.rows[0]) == 0 and self.trace.seq_len > 1 else 0
         logits = None if block.logits is None else block.logits[:, skip:]  # a softmax map's: its entropy without a log per entry
-        for name, value in row_statistics(block.values[:, skip:], self.top_k, signed=self.kind == "diff",  # [h, r, e]
-                                          logits=logits).items():
-            self.totals[name][layer, block.heads] += value.sum(-1).double().cpu().numpy()
+        found = statistics(block.values[:, skip:], self.top_k, signed=self.kind == "diff", logits=logits)  # [4, h, r]
+        self.totals[:, layer, block.heads] += found.sum(-1)
 
     def result(self) -> HeadStats:
         return HeadStats(kind=self.kind, top_k=self.top_k,
-                         **{name: self.totals[name] / max(self.counted, 1) for name in STATISTICS})
+                         **{name: self.totals[i] / max(self.counted, 1) for i, name in enumerate(STATISTICS)})
 
 
 def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5, rows: list[int] | None = None,
