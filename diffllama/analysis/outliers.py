@@ -20,9 +20,8 @@ from .passes import per_layer
 OUTLIER_RANKS = (1, 2, 3, 10, 100)
 HALF = 1 << 16  # a float32 bit pattern is split into its upper and lower 16 bits
 COARSE_BINS = HALF // 2  # upper 16 bits of a non-negative float: the sign bit is 0
-SAMPLE_ROWS = 64  # the window guess reads this many evenly spaced query rows of each layer's logits
-SAMPLE_VALUES = 1 << 19  # and about this many of their values (and of the hidden states)
-WINDOW_QUANTILES = 0.004  # the window spans the sample's quantiles 0.5 ± this (≈ 6 standard errors of a sample median's rank)
+SAMPLE_VALUES = 1 << 17  # the window guess reads about this many logits (and hidden-state values), drawn uniformly
+WINDOW_QUANTILES = 0.006  # the window spans the sample's quantiles 0.5 ± this (≈ 4.3 standard errors of a sample median's rank, 0.5 / √SAMPLE_VALUES)
 WINDOW_PATTERNS = 1 << 21  # at most: its counts are this many int64 (16 MB)
 
 Chunk = Union[Block, torch.Tensor]  # a block of causal logits (row i: keys 0..rows[i]) or any values
@@ -198,19 +197,31 @@ def layer_output(trace: Trace, layer: int) -> Iterator[torch.Tensor]:
     yield trace.hidden_states[layer + 1]
 
 
+def _draws(trace: Trace, layer: int) -> tuple[torch.Generator, int]:
+    """A layer's seeded generator and its share of ``SAMPLE_VALUES`` (all layers give about that many)."""
+    return torch.Generator().manual_seed(layer), max(1, SAMPLE_VALUES // trace.num_layers)
+
+
 def logit_sample(trace: Trace, layer: int) -> Iterator[torch.Tensor]:
-    """Every k-th logit of ``SAMPLE_ROWS`` evenly spaced query rows of a layer (−inf after each row's own
-    position: not values), k such that all layers give about ``SAMPLE_VALUES``."""
-    n, heads = trace.seq_len, softmax_heads(trace)
-    rows = torch.linspace(0, n - 1, min(n, SAMPLE_ROWS)).round().long().unique()
-    logits = trace.logit_rows(layer, rows, list(range(heads)))
-    yield logits.reshape(-1)[::max(1, trace.num_layers * int((rows + 1).sum()) * heads // SAMPLE_VALUES)]
+    """Logits of a layer at causal (query, key) pairs and softmax heads drawn uniformly (seeded): a sample of
+    the stream ``layer_logits`` whose quantiles estimate the stream's. Pairs from a few whole rows would not
+    do: rows differ, so a few rows' median misses the stream's by more than the window allows."""
+    generator, count = _draws(trace, layer)
+    n = trace.seq_len
+    pair = torch.randint(n * (n + 1) // 2, (count,), generator=generator)  # pair t: row i, key t − i(i+1)/2
+    row = ((torch.sqrt(8 * pair.double() + 1) - 1) / 2).long()
+    row += ((row + 1) * (row + 2) // 2 <= pair).long() - (row * (row + 1) // 2 > pair).long()  # past float rounding
+    heads = torch.randint(softmax_heads(trace), (count,), generator=generator)
+    yield trace.logits_at(layer, heads, row, pair - row * (row + 1) // 2)
 
 
 def output_sample(trace: Trace, layer: int) -> Iterator[torch.Tensor]:
-    """Every k-th value of a decoder layer's output, k such that all layers give about ``SAMPLE_VALUES``."""
-    output = trace.hidden_states[layer + 1]
-    yield output.reshape(-1)[::max(1, trace.num_layers * output.numel() // SAMPLE_VALUES)]
+    """Values of a decoder layer's output at positions drawn uniformly (seeded). Every k-th value would read
+    only some hidden dimensions when k shares a factor with the hidden size, and a few dimensions hold the
+    outliers."""
+    generator, count = _draws(trace, layer)
+    output = trace.hidden_states[layer + 1].reshape(-1)
+    yield output[torch.randint(output.numel(), (count,), generator=generator).to(output.device)]
 
 
 LayerStream = Callable[[Trace, int], Iterable[Chunk]]

@@ -50,12 +50,14 @@ def schedule(rows: list[int], heads: int, unit: int, limit: int) -> Iterator[tup
 
 
 def logit_blocks(queries: torch.Tensor, keys: torch.Tensor, heads: list[int], rows: list[int],
-                 unit: int = 1) -> Iterator[Block]:
+                 unit: int = 1, masked: bool = True) -> Iterator[Block]:
     """Scaled, causally masked pre-softmax logits of query heads ``heads`` for the query positions
     ``rows`` (ascending), from ``queries`` [H, len(rows), d] (row j at position rows[j], already
     multiplied by the layer's scaling) and ``keys``
     [KV, N, d] (GQA: query head h reads KV head h // (H / KV)), in the blocks of ``schedule``: keys
-    0..e-1, e the block's last position + 1, every later key being in the future of every row."""
+    0..e-1, e the block's last position + 1, every later key being in the future of every row. Unless
+    ``masked`` is False (for readers that stop at each row's own position), a row's keys after its
+    position are −inf."""
     groups = queries.shape[0] // keys.shape[0]
     positions = torch.tensor(rows, device=queries.device)
     for head_slice, span in schedule(rows, len(heads), unit, block_values(queries.device)):
@@ -64,7 +66,7 @@ def logit_blocks(queries: torch.Tensor, keys: torch.Tensor, heads: list[int], ro
         logits = torch.empty(len(group), len(block), end, device=queries.device)
         for i, head in enumerate(group):
             torch.mm(queries[head, span], keys[head // groups, :end].T, out=logits[i])  # [r, e]
-        if end - first > 1:  # keys after a row's own position: only among the block's later columns
+        if masked and end - first > 1:  # keys after a row's own position: only among the block's later columns
             future = torch.arange(first + 1, end, device=logits.device)[None, :] > block[:, None]  # [r, e - first - 1]
             logits[:, :, first + 1:].masked_fill_(future, float("-inf"))
         yield Block(head_slice, span, block, logits)

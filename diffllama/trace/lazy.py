@@ -149,14 +149,15 @@ class Trace:
         return self.cache.get(("v", layer), lambda: projections.values(self._model, self.hidden_states[layer], layer,
                                                                       self.architecture.shape.value_calls), tensor_bytes)
 
-    def _logit_blocks(self, layer: int, heads: list[int], rows: list[int], unit: int = 1) -> Iterator[Block]:
-        """Scaled, causally masked pre-softmax logits of softmax heads ``heads`` for the query
-        positions ``rows`` (ascending), in blocks of a few heads (whole groups of ``unit``) × rows × keys
-        (``blocks.logit_blocks``)."""
+    def _logit_blocks(self, layer: int, heads: list[int], rows: list[int], unit: int = 1,
+                      masked: bool = True) -> Iterator[Block]:
+        """Scaled, causally masked (unless ``masked`` is False) pre-softmax logits of softmax heads ``heads``
+        for the query positions ``rows`` (ascending), in blocks of a few heads (whole groups of ``unit``) ×
+        rows × keys (``blocks.logit_blocks``)."""
         self._check_layer(layer)
         if not rows:
             return iter(())
-        return logit_blocks(self._queries(layer, rows), self.keys[layer], heads, rows, unit)
+        return logit_blocks(self._queries(layer, rows), self.keys[layer], heads, rows, unit, masked)
 
     # --- maps and logits ------------------------------------------------------------------------
     @torch.no_grad()
@@ -191,11 +192,20 @@ class Trace:
             out[block.heads, block.span, :block.values.shape[2]] = block.values.cpu()
         return out
 
+    def logits_at(self, layer: int, heads: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Scaled pre-softmax logits ``[len(heads)]`` of softmax heads ``heads`` at query positions ``rows`` and key
+        positions ``keys`` (1-D index tensors of one length, each key at or before its row): one dot
+        product each, from the layer's queries of every row (computed once while the cache holds them)."""
+        queries = self._queries(layer, list(range(self.seq_len)))  # [H, N, d]
+        heads, rows, keys = (index.to(queries.device) for index in (heads, rows, keys))
+        groups = queries.shape[0] // self.keys[layer].shape[0]
+        return (queries[heads, rows] * self.keys[layer][heads // groups, keys]).sum(-1)
+
     def causal_logits(self, layer: int) -> Iterator[Block]:
         """Every scaled pre-softmax logit of a layer's causal (query, key) pairs, all softmax heads
-        (both maps of a differential head), in ``Block`` s (row ``rows[i]`` reads keys 0..rows[i]): the
-        stream activation outliers summarise."""
-        return self._logit_blocks(layer, list(range(self.architecture.shape.heads)), list(range(self.seq_len)))
+        (both maps of a differential head), in ``Block`` s (row ``rows[i]`` reads keys 0..rows[i]; its later
+        keys are left unmasked, not read): the stream activation outliers summarise."""
+        return self._logit_blocks(layer, list(range(self.architecture.shape.heads)), list(range(self.seq_len)), masked=False)
 
     def value_blocks(self, layer: int, head: int, kind: str, value: str = "weight", rows=None) -> Iterator[Block]:
         """``map_blocks`` of one head whose values hold ``value`` (``VALUES``): the map's weights, or
