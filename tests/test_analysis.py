@@ -340,16 +340,19 @@ def test_sink_scores_match_brute_force(checkpoint):
 
 
 @pytest.mark.parametrize("name", ["diffllama-gqa", "llama-gqa"])
-def test_one_pass_gives_head_stats_and_sink_scores_in_any_number_of_threads(checkpoint, name):
-    """The comparison's single pass (``head_stats(..., sinks=)``) equals each measure on its own, and a
-    scan spread over worker threads equals one in a single thread."""
+def test_head_stats_from_logits_equal_those_of_the_maps_in_any_number_of_threads(checkpoint, name):
+    """On the CPU every map kind's head statistics come from the logits in one compiled pass per row
+    (softmax, D and statistics: ``row_loops``); they equal the statistics of the map blocks (torch's
+    softmax, the GPU's route) for every kind, on every row or a sample of rows; and a scan spread over
+    worker threads equals one in a single thread."""
     trace = diffllama.load(checkpoint(name)).trace(TEXT)
-    sinks = analysis.SinkTotals(trace, window=None)
-    stats = analysis.head_stats(trace, sinks=sinks)
-    alone = analysis.sink_scores(trace, window=None)
-    for kind, scores in alone.scores.items():
-        np.testing.assert_allclose(sinks.result().scores[kind], scores, atol=1e-7)
-    np.testing.assert_allclose(stats.entropy, analysis.head_stats(trace).entropy, atol=1e-7)
+    for kind in trace.kinds:
+        for rows in (None, [0, 3, 7, trace.seq_len - 1]):
+            from_maps = HeadStatTotals(trace, kind, 5, rows)
+            analysis.scan(trace, kind, rows, maps=from_maps)
+            from_logits = analysis.head_stats(trace, kind, rows=rows)
+            for name_ in ("entropy", "top_k_mass", "sink_mass", "negative_mass"):
+                np.testing.assert_allclose(getattr(from_logits, name_), getattr(from_maps.result(), name_), rtol=0, atol=1e-6)
     threaded, single = (HeadStatTotals(trace, trace.kinds[0], 5, None) for _ in range(2))
     analysis.scan(trace, trace.kinds[0], maps=threaded, workers=3)
     analysis.scan(trace, trace.kinds[0], maps=single, workers=1)
@@ -365,13 +368,13 @@ def test_overview_numbers_come_from_its_own_pass(checkpoint):
     sample = trace.overview_rows(4, max_logits=20_000)
     assert sample is not None  # a sampled overview
     trace.overview_rows = lambda size: sample
-    for value in ("weight", "norm"):
-        view = analysis.overview(trace, "diff", size=4, value=value)
-        expected = analysis.head_stats(trace, "diff", rows=sample)
-        assert view.query_rows == sample and view.stats.kind == "diff"
+    for kind, value in (("diff", "weight"), ("a1", "weight"), ("diff", "norm")):  # D's thumbnails, a softmax map's
+        view = analysis.overview(trace, kind, size=4, value=value)
+        expected = analysis.head_stats(trace, kind, rows=sample)
+        assert view.query_rows == sample and view.stats.kind == kind
         for name in ("entropy", "top_k_mass", "sink_mass", "negative_mass"):
             np.testing.assert_allclose(getattr(view.stats, name), getattr(expected, name), atol=1e-6)
-        pooled, _ = trace.pooled_heads(2, "diff", 4, rows=sample, value=value)
+        pooled, _ = trace.pooled_heads(2, kind, 4, rows=sample, value=value)
         np.testing.assert_allclose(np.stack(view.maps[2]), pooled.numpy(), atol=1e-6)
     steps = analysis.overview_layers(trace, "diff", size=4)
     first = next(steps)
@@ -426,5 +429,3 @@ def test_head_stats_over_a_sample_of_rows_average_those_rows(checkpoint):
     expected = analysis.row_statistics(rows, 5)
     for name in ("entropy", "top_k_mass", "sink_mass", "negative_mass"):
         assert getattr(stats, name)[2, 1] == pytest.approx(float(expected[name].mean()), rel=1e-5, abs=1e-7)
-    with pytest.raises(ValueError, match="every row"):
-        analysis.head_stats(trace, "diff", rows=sample, sinks=analysis.SinkTotals(trace))

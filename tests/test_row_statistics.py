@@ -1,11 +1,14 @@
 """A softmax map's entropy read from the logits it is the softmax of (no log per entry) equals the
 entropy of its rows."""
 
+import numpy as np
 import pytest
 import torch
 
 import diffllama
 from diffllama import analysis
+from diffllama.analysis import row_loops
+from diffllama.analysis.head_stats import NO_POOLING
 
 TEXT = "The magic number of Lyon is 4821. The magic number of Paris is 1234. What is the magic number of Lyon?"
 
@@ -53,3 +56,35 @@ def test_signed_rows_compiled_equal_the_float64_reference():
         for name, value in reference.items():
             assert compiled[name].dtype == torch.float32 and compiled[name].shape == value.shape
             torch.testing.assert_close(compiled[name].double(), value, rtol=0, atol=1e-6)
+
+
+def test_compiled_exp_and_log_are_within_a_few_float32_ulps():
+    """The vectorised polynomials behind the statistics read from logits (``row_loops``): exp within 5 ulps
+    over the whole range a softmax meets (x ≤ 0; a truncated coefficient makes it 7.8), log within 2 (7.4)."""
+    x = np.concatenate([np.linspace(-87, 0, 400_001), -np.logspace(-8, 0, 1000), [0.0]]).astype(np.float32)
+    out, scale = np.empty_like(x), np.empty(x.size, dtype=np.int32)
+    total = row_loops._exp_row(x, np.float32(0), x.size, out, scale)
+    exact = np.exp(x.astype(np.float64))
+    assert (np.abs(out - exact) / np.spacing(exact.astype(np.float32))).max() <= 5
+    assert total == pytest.approx(out.astype(np.float64).sum(), rel=1e-12)
+    values = np.exp(np.random.default_rng(0).uniform(-87, 0, 20_000)).astype(np.float32)
+    values = np.concatenate([values, np.float32([1.0, 0.5, 0.70710677, 0.7071068, np.finfo(np.float32).tiny, 0.99999994])])
+    parts = np.empty(1, dtype=np.int32)
+    logs = np.array([row_loops._weighted_log(values[i:i + 1], 1, parts) for i in range(values.size)]) / values
+    exact = np.log(values.astype(np.float64))
+    assert (np.abs(logs - exact) / np.spacing(np.abs(exact).astype(np.float32))).max() <= 2
+
+
+def test_a_row_of_logits_holding_nan_or_inf_has_nan_statistics():
+    logits = torch.randn(2, 3, 8)
+    logits[0, 1, 2], logits[1, 2, 0] = float("nan"), float("inf")
+    ends = np.array([8, 8, 8])
+    for loop, heads in ((row_loops.softmax_logit_rows, 2), (row_loops.diff_logit_rows, 1)):
+        out = np.zeros((4, heads, 3))
+        if heads == 2:
+            loop(logits.numpy(), ends, 5, out, *NO_POOLING)
+        else:
+            loop(logits.numpy(), ends, 0.5, 5, out, *NO_POOLING)
+        broken = np.isnan(out).all(0)
+        assert broken.tolist() == ([[False, True, False], [False, False, True]] if heads == 2 else [[False, True, True]])
+        assert np.isfinite(out[:, ~broken]).all()

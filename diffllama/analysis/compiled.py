@@ -1,11 +1,12 @@
-"""The loops numba compiles (``magnitude_counts``' passes, ``row_loops``' top-k sums and the statistics of signed and softmax rows),
+"""The loops numba compiles (``magnitude_counts``' passes, ``row_loops``' top-k sums and the statistics of rows, from the rows or from their logits),
 compiled at once: a few seconds once per process, which ``compile_loops`` spends when the app starts rather than in a
 visitor's first request."""
 
 import numpy as np
 import torch
 
-from .head_stats import row_statistics, top_k_sum
+from . import row_loops
+from .head_stats import NO_POOLING, row_statistics, top_k_sum
 from .magnitude_counts import Counts
 
 
@@ -15,6 +16,10 @@ def compile_loops() -> None:
     Counts(1).coarse_pass(block, ends, np.zeros(1 << 15, dtype=np.int64))
     top_k_sum(block, 1)
     top_k_sum(torch.ones(2, 3, 2)[:, 1:], 1)  # a strided view of a block's rows: another compiled variant
-    for rows in (block, torch.ones(2, 3, 2)[:, 1:]):  # a block's rows, whole and strided (row 0 left out)
+    for rows in (torch.ones(2, 2, 2), torch.ones(2, 3, 2)[:, 1:]):  # a block's rows, whole and strided (row 0 left out)
         row_statistics(rows, 1, signed=True)  # a differential map's
         row_statistics(rows, 1, signed=False, logits=rows)  # a softmax map's given its logits
+        ends = np.ones(rows.shape[1], dtype=np.int64)  # and from their logits (head statistics on the CPU)
+        for pooling in (NO_POOLING, (np.arange(2), np.zeros(rows.shape[1], dtype=np.int64), np.zeros((2, 1, 1)))):
+            row_loops.softmax_logit_rows(rows.numpy(), ends, 1, np.empty((4, 2, rows.shape[1])), *pooling)
+            row_loops.diff_logit_rows(rows.numpy(), ends, 0.5, 1, np.empty((4, 1, rows.shape[1])), *pooling)

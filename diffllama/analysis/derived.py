@@ -11,7 +11,7 @@ from ..records import HeadStats, OutlierStats, Overview, SinkScores
 from .head_stats import head_stats
 from .maps import overview as compute_overview
 from .outliers import activation_outliers
-from .sinks import SinkTotals
+from .sinks import sink_scores
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,9 @@ SMALL = 0  # bytes counted for a result of a few arrays [layers, heads]: a few k
 
 
 def comparison(trace) -> Comparison:
-    """Head statistics of the trace's main map and sink scores of every map, from one pass."""
+    """Head statistics of the trace's main map and sink scores of every map."""
     def measure() -> Comparison:
-        sinks = SinkTotals(trace)
-        stats = head_stats(trace, trace.kinds[0], sinks=sinks)
-        return Comparison(stats, sinks.result())
+        return Comparison(head_stats(trace, trace.kinds[0]), sink_scores(trace))
     return trace.cache.get(ComparisonKey(trace.kinds[0]), measure, lambda _: SMALL)
 
 

@@ -8,9 +8,9 @@ import torch
 
 from ..records import HeadStats
 from ..trace import Block, Trace
+from ..trace.pooling import row_blocks
 from . import row_loops
-from .passes import scan
-from .sinks import SinkTotals
+from .passes import per_layer, scan
 
 
 STATISTICS = ("entropy", "top_k_mass", "sink_mass", "negative_mass")
@@ -96,10 +96,31 @@ def _torch_statistics(rows: torch.Tensor, top_k: int, signed: bool,
     }
 
 
+NO_POOLING = (np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 0, 0)))
+
+
+class Pooling:
+    """Thumbnails ``sums`` [heads, B, B] summed by ``HeadStatTotals.from_logits`` from the rows it reads: the
+    blocks of keys ``edges``, the block of each query position of the pass; ``means()`` the pooled maps
+    (``pooling.pool``'s, made in the statistics' pass)."""
+
+    def __init__(self, heads: int, edges: list[int], rows: list[int]):
+        block_of_row, self.rows_per_block = row_blocks(rows, edges)
+        self.edges, self.block_of_row = np.asarray(edges, dtype=np.int64), block_of_row.numpy()
+        self.sums = np.zeros((heads, len(edges) - 1, len(edges) - 1))
+
+    def arrays(self, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the compiled loops read for ``block``: edges, the block of each of its rows, the sums of its heads."""
+        return self.edges, self.block_of_row[block.span], self.sums[block.heads]
+
+    def means(self) -> torch.Tensor:
+        return torch.from_numpy(self.sums / self.rows_per_block.double().numpy()[:, None]).float()
+
+
 class HeadStatTotals:
-    """``head_stats`` accumulated from the map blocks of a pass (a ``scan`` reader, or fed one
-    layer's blocks at a time): sums per layer × head over the query rows read, row 0 left out (it
-    can only attend to itself), then ``result()`` the means."""
+    """``head_stats`` accumulated from the blocks of a pass, of maps (a ``scan`` reader, or fed one layer's
+    blocks at a time) or of the logits behind them (``from_logits``): sums per layer × head over the query
+    rows read, row 0 left out (it can only attend to itself), then ``result()`` the means."""
 
     def __init__(self, trace: Trace, kind: str, top_k: int, rows: list[int] | None):
         self.trace, self.kind, self.top_k = trace, kind, top_k
@@ -114,22 +135,43 @@ class HeadStatTotals:
         found = statistics(block.values[:, skip:], self.top_k, signed=self.kind == "diff", logits=logits)  # [4, h, r]
         self.totals[:, layer, block.heads] += found.sum(-1)
 
+    def from_logits(self, layer: int, block: Block, pooling: Pooling | None = None) -> None:
+        """Add a block of the logits behind the maps (``Trace.logit_blocks``, float32 on the CPU): each row's
+        softmax, D and statistics in one compiled pass (``row_loops``), no map block written. With
+        ``pooling`` the same pass sums the rows into thumbnails."""
+        edges, row_blocks, sums = pooling.arrays(block) if pooling else NO_POOLING
+        rows = block.values.shape[1]
+        found = np.empty((len(STATISTICS), block.heads.stop - block.heads.start, rows))
+        logits, ends = block.values.detach().numpy(), (block.rows + 1).numpy()
+        if self.kind == "diff":
+            row_loops.diff_logit_rows(logits, ends, self.trace.lambdas[layer], self.top_k, found, edges, row_blocks, sums)
+        else:
+            row_loops.softmax_logit_rows(logits, ends, self.top_k, found, edges, row_blocks, sums)
+        skip = 1 if int(block.rows[0]) == 0 and self.trace.seq_len > 1 else 0  # row 0 is no row of the means
+        self.totals[:, layer, block.heads] += found[:, :, skip:].sum(-1)
+
     def result(self) -> HeadStats:
         return HeadStats(kind=self.kind, top_k=self.top_k,
                          **{name: self.totals[i] / max(self.counted, 1) for i, name in enumerate(STATISTICS)})
 
 
-def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5, rows: list[int] | None = None,
-               sinks: SinkTotals | None = None) -> HeadStats:
+def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5, rows: list[int] | None = None) -> HeadStats:
     """Entropy, top-k mass, first-token mass and negative mass per layer × head, averaged over query
     rows 1..N-1 (row 0 can only attend to itself), or over the query positions ``rows`` (e.g. the
-    overview's evenly spaced sample, ``Trace.overview_rows``; row 0 still left out). ``sinks`` (a
-    ``SinkTotals``): the same pass also gives the sink scores, which read every row of the trace's
-    first kind (``diff`` or ``softmax``)."""
+    overview's evenly spaced sample, ``Trace.overview_rows``; row 0 still left out). On the CPU from
+    the logits (``HeadStatTotals.from_logits``: no map block written), elsewhere from the map blocks."""
     kind = kind or trace.kinds[0]
-    if sinks is not None and (kind != trace.kinds[0] or rows is not None):
-        raise ValueError(f"sink scores read every row of kind {trace.kinds[0]!r}")
+    if top_k < 1:
+        raise ValueError(f"top-k mass needs k ≥ 1; got {top_k}")
     positions = None if rows is None else sorted(int(r) for r in rows)
     totals = HeadStatTotals(trace, kind, top_k, positions)
-    scan(trace, kind, positions, maps=totals, softmax=sinks)
+    if trace.device.type == "cpu":
+        def one_layer(layer: int) -> None:
+            for block in trace.logit_blocks(layer, kind, rows=positions):
+                totals.from_logits(layer, block)
+
+        for _ in per_layer(trace, one_layer):
+            pass
+    else:
+        scan(trace, kind, positions, maps=totals)
     return totals.result()

@@ -10,7 +10,7 @@ import torch
 from ..records import AttentionMap, AttentionRegion, Overview
 from ..tokens import display_tokens
 from ..trace import Trace, block_edges
-from .head_stats import HeadStatTotals
+from .head_stats import HeadStatTotals, Pooling
 from .passes import per_layer
 
 MAX_REGION = 256  # tokens per side of a full-resolution region: 256 × 256 cells stay a light figure
@@ -72,6 +72,11 @@ def overview_layers(trace: Trace, kind: str, size: int = 32, value: str = "weigh
     stats = HeadStatTotals(trace, kind, top_k, rows)
 
     def one_layer(layer: int) -> np.ndarray:
+        if value == "weight" and trace.device.type == "cpu":  # thumbnails and statistics from one pass over the logits
+            pooling = Pooling(trace.num_heads, edges, list(range(trace.seq_len)) if rows is None else rows)
+            for block in trace.logit_blocks(layer, kind, rows=rows):
+                stats.from_logits(layer, block, pooling)
+            return pooling.means().numpy()
         if value == "weight":
             values, _ = trace.pooled_heads(layer, kind, size, rows=rows, observe=lambda block: stats(layer, block))
         else:  # the thumbnails show contributions; the numbers read the weights

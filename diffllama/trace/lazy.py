@@ -183,6 +183,19 @@ class Trace:
             block.heads = slice(block.heads.start // unit, block.heads.stop // unit)
             yield block
 
+    @torch.no_grad()
+    def logit_blocks(self, layer: int, kind: str, heads: list[int] | None = None, rows=None) -> Iterator[Block]:
+        """The pre-softmax logits behind the maps of ``kind`` for differential/softmax heads ``heads`` (all by
+        default) at the query positions ``rows`` (all by default): ``Block`` s as ``map_blocks`` makes them,
+        before any softmax, each head's softmax maps in turn along the heads (for ``diff``: A1, A2), and
+        unmasked: a row's keys after its own position hold no logit of the map and are not to be read."""
+        heads = self._check_heads(layer, kind, heads)
+        unit = len(self.architecture.softmax_maps(kind))
+        for block in self._logit_blocks(layer, self.architecture.softmax_heads(heads, kind), self._rows(rows), unit,
+                                        masked=False):
+            block.heads = slice(block.heads.start // unit, block.heads.stop // unit)
+            yield block
+
     def logit_rows(self, layer: int, rows: torch.Tensor, heads: list[int]) -> torch.Tensor:
         """Scaled, causally masked pre-softmax logits ``[len(heads), len(rows), N]`` in float32
         for the query positions ``rows`` (a 1-D index tensor) of softmax heads ``heads``."""

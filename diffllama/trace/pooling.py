@@ -64,14 +64,21 @@ def pool_columns(values: torch.Tensor, edges: list[int]) -> torch.Tensor:
     return out.index_add_(values.dim() - 1, block_of_col, values)
 
 
+def row_blocks(rows: list[int], edges: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block of rows each query position of ``rows`` falls in (``edges``), and how many fall in each
+    block (float32); every block needs one."""
+    block_of_row = torch.bucketize(torch.tensor(rows), torch.tensor(edges[1:]), right=True)  # [len(rows)]
+    rows_per_block = torch.bincount(block_of_row, minlength=len(edges) - 1).float()
+    if not bool((rows_per_block > 0).all()):
+        raise ValueError("every block of rows needs at least one sampled row")
+    return block_of_row, rows_per_block
+
+
 def pool(blocks: Iterator[Block], count: int, edges: list[int], rows: list[int], n: int) -> torch.Tensor:
     """Pooled maps ``[count, B, B]`` (CPU) of the ``blocks`` of ``count`` heads over the query
     positions ``rows`` of ``n`` tokens: the mean over each block of rows, the sum over each block of keys."""
     size = len(edges) - 1
-    block_of_row = torch.bucketize(torch.tensor(rows), torch.tensor(edges[1:]), right=True)  # [len(rows)]
-    rows_per_block = torch.bincount(block_of_row, minlength=size).float()
-    if not bool((rows_per_block > 0).all()):
-        raise ValueError("every block of rows needs at least one sampled row")
+    block_of_row, rows_per_block = row_blocks(rows, edges)
     sums = None  # row blocks summed, columns not yet
     for block in blocks:
         if sums is None:
