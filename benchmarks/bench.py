@@ -825,7 +825,10 @@ def part_block(repeats: int = 50) -> dict:
     for element-wise work, as the app's threads run). Milliseconds per block, mean of ``repeats``."""
     import torch
 
-    from diffllama.analysis import row_statistics
+    import numpy as np
+
+    from diffllama.analysis import row_loops, row_statistics
+    from diffllama.analysis.head_stats import NO_POOLING
 
     generator = torch.Generator().manual_seed(0)
     heads, rows, keys, dim = 4, 64, 2048, 64
@@ -840,9 +843,12 @@ def part_block(repeats: int = 50) -> dict:
     products()
     probs = torch.softmax(logits, -1)
     diff = torch.sub(probs[0::2], probs[1::2], alpha=0.5)
+    ends, found = np.full(rows, keys), np.empty((4, heads // 2, rows))
     steps = {"logits (a product per head)": products, "softmax": lambda: torch.softmax(logits, -1),
              "A1 − λ·A2": lambda: torch.sub(probs[0::2], probs[1::2], alpha=0.5),
-             "row statistics of D (entropy, top-5, first token, negative)": lambda: row_statistics(diff, 5, signed=True)}
+             "row statistics of D (entropy, top-5, first token, negative)": lambda: row_statistics(diff, 5, signed=True),
+             "from the logits: softmax, D and its statistics in one pass (what head statistics run on the CPU)":
+                 lambda: row_loops.diff_logit_rows(logits.numpy(), ends, 0.5, 5, found, *NO_POOLING)}
     result = {}
     for name, step in steps.items():
         step()  # warm-up
