@@ -230,6 +230,9 @@ def test_top_k_sum_of_long_rows_equals_topk():
         torch.testing.assert_close(analysis.top_k_sum(rows, k), expected, rtol=2e-7, atol=0)
         torch.testing.assert_close(analysis.top_k_sum(rows[:, 1:], k), expected[:, 1:], rtol=2e-7, atol=0)  # a strided view
     assert analysis.top_k_sum(torch.tensor([3.0, 1.0]), 5) == 4.0  # fewer entries than k
+    for signed in (-rows, -rows.double()):  # the largest |entries|, compiled (float32) and through torch alike
+        torch.testing.assert_close(analysis.top_k_sum(signed, 5).double(), rows.topk(5, dim=-1).values.sum(-1).double(),
+                                   rtol=2e-7, atol=0)
 
 
 def test_activation_outliers_match_brute_force(checkpoint):

@@ -23,7 +23,9 @@ def test_entropy_from_logits_equals_entropy_of_the_rows():
     logits[1, 2, :30] = 0.0  # flat: ties everywhere
     logits[2, 3, 1:] = float("-inf")  # one key: fewer than k
     rows = torch.softmax(logits, -1)
-    for view, view_logits in ((rows, logits), (rows[:, 1:], logits[:, 1:]), (rows[0], logits[0])):  # a strided view, 2-D
+    views = ((rows, logits), (rows[:, 1:], logits[:, 1:]), (rows[0], logits[0]),  # a strided view, 2-D
+             (torch.softmax(logits + 80, -1), logits + 80))  # logits far from 0 (sinks reach tens): no cancellation
+    for view, view_logits in views:
         from_logits = analysis.row_statistics(view, 5, signed=False, logits=view_logits)
         for name, value in analysis.row_statistics(view.double(), 5, signed=False).items():
             assert from_logits[name].dtype == torch.float32 and from_logits[name].shape == value.shape
@@ -76,15 +78,17 @@ def test_compiled_exp_and_log_are_within_a_few_float32_ulps():
 
 
 def test_a_row_of_logits_holding_nan_or_inf_has_nan_statistics():
+    """... and pools as NaN into its thumbnail, as torch's softmax of it is NaN."""
     logits = torch.randn(2, 3, 8)
     logits[0, 1, 2], logits[1, 2, 0] = float("nan"), float("inf")
-    ends = np.array([8, 8, 8])
+    ends, edges, row_blocks = np.array([8, 8, 8]), np.array([0, 4, 8]), np.array([0, 1, 1])
     for loop, heads in ((row_loops.softmax_logit_rows, 2), (row_loops.diff_logit_rows, 1)):
-        out = np.zeros((4, heads, 3))
+        out, pooled = np.zeros((4, heads, 3)), np.zeros((heads, 2, 2))
         if heads == 2:
-            loop(logits.numpy(), ends, 5, out, *NO_POOLING)
+            loop(logits.numpy(), ends, 5, out, edges, row_blocks, pooled)
         else:
-            loop(logits.numpy(), ends, 0.5, 5, out, *NO_POOLING)
+            loop(logits.numpy(), ends, 0.5, 5, out, edges, row_blocks, pooled)
         broken = np.isnan(out).all(0)
         assert broken.tolist() == ([[False, True, False], [False, False, True]] if heads == 2 else [[False, True, True]])
         assert np.isfinite(out[:, ~broken]).all()
+        assert np.isfinite(pooled[:, 0]).all() and np.isnan(pooled[:, 1]).all()  # row 0 alone in block 0

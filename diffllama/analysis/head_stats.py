@@ -22,11 +22,11 @@ def _as_blocks(rows: torch.Tensor) -> torch.Tensor:
 
 
 def top_k_sum(rows: torch.Tensor, k: int) -> torch.Tensor:
-    """Sum of the k largest entries of each row ``[..., N]`` of non-negative values (a map's magnitudes):
-    on the CPU a compiled loop that compares a row's chunk peaks and the keys of k chunks only
-    (``row_loops.top_k_sums``), elsewhere torch's ``topk``."""
+    """Sum of the k largest |entries| of each row ``[..., N]`` (a map's magnitudes): on the CPU a compiled loop
+    that compares a row's chunk peaks and the keys of k chunks only (``row_loops.top_k_sums``), elsewhere
+    torch's ``topk``."""
     if rows.device.type != "cpu" or rows.dtype != torch.float32 or rows.dim() < 1:
-        return rows.topk(min(k, rows.shape[-1]), dim=-1).values.sum(-1)
+        return rows.abs().topk(min(k, rows.shape[-1]), dim=-1).values.sum(-1)
     array = _as_blocks(rows).numpy()
     out = np.empty(array.shape[:2], dtype=np.float32)
     row_loops.top_k_sums(array, array.view(np.int32), k, out)

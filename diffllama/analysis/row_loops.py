@@ -90,21 +90,21 @@ def top_k_sums(rows, bits, k, out):
 def softmax_rows(rows, bits, logits, k, out):
     """Statistics of softmax rows p given their logits z (−inf at masked keys, where p is 0), per row
     ``[i, j]``: ``out[0]`` entropy, ``out[1]`` top-k mass, ``out[2]`` first-token mass, ``out[3]`` negative
-    mass (0). With T = Σ p, W = Σ p·z (over the keys where p > 0) and, at the row's largest entry p_m,
+    mass (0). With T = Σ p, W = Σ p·(z − z_m) (over the keys where p > 0, m the row's largest entry) and
     logsumexp z = z_m − log p_m (every positive p_k = exp(z_k − logsumexp z)): the entropy of p / T is
-    log T + logsumexp z − W / T, with no log per entry."""
+    log T − log p_m − W / T, with no log per entry (and no cancellation between terms as large as the logits)."""
     peaks, best, chunks, top, at = _scratch(rows.shape[2], k)
     for i in range(rows.shape[0]):
         for j in range(rows.shape[1]):
             row, z = rows[i, j], logits[i, j]
+            largest = _largest(row, bits[i, j], peaks, best, chunks, top, at)
+            peak = z[at[0]]  # the logit of the row's largest entry: Σ p·(z − peak) stays ≈ the entropy, not ≈ |z|
             total, weighted = 0.0, 0.0
             for key in range(row.size):
                 value = row[key]
                 total += value
-                weighted += value * z[key] if value > 0 else 0.0
-            largest = _largest(row, bits[i, j], peaks, best, chunks, top, at)
-            logsumexp = z[at[0]] - math.log(top[0])
-            out[0, i, j] = math.log(total) + logsumexp - weighted / total
+                weighted += value * (z[key] - peak) if value > 0 else 0.0
+            out[0, i, j] = math.log(total) - math.log(top[0]) - weighted / total
             out[1, i, j], out[2, i, j], out[3, i, j] = largest / total, row[0] / total, 0.0
 
 
@@ -275,8 +275,8 @@ def softmax_logit_rows(logits, ends, k, out, edges, row_blocks, pooled):
             largest = _largest(e[:n], e[:n].view(np.int32), peaks, best, chunks, top, at)
             out[0, i, j] = math.log(total) - weighted / total
             out[1, i, j], out[2, i, j], out[3, i, j] = largest / total, e[0] / total, 0.0
-            if pooled.shape[0]:
-                _pool_row(e, 1.0 / total, n, edges, pooled[i, row_blocks[j]])
+            if pooled.shape[0]:  # a row holding a NaN or an infinity pools as NaN, as its softmax is
+                _pool_row(e, np.nan if broken else 1.0 / total, n, edges, pooled[i, row_blocks[j]])
             if broken:
                 out[:, i, j] = np.nan
 
@@ -311,6 +311,6 @@ def diff_logit_rows(logits, ends, lambda_, k, out, edges, row_blocks, pooled):
             out[1, i, j], out[2, i, j] = largest / absolute, abs(first[0]) / absolute
             out[3, i, j] = max(absolute - signed, 0.0) / (2 * absolute)
             if pooled.shape[0]:
-                _pool_row(first, 1.0, n, edges, pooled[i, row_blocks[j]])
+                _pool_row(first, np.nan if broken1 or broken2 else 1.0, n, edges, pooled[i, row_blocks[j]])
             if broken1 or broken2:
                 out[:, i, j] = np.nan
