@@ -20,6 +20,5 @@ def compile_loops() -> None:
         row_statistics(rows, 1, signed=True)  # a differential map's
         row_statistics(rows, 1, signed=False, logits=rows)  # a softmax map's given its logits
         ends = np.ones(rows.shape[1], dtype=np.int64)  # and from their logits (head statistics on the CPU)
-        for pooling in (NO_POOLING, (np.arange(2), np.zeros(rows.shape[1], dtype=np.int64), np.zeros((2, 1, 1)))):
-            row_loops.softmax_logit_rows(rows.numpy(), ends, 1, np.empty((4, 2, rows.shape[1])), *pooling)
-            row_loops.diff_logit_rows(rows.numpy(), ends, 0.5, 1, np.empty((4, 1, rows.shape[1])), *pooling)
+        row_loops.softmax_logit_rows(rows.numpy(), ends, 1, np.empty((4, 2, rows.shape[1])), *NO_POOLING)  # pooling
+        row_loops.diff_logit_rows(rows.numpy(), ends, 0.5, 1, np.empty((4, 1, rows.shape[1])), *NO_POOLING)  # or not: one type

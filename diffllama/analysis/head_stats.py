@@ -16,6 +16,11 @@ from .passes import per_layer, scan
 STATISTICS = ("entropy", "top_k_mass", "sink_mass", "negative_mass")
 
 
+def check_top_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"top-k mass needs k ≥ 1; got {k}")
+
+
 def _as_blocks(rows: torch.Tensor) -> torch.Tensor:
     """Rows ``[..., N]`` as a view ``[A, B, N]`` (no copy), the shape the compiled loops read."""
     return rows.detach().reshape(-1, *rows.shape[-2:]) if rows.dim() >= 2 else rows.detach()[None, None]
@@ -58,8 +63,7 @@ def statistics(rows: torch.Tensor, top_k: int, signed: bool | None = None,
     its log is z − logsumexp z, so its entropy needs no log per entry. Float32 rows on the CPU go through
     compiled loops (``row_loops``: a differential map's rows, or a softmax map's given its logits); other
     rows through torch's element-wise operations (``_torch_statistics``)."""
-    if top_k < 1:
-        raise ValueError(f"top-k mass needs k ≥ 1; got {top_k}")
+    check_top_k(top_k)
     signed = bool(rows.min() < 0) if signed is None else signed
     if rows.device.type == "cpu" and rows.dtype == torch.float32 and rows.dim() >= 1 and (signed or logits is not None):
         return _compiled_statistics(rows, top_k, signed, logits)
@@ -123,14 +127,14 @@ class HeadStatTotals:
     rows read, row 0 left out (it can only attend to itself), then ``result()`` the means."""
 
     def __init__(self, trace: Trace, kind: str, top_k: int, rows: list[int] | None):
+        check_top_k(top_k)
         self.trace, self.kind, self.top_k = trace, kind, top_k
         positions = range(trace.seq_len) if rows is None else rows
         self.counted = sum(1 for r in positions if r > 0 or trace.seq_len == 1)
         self.totals = np.zeros((len(STATISTICS), trace.num_layers, trace.num_heads))
 
     def __call__(self, layer: int, block: Block) -> None:
-        # row 0 comes along (the sink scores need it) but is no row of the means
-        skip = 1 if int(block.rows[0]) == 0 and self.trace.seq_len > 1 else 0
+        skip = self._skip(block)
         logits = None if block.logits is None else block.logits[:, skip:]  # a softmax map's: its entropy without a log per entry
         found = statistics(block.values[:, skip:], self.top_k, signed=self.kind == "diff", logits=logits)  # [4, h, r]
         self.totals[:, layer, block.heads] += found.sum(-1)
@@ -147,8 +151,12 @@ class HeadStatTotals:
             row_loops.diff_logit_rows(logits, ends, self.trace.lambdas[layer], self.top_k, found, edges, row_blocks, sums)
         else:
             row_loops.softmax_logit_rows(logits, ends, self.top_k, found, edges, row_blocks, sums)
-        skip = 1 if int(block.rows[0]) == 0 and self.trace.seq_len > 1 else 0  # row 0 is no row of the means
-        self.totals[:, layer, block.heads] += found[:, :, skip:].sum(-1)
+        self.totals[:, layer, block.heads] += found[:, :, self._skip(block):].sum(-1)
+
+    def _skip(self, block: Block) -> int:
+        """Rows at the start of ``block`` that are no rows of the means: row 0, which can only attend to itself
+        (it comes along: the sink scores and the thumbnails read it)."""
+        return 1 if int(block.rows[0]) == 0 and self.trace.seq_len > 1 else 0
 
     def result(self) -> HeadStats:
         return HeadStats(kind=self.kind, top_k=self.top_k,
@@ -161,8 +169,6 @@ def head_stats(trace: Trace, kind: str | None = None, top_k: int = 5, rows: list
     overview's evenly spaced sample, ``Trace.overview_rows``; row 0 still left out). On the CPU from
     the logits (``HeadStatTotals.from_logits``: no map block written), elsewhere from the map blocks."""
     kind = kind or trace.kinds[0]
-    if top_k < 1:
-        raise ValueError(f"top-k mass needs k ≥ 1; got {top_k}")
     positions = None if rows is None else sorted(int(r) for r in rows)
     totals = HeadStatTotals(trace, kind, top_k, positions)
     if trace.device.type == "cpu":

@@ -170,29 +170,29 @@ class Trace:
         handed each block of them before the map is formed (``Architecture.softmax_maps`` of each
         head in turn along the heads, ``heads`` counting them all: for ``diff``, A1 and A2 alternating).
         A block of a softmax map (``a1``, ``a2``, ``softmax``) also holds the logits it is the softmax of."""
-        heads = self._check_heads(layer, kind, heads)
         unit = len(self.architecture.softmax_maps(kind))
         own_logits = self.architecture.softmax_maps(kind) == (kind,)
         lambda_ = self.lambdas[layer] if self.lambdas else None
-        for block in self._logit_blocks(layer, self.architecture.softmax_heads(heads, kind), self._rows(rows), unit):
+        for block in self.logit_blocks(layer, kind, heads, rows, masked=True):
             probs = torch.softmax(block.values, dim=-1)  # [h·unit, r, e]
             if softmax is not None:
-                softmax(Block(block.heads, block.span, block.rows, probs))
+                softmax(Block(slice(block.heads.start * unit, block.heads.stop * unit), block.span, block.rows, probs))
             block.logits = block.values if own_logits else None
             block.values = self.architecture.combine(probs, kind, lambda_)
-            block.heads = slice(block.heads.start // unit, block.heads.stop // unit)
             yield block
 
     @torch.no_grad()
-    def logit_blocks(self, layer: int, kind: str, heads: list[int] | None = None, rows=None) -> Iterator[Block]:
+    def logit_blocks(self, layer: int, kind: str, heads: list[int] | None = None, rows=None,
+                     masked: bool = False) -> Iterator[Block]:
         """The pre-softmax logits behind the maps of ``kind`` for differential/softmax heads ``heads`` (all by
-        default) at the query positions ``rows`` (all by default): ``Block`` s as ``map_blocks`` makes them,
-        before any softmax, each head's softmax maps in turn along the heads (for ``diff``: A1, A2), and
-        unmasked: a row's keys after its own position hold no logit of the map and are not to be read."""
+        default) at the query positions ``rows`` (all by default), in the ``Block`` s ``map_blocks`` forms its maps
+        from: each head's softmax maps in turn along the block's values (for ``diff``: A1, A2), ``heads`` the
+        map heads. Unless ``masked``, a row's keys after its own position hold no logit of the map and are not
+        to be read."""
         heads = self._check_heads(layer, kind, heads)
         unit = len(self.architecture.softmax_maps(kind))
         for block in self._logit_blocks(layer, self.architecture.softmax_heads(heads, kind), self._rows(rows), unit,
-                                        masked=False):
+                                        masked):
             block.heads = slice(block.heads.start // unit, block.heads.stop // unit)
             yield block
 
